@@ -1,0 +1,5 @@
+import sys
+
+from cellinr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,41 @@
+"""Argument helpers shared by the subcommands (argparse only: keep imports light)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+        help="compute device; auto picks CUDA, then MPS, then CPU (default: auto)",
+    )
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
+    parser.add_argument("--seed", type=int, default=default, help=f"random seed (default: {default})")
+
+
+def add_spacing(parser: argparse.ArgumentParser, help_extra: str = "") -> None:
+    parser.add_argument(
+        "--spacing", type=float, nargs="+", metavar="S",
+        help="voxel size Z Y X in microns, overriding the file metadata" + help_extra,
+    )
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value

@@ -1,0 +1,42 @@
+"""Compute-device selection: explicit, validated, logged."""
+
+from __future__ import annotations
+
+import logging
+
+from cellinr.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(name: str = "auto"):
+    """Return a ``torch.device`` for ``name`` in {"auto", "cpu", "cuda", "cuda:N", "mps"}.
+
+    ``auto`` picks CUDA, then MPS, then CPU. An explicitly requested device that is not
+    available raises :class:`DeviceError`.
+    """
+    import torch
+
+    name = str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            device = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = torch.device("mps")
+        else:
+            device = torch.device("cpu")
+        log.info("device: %s", device)
+        return device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}: CUDA is not available on this machine")
+        return torch.device(name)
+    if name == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise DeviceError("--device mps: MPS is not available on this machine")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"--device {name}: unknown device; choose one of {', '.join(DEVICES)}")
