@@ -1,0 +1,184 @@
+"""Synthetic segmentation and tracking benchmarks from 3D+t masks.
+
+For every mask sequence (T, Z, Y, X) of the source: maximum-intensity projection (MIP) over Z ->
+2D masks over time -> tracks (connected components linked by overlap, divisions give daughters new
+ids) -> textured images (the non-learned renderer or a pix2pixHD texture model) -> lossless TIFF pairs
+and the Cell Tracking Challenge layout. With ``three_d`` the 3D masks are also tracked, rendered slice
+by slice and written in the CTC 3D layout. (Wiesner et al., MedIA 2024: the synthetic benchmark is the
+MIP of each generated 3D mask, textured by pix2pixHD.)
+
+Output folder::
+
+    benchmark.json                         sources, texture method and parameters, sequences, tracks
+    sequences/<name>_image.tif             (T, Y, X) textured MIP time-lapse
+    sequences/<name>_mask.tif              (T, Y, X) uint16 tracked instance labels
+    ctc/01/t000.tif, ctc/01_GT/SEG/..., ctc/01_GT/TRA/...   the same, CTC 2D layout (one NN per sequence)
+    ctc3d/01/t000.tif, ...                 with ``three_d``: (Z, Y, X) frames, CTC 3D layout
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cellinr.errors import InputError, ParameterError
+
+log = logging.getLogger(__name__)
+
+
+def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
+    """The 3D and 3D+t mask TIFFs of ``source`` (a file, or a folder searched recursively).
+
+    Files whose axes are 2D or 2D+t (MIPs, previews) are skipped when reading; names are the file stems,
+    prefixed by their sub-folder when stems repeat.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{source}: not found")
+    if source.is_file():
+        return [(source.stem, source)]
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff")
+                   and not any(part.startswith(".") for part in p.relative_to(source).parts))
+    if not files:
+        raise InputError(f"{source}: no TIFF files in folder")
+    stems = [p.stem for p in files]
+    names = []
+    for p in files:
+        rel = p.relative_to(source).with_suffix("")
+        names.append(p.stem if stems.count(p.stem) == 1 else "_".join(rel.parts))
+    return list(zip(names, files))
+
+
+def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | None] | None:
+    """(T, Z, Y, X) int32 labels and spacing, or None for a file that is not a 3D / 3D+t mask."""
+    from cellinr.io.tiff import read_tiff
+    from cellinr.texture.data import check_labels
+
+    img = read_tiff(path)
+    data, axes = img.data, img.axes
+    if "C" in axes and data.shape[axes.index("C")] == 1:
+        data = np.squeeze(data, axis=axes.index("C"))
+        axes = axes.replace("C", "")
+    if axes == "ZYX":
+        data = data[None]
+    elif axes != "TZYX":
+        if single_file:
+            raise InputError(f"{path}: expected a 3D+t (T, Z, Y, X) or 3D (Z, Y, X) mask, got axes {axes} "
+                             f"and shape {data.shape}")
+        log.info("%s: skipped (axes %s are not TZYX or ZYX)", path, axes)
+        return None
+    return check_labels(data, str(path)), img.spacing
+
+
+def benchmark(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    texture: str | os.PathLike = "render",
+    like: tuple | list | None = None,
+    three_d: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    device: str = "auto",
+) -> Path:
+    """Turn 3D+t masks into a textured 2D (and optionally 3D) benchmark with CTC ground truth.
+
+    Parameters
+    ----------
+    source : path
+        A generated output folder or any folder (or file) of mask TIFFs, (T, Z, Y, X) or (Z, Y, X);
+        binary masks or instance labels. 2D / 2D+t TIFFs in the folder (MIPs) are skipped.
+    out : path
+        Benchmark folder, built atomically (an existing one needs ``overwrite``).
+    texture : "render", a texture model folder or a bundled model name (e.g. "dsb2018")
+        How masks become images. 3D volumes are always rendered by the renderer, slice by slice.
+    like : (image path, mask path), optional
+        A real 2D image and its mask to estimate the renderer's parameters from.
+    three_d : bool
+        Also write the textured 3D volumes with their 3D masks in the CTC 3D layout (``ctc3d``).
+    seed : int
+        Sequence k is textured with seed (seed, k): the same seed gives identical files.
+    device : str
+        Device of a texture model.
+
+    Returns
+    -------
+    Path of the benchmark folder.
+    """
+    from tqdm import tqdm
+
+    from cellinr import __version__
+    from cellinr.io.atomic import atomic_dir
+    from cellinr.io.ctc import track_masks, write_ctc_sequence
+    from cellinr.io.tiff import write_tiff
+    from cellinr.texture.render import RenderParams, cell_brightness, params_like, render
+
+    if like is not None and len(like) != 2:
+        raise ParameterError(f"--like needs IMAGE and MASK, got {len(like)} values")
+    params = params_like(*like) if like is not None else RenderParams()
+    model = None
+    if str(texture) != "render":
+        from cellinr.texture.apply import load_texture_model
+
+        model = load_texture_model(texture, device=device)
+    source = Path(source)
+    found = find_mask_sequences(source)
+    entries = []
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        index = 0
+        for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
+            read = _read_masks(path, single_file=source.is_file())
+            if read is None:
+                continue
+            masks, spacing = read
+            if not masks.any():
+                raise InputError(f"{path}: all frames are empty")
+            index += 1
+            rng = np.random.default_rng([seed, k])
+            mip = masks.max(axis=1)  # (T, Y, X); binary masks stay binary, labels keep their ids
+            labels2d, tracks2d = track_masks(mip)
+            if model is None:
+                images2d = render(labels2d, params, seed=rng)
+            else:
+                from cellinr.texture.apply import texture_labels
+
+                images2d = texture_labels(model, labels2d)
+            write_tiff(tmp / "sequences" / f"{name}_image.tif", images2d, axes="TYX")
+            write_tiff(tmp / "sequences" / f"{name}_mask.tif", labels2d, axes="TYX")
+            write_ctc_sequence(tmp / "ctc", index, images2d, labels2d, tracks2d)
+            entry = {
+                "name": name, "source": str(path), "ctc": f"{index:02d}", "frames": int(masks.shape[0]),
+                "shape_zyx": list(masks.shape[1:]), "spacing_zyx_um": list(spacing) if spacing else None,
+                "tracks_2d": [[t.label, t.begin, t.end, t.parent] for t in tracks2d],
+                "divisions_2d": sum(1 for t in tracks2d if t.parent),
+            }
+            if three_d:
+                labels3d, tracks3d = track_masks(masks)
+                del masks
+                brightness = cell_brightness(params, int(labels3d.max()) + 1, rng)
+                volumes = np.stack([render(labels3d[t], params, seed=rng, brightness=brightness)
+                                    for t in range(len(labels3d))])
+                write_ctc_sequence(tmp / "ctc3d", index, volumes, labels3d, tracks3d, spacing=spacing)
+                entry["tracks_3d"] = [[t.label, t.begin, t.end, t.parent] for t in tracks3d]
+                entry["divisions_3d"] = sum(1 for t in tracks3d if t.parent)
+                del volumes, labels3d
+            entries.append(entry)
+        if not entries:
+            raise InputError(f"{source}: no 3D or 3D+t mask TIFFs (axes ZYX or TZYX) found")
+        info = {
+            "kind": "cellinr-benchmark",
+            "source": str(source),
+            "texture": "render" if model is None else str(model.path),
+            "render_params": params.to_dict() if (model is None or three_d) else None,
+            "like": [str(p) for p in like] if like is not None else None,
+            "three_d": three_d,
+            "seed": seed,
+            "sequences": entries,
+            "cellinr_version": __version__,
+        }
+        (tmp / "benchmark.json").write_text(json.dumps(info, indent=2) + "\n")
+    return Path(out)

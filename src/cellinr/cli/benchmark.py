@@ -1,0 +1,39 @@
+"""``cellinr benchmark``: textured 2D (and 3D) benchmark with Cell Tracking Challenge ground truth."""
+
+from __future__ import annotations
+
+import argparse
+
+from cellinr.cli._common import add_device, add_overwrite, add_seed
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "benchmark", help="MIP masks -> textured time-lapses + Cell Tracking Challenge layout",
+        description="Turn 3D+t masks (a generated output folder or any folder of (T, Z, Y, X) mask TIFFs) into "
+        "a synthetic benchmark: per sequence a textured 2D time-lapse of the maximum-intensity projection with "
+        "its tracked instance masks (lossless TIFF), the same in the Cell Tracking Challenge layout, and with "
+        "--3d also textured 3D volumes in the CTC 3D layout.",
+    )
+    parser.add_argument("source", metavar="SOURCE", help="folder (searched recursively) or file of mask TIFFs")
+    parser.add_argument("--out", required=True, help="benchmark folder to write")
+    parser.add_argument("--texture", default="render", metavar="MODEL_DIR|render",
+                        help="'render' (default: the non-learned renderer), a texture model folder, or a "
+                        "bundled model name (dsb2018)")
+    parser.add_argument("--like", nargs=2, metavar=("IMAGE", "MASK"),
+                        help="real 2D image and mask to estimate the renderer's parameters from")
+    parser.add_argument("--3d", dest="three_d", action="store_true",
+                        help="also write textured 3D volumes (rendered slice-wise) in the CTC 3D layout")
+    add_seed(parser)
+    add_device(parser)
+    add_overwrite(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cellinr.benchmark import benchmark
+
+    out = benchmark(args.source, args.out, texture=args.texture, like=args.like, three_d=args.three_d,
+                    seed=args.seed, overwrite=args.overwrite, device=args.device)
+    print(f"benchmark: {out} (sequences/, ctc/{', ctc3d/' if args.three_d else ''} and benchmark.json)")
+    return 0

@@ -1,0 +1,36 @@
+"""``cellinr interpolate``: shapes along the path between two learned codes."""
+
+from __future__ import annotations
+
+from cellinr.cli.generate import add_grid_options
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "interpolate", help="shapes between two learned codes",
+        description="Evaluate K codes on the straight line from code A to code B (A, B: sequence names or "
+        "indices); one sequence per step, named step_000, step_001, ...",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="trained run folder")
+    parser.add_argument("--from", dest="start", required=True, metavar="A", help="start code: name or index")
+    parser.add_argument("--to", dest="end", required=True, metavar="B", help="end code: name or index")
+    parser.add_argument("--steps", type=int, required=True, help="number of shapes, >= 2 (ends included)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--rotation", default="none", choices=("none", "learned"),
+                        help="canonical orientation, or interpolate the two learned rotations (default: none)")
+    parser.add_argument("--formats", default="tiff", help="comma-separated outputs among tiff, sdf, mesh, mip")
+    add_grid_options(parser, formats=False)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cellinr.generate import interpolate
+
+    records = interpolate(
+        args.run_dir, args.out, start=args.start, end=args.end, steps=args.steps, size=args.size, dims=args.dims,
+        frames=args.frames, rotation=args.rotation, formats=args.formats, mesh_format=args.mesh_format,
+        method=args.method, device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb,
+        chunk=args.chunk,
+    )
+    print(f"{len(records)} shapes in {args.out}")
+    return 0

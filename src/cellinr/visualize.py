@@ -1,0 +1,95 @@
+"""Pictures of time-evolving masks: MIP montages (PNG) and animations (GIF).
+
+Used by ``cellinr demo`` and ``cellinr view``; everything here works without a display.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cellinr.io.atomic import atomic_path
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(image, [0.5, 99.5]) if image.size else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    return (np.clip((image - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def mask_mips(masks: np.ndarray) -> np.ndarray:
+    """Maximum-intensity projections of (T, Z, Y, X) masks along Z, Y and X, tiled side by side.
+
+    Returns
+    -------
+    (T, max(Y, Z), Y + X + Z... ) uint8 ndarray
+        One row image per frame: the XY, XZ and YZ projections, 255 inside.
+    """
+    masks = np.asarray(masks) > 0
+    t, z, y, x = masks.shape
+    height = max(y, z)
+    out = np.zeros((t, height, x + x + y + 2), np.uint8)
+    for k in range(t):
+        xy = masks[k].max(axis=0)
+        xz = masks[k].max(axis=1)
+        yz = masks[k].max(axis=2)
+        out[k, :y, :x] = xy * 255
+        out[k, :z, x + 1 : 2 * x + 1] = xz * 255
+        out[k, :z, 2 * x + 2 : 2 * x + 2 + y] = yz * 255
+    return out
+
+
+def write_montage(
+    path: str | os.PathLike,
+    rows: Sequence[np.ndarray],
+    *,
+    labels: Sequence[str] | None = None,
+    max_frames: int = 10,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG grid: one row per (T, H, W) stack, frames spread evenly over time as columns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_frames = min(len(r) for r in rows)
+    cols = np.unique(np.linspace(0, n_frames - 1, min(max_frames, n_frames)).round().astype(int))
+    aspect = rows[0].shape[2] / rows[0].shape[1]
+    fig, axes = plt.subplots(
+        len(rows), len(cols), figsize=(1.6 * aspect * len(cols), 1.7 * len(rows) + 0.4), squeeze=False
+    )
+    for i, stack in enumerate(rows):
+        for j, t in enumerate(cols):
+            ax = axes[i, j]
+            ax.imshow(_to_uint8(stack[t]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t={t}", fontsize=8)
+            if j == 0 and labels:
+                ax.set_ylabel(labels[i], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_gif(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 5.0) -> Path:
+    """Write a (T, H, W) stack as a looping animated GIF, intensities scaled to 8 bits."""
+    import imageio.v3 as iio
+
+    frames = np.stack([_to_uint8(f) for f in np.asarray(frames)])
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
+    return path

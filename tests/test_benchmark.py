@@ -1,0 +1,107 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellinr.benchmark import benchmark
+from cellinr.cli import main
+from cellinr.errors import InputError, OutputExistsError, RunError
+from cellinr.io.ctc import check_ctc_sequence, read_ctc_sequence
+from cellinr.io.tiff import read_tiff, write_tiff
+
+REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
+
+
+def dividing_sequence(T=6, S=24, split=3):
+    """A sphere that becomes two spheres moving apart along X: (T, Z, Y, X) uint8."""
+    zz, yy, xx = np.mgrid[:S, :S, :S]
+    c = S // 2
+    masks = np.zeros((T, S, S, S), np.uint8)
+    for t in range(T):
+        if t < split:
+            masks[t] = (zz - c) ** 2 + (yy - c) ** 2 + (xx - c) ** 2 <= 6**2
+        else:
+            d = 3 + t
+            masks[t] = ((zz - c) ** 2 + (yy - c) ** 2 + (xx - c + d) ** 2 <= 4**2) | (
+                (zz - c) ** 2 + (yy - c) ** 2 + (xx - c - d) ** 2 <= 4**2)
+    return masks
+
+
+@pytest.fixture
+def source(tmp_path):
+    src = tmp_path / "generated"
+    masks = dividing_sequence()
+    write_tiff(src / "cell_000.tif", masks, axes="TZYX", spacing=(1.0, 0.5, 0.5))
+    write_tiff(src / "cell_001.tif", masks[:, :, ::-1].copy(), axes="TZYX", spacing=(1.0, 0.5, 0.5))
+    write_tiff(src / "mips" / "cell_000_mip.tif", masks.max(axis=1), axes="TYX")  # skipped: 2D+t
+    return src
+
+
+def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
+    out = benchmark(source, tmp_path / "bench", three_d=True, seed=3)
+    info = json.loads((out / "benchmark.json").read_text())
+    assert [s["name"] for s in info["sequences"]] == ["cell_000", "cell_001"]
+    assert [s["ctc"] for s in info["sequences"]] == ["01", "02"]
+    for s in info["sequences"]:
+        assert s["tracks_2d"] == [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 5, 1]]
+        assert s["tracks_3d"] == [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 5, 1]]
+    image = read_tiff(out / "sequences" / "cell_000_image.tif")
+    mask = read_tiff(out / "sequences" / "cell_000_mask.tif")
+    assert image.axes == "TYX" and image.data.shape == (6, 24, 24) and image.data.dtype == np.uint16
+    np.testing.assert_array_equal(mask.data > 0, dividing_sequence().max(axis=1) > 0)
+    assert image.data[mask.data > 0].mean() > image.data[mask.data == 0].mean() + 100
+    for root, ndim in (("ctc", 3), ("ctc3d", 4)):
+        for k in (1, 2):
+            seq = read_ctc_sequence(out / root, k)
+            assert seq.images.ndim == ndim and len(seq.images) == 6
+            assert check_ctc_sequence(seq) == []
+            assert [(t.label, t.begin, t.end, t.parent) for t in seq.tracks] == [(1, 0, 2, 0), (2, 3, 5, 1), (3, 3, 5, 1)]
+    seq2d = read_ctc_sequence(out / "ctc", 1)
+    np.testing.assert_array_equal(seq2d.images, image.data)
+    np.testing.assert_array_equal(seq2d.seg, mask.data)
+    assert read_tiff(out / "ctc3d" / "01" / "t000.tif").spacing == pytest.approx((1.0, 0.5, 0.5), rel=1e-4)
+    # the same seed gives identical files; another seed other textures
+    again = benchmark(source, tmp_path / "bench2", three_d=True, seed=3)
+    for rel in ("sequences/cell_001_image.tif", "ctc3d/02/t005.tif"):
+        np.testing.assert_array_equal(read_tiff(out / rel).data, read_tiff(again / rel).data)
+    other = benchmark(source, tmp_path / "bench3", seed=4)
+    assert not np.array_equal(read_tiff(other / "sequences/cell_000_image.tif").data, image.data)
+    assert not (other / "ctc3d").exists()
+    with pytest.raises(OutputExistsError):
+        benchmark(source, out)
+
+
+def test_benchmark_cli_with_model_and_bad_inputs(source, tmp_path, capsys):
+    bundled = Path(__file__).resolve().parents[1] / "src/cellinr/models/texture_dsb2018"
+    if (bundled / "texture_model.json").exists():
+        assert main(["benchmark", str(source / "cell_000.tif"), "--out", str(tmp_path / "b"),
+                     "--texture", "dsb2018", "--device", "cpu"]) == 0
+        data = read_tiff(tmp_path / "b" / "sequences" / "cell_000_image.tif").data
+        assert data.shape == (6, 24, 24) and data.dtype == np.uint16
+    not_model = tmp_path / "not_a_model"
+    not_model.mkdir()
+    with pytest.raises(RunError, match="not a texture model"):
+        benchmark(source, tmp_path / "b2", texture=not_model)
+    assert main(["benchmark", str(source), "--out", str(tmp_path / "b3"), "--texture", str(not_model)]) == 2
+    assert "not a texture model" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no TIFF files"):
+        benchmark(empty, tmp_path / "b4")
+    write_tiff(empty / "mip.tif", np.zeros((3, 8, 8), np.uint8), axes="TYX")
+    with pytest.raises(InputError, match="no 3D or 3D\\+t mask TIFFs"):
+        benchmark(empty, tmp_path / "b5")
+    write_tiff(tmp_path / "float.tif", np.full((2, 4, 8, 8), 0.5, np.float32), axes="TZYX")
+    with pytest.raises(InputError, match="non-integer"):
+        benchmark(tmp_path / "float.tif", tmp_path / "b6")
+    assert not (tmp_path / "b6").exists()
+
+
+@pytest.mark.skipif(not (REAL / "dsb2018_nuclei_img.tif").exists(), reason=f"real data not found in {REAL}")
+def test_benchmark_like_real_pair(source, tmp_path):
+    out = benchmark(source, tmp_path / "b", like=(REAL / "dsb2018_nuclei_img.tif", REAL / "dsb2018_nuclei_labels.tif"))
+    params = json.loads((out / "benchmark.json").read_text())["render_params"]
+    assert 10 < params["background"] < 40 and params["foreground"] > 20  # DSB: 8-bit range, dark background
+    image = read_tiff(out / "sequences" / "cell_000_image.tif").data
+    assert image.max() < 1000

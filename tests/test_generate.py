@@ -1,0 +1,303 @@
+"""generate / reconstruct / interpolate / fit on a tiny model trained in the test, and their checks.
+
+The model (the ``tiny`` preset) is fitted for a few seconds to three analytic ellipsoids whose radii
+grow with time, so its fields are smooth, closed and anisotropic (rotations are visible).
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage, stats
+
+from cellinr.cli import main
+from cellinr.errors import OutputExistsError, ParameterError, RunError
+from cellinr.generate import fit, fit_gaussian, generate, interpolate, reconstruct, sample_latents
+from cellinr.geometry.grid import evaluate_dense, evaluate_fast, grid_points
+from cellinr.io.run import load_run, write_run_files
+from cellinr.io.sdf_dataset import SDFDataset
+from cellinr.io.tiff import read_tiff
+from cellinr.nn.rotation import euler_xyz_to_matrix, random_rotations, rotation_angle
+
+SIZE, CLAMP, VOXEL_UM = 33, 8.0, 0.5
+UNIT = CLAMP * 2 / (SIZE - 1)  # 0.5 coordinate units per SDF unit
+RADII = torch.tensor([[0.55, 0.35, 0.25], [0.4, 0.4, 0.3], [0.3, 0.5, 0.45]])
+
+
+def _target(p):
+    """Approximate SDF (run units) of the three ellipsoids at points p (3, n, 4)."""
+    r = RADII[:, None, :] * (1 + 0.15 * p[..., 3:4])
+    n = (p[..., :3] / r).norm(dim=-1)
+    return ((n - 1) * r.min(dim=-1).values).div(UNIT).clamp(-1, 1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny network is overhead-bound: extra threads only add contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, one_thread):
+    from cellinr.config import preset
+    from cellinr.nn.decoder import AutoDecoder
+
+    torch.manual_seed(0)
+    config = preset("tiny")
+    decoder = AutoDecoder.from_config(config.model)
+    codes = torch.randn(3, config.model.latent_dim, generator=torch.Generator().manual_seed(1)) * 0.5
+    optim = torch.optim.Adam(decoder.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(250):
+        p = torch.rand(3, 1024, 4, generator=gen) * 2 - 1
+        loss = (decoder.forward_frames(codes, p) - _target(p)).abs().mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert loss.item() < 0.05
+    folder = tmp_path_factory.mktemp("run")
+    manifest = {"format": "cellinr-sdf-dataset", "size": SIZE, "clamp": CLAMP, "voxel_size_um": VOXEL_UM,
+                "scale_um_per_unit": CLAMP * VOXEL_UM, "sequences": []}
+    write_run_files(folder, config=config, decoder=decoder, latents=codes, rotations=torch.eye(3).expand(3, 3, 3),
+                    names=["seq_a", "seq_b", "seq_c"], frames=[3, 3, 2], manifest=manifest)
+    return folder
+
+
+def _near_surface(mask, voxels=1):
+    return ndimage.binary_dilation(mask, iterations=voxels) & ~ndimage.binary_erosion(mask, iterations=voxels,
+                                                                                      border_value=0)
+
+
+def _read_mask(path):
+    """A mask TIFF as (T, Z, Y, X); readers drop a T axis of length 1."""
+    img = read_tiff(path)
+    return img.data if img.axes == "TZYX" else img.data[None]
+
+
+def _dice(a, b):
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_fast_matches_dense_on_trained_model(tiny_run):
+    run = load_run(tiny_run)
+    dims = (48, 44, 40)
+    for i in range(3):
+        field = run.field(i)
+        for t in (-1.0, 0.3, 1.0):
+            dense = evaluate_dense(field, dims, t=t)
+            fast = evaluate_fast(field, dims, sdf_unit_in_coords=UNIT, t=t)
+            a, b = dense.sdf <= 0, fast.sdf <= 0
+            assert 0.005 < a.mean() < 0.6  # a real shape inside the grid
+            differ = a != b
+            assert differ.mean() <= 1e-3
+            assert not (differ & ~_near_surface(a)).any()
+            assert fast.queries < dense.queries / 2
+
+
+def test_random_rotations_are_haar_uniform():
+    rots = random_rotations(20000, torch.Generator().manual_seed(0)).double()
+    assert torch.allclose(rots @ rots.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(20000, 3, 3),
+                          atol=1e-6)
+    assert torch.allclose(torch.linalg.det(rots), torch.ones(20000, dtype=torch.float64), atol=1e-6)
+    theta = rotation_angle(rots).numpy()
+    cdf = lambda x: (x - np.sin(x)) / np.pi  # noqa: E731  angle density (1 - cos x) / pi on [0, pi]
+    assert stats.kstest(theta, cdf).pvalue > 0.01
+    # the rotated first axis is uniform on the sphere: each coordinate of it is U(-1, 1)
+    assert stats.kstest(rots[:, 2, 0].numpy(), stats.uniform(-1, 2).cdf).pvalue > 0.01
+    # the test has power: uniform Euler angles (the reference's sampler) are not Haar-uniform
+    euler = (torch.rand(20000, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1) * np.pi
+    assert stats.kstest(rotation_angle(euler_xyz_to_matrix(euler)).numpy(), cdf).pvalue < 1e-6
+
+
+def test_latent_samplers():
+    rng = np.random.default_rng(0)
+    codes = rng.standard_normal((5, 16)) * 0.2 + 1.0
+    z, info = sample_latents("gaussian", 4000, codes=codes, sigma=0.3, rng=rng)
+    assert z.shape == (4000, 16) and z.dtype == np.float32
+    assert abs(z.std() - 0.3) < 0.01 and abs(z.mean()) < 0.01
+    z, info = sample_latents("perturb", 50, codes=codes, sigma=1e-3, rng=rng)
+    src = np.array([i["source_index"] for i in info])
+    np.testing.assert_allclose(z, codes[src], atol=6e-3)
+    z, info = sample_latents("fitted", 4000, codes=codes, rng=rng)
+    np.testing.assert_allclose(z.mean(0), codes.mean(0), atol=0.03)
+    assert 0 < info[0]["shrinkage"] <= 1  # 5 codes in 16-d: strongly shrunk towards a sphere
+    with pytest.raises(ParameterError, match="sigma"):
+        sample_latents("gaussian", 1, codes=codes, sigma=0.0, rng=rng)
+    with pytest.raises(ParameterError, match="at least 2"):
+        sample_latents("fitted", 1, codes=codes[:1], rng=rng)
+    with pytest.raises(ParameterError, match="unknown sampler"):
+        sample_latents("uniform", 1, codes=codes, rng=rng)
+
+
+def test_ledoit_wolf_shrinkage():
+    rng = np.random.default_rng(1)
+    true = np.diag(np.linspace(0.5, 2.0, 8))
+    many = rng.multivariate_normal(np.zeros(8), true, size=20000)
+    _, cov, a = fit_gaussian(many)
+    assert a < 0.01 and np.abs(cov - true).max() < 0.1
+    few = rng.multivariate_normal(np.zeros(8), true, size=4)
+    _, cov, a = fit_gaussian(few)
+    assert a > 0.2 and np.linalg.eigvalsh(cov).min() > 0  # singular sample covariance made definite
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_generate_outputs_and_same_seed_identical_files(tiny_run, tmp_path):
+    kw = dict(n=2, size=25, frames=4, seed=7, formats="tiff,sdf,mesh,mip", device="cpu")
+    records = generate(tiny_run, tmp_path / "a", **kw)
+    generate(tiny_run, tmp_path / "b", **kw)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for name in a:
+        if name.startswith("cellinr-generate") or name.endswith(".json"):
+            continue  # they name their output folder
+        assert a[name] == b[name], name
+    assert "cell_0001.tif" in a and "cell_0000.h5" in a and "cell_0000_mip.tif" in a
+    assert "meshes/cell_0000/t0003.ply" in a and "manifest.json" in a
+    img = read_tiff(tmp_path / "a/cell_0000.tif")
+    assert img.axes == "TZYX" and img.data.shape == (4, 25, 25, 25) and img.data.dtype == np.uint8
+    spacing = VOXEL_UM * (SIZE - 1) / 24
+    np.testing.assert_allclose(img.spacing, (spacing,) * 3, rtol=1e-5)
+    mip = read_tiff(tmp_path / "a/cell_0000_mip.tif")
+    np.testing.assert_array_equal(mip.data, img.data.max(axis=1))
+    ds = SDFDataset(tmp_path / "a")  # the SDF output is a prepared data set
+    np.testing.assert_array_equal(ds.read_frame(0, 2) <= 0, img.data[2].astype(bool))
+    rec = json.loads((tmp_path / "a/cell_0001.json").read_text())
+    assert rec["seed"] == 7 and rec["model_hash"] == load_run(tiny_run).model_hash
+    assert len(rec["latent"]) == 8 and np.asarray(rec["rotation"]).shape == (3, 3)
+    assert rec["latent"] == records[1]["latent"]
+    c = generate(tiny_run, tmp_path / "c", **{**kw, "seed": 8, "formats": "tiff"})
+    assert c[0]["latent"] != records[0]["latent"]
+
+
+def test_generate_resumes_after_interruption(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    generate(tiny_run, out, n=3, size=20, frames=2, seed=3, device="cpu")
+    first = _files(out)
+    # simulate an interruption during sequence 1: its marker and mask are missing, a temp file is left
+    (out / "cell_0001.json").unlink()
+    (out / "cell_0001.tif").unlink()
+    (out / ".tmp-cell_0001-xyz.tif").write_bytes(b"partial")
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("cell_000[02].*")}
+    generate(tiny_run, out, n=3, size=20, frames=2, seed=3, device="cpu")
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("cell_000[02].*")} == mtimes  # skipped
+    again = _files(out)
+    assert again["cell_0001.tif"] == first["cell_0001.tif"]
+    assert again["cell_0001.json"] == first["cell_0001.json"]
+    # more sequences extend the same job; other options need --overwrite
+    generate(tiny_run, out, n=4, size=20, frames=2, seed=3, device="cpu")
+    assert (out / "cell_0003.json").is_file()
+    with pytest.raises(OutputExistsError, match="other options"):
+        generate(tiny_run, out, n=3, size=20, frames=2, seed=4, device="cpu")
+
+
+def test_rotated_generation_equals_rotated_canonical(tiny_run, tmp_path):
+    size = 61
+    kw = dict(n=3, size=size, frames=1, seed=11, device="cpu", method="dense", latent="perturb", sigma=0.01)
+    rotated = generate(tiny_run, tmp_path / "rot", formats="tiff", **kw)
+    generate(tiny_run, tmp_path / "canon", rotation="none", formats="sdf", **kw)
+    ds = SDFDataset(tmp_path / "canon")
+    centre = (size - 1) / 2
+    for i, rec in enumerate(rotated):
+        r = np.asarray(rec["rotation"])
+        assert rotation_angle(torch.tensor(r)).item() > 0.3  # a real rotation
+        canon = ds.read_frame(i, 0)
+        # SDF_R(x) = SDF_canon(R x); in (z, y, x) index order the matrix is P R P (P reverses axes)
+        m = r[::-1, ::-1]
+        expected = ndimage.affine_transform(canon, m, offset=centre - m @ np.full(3, centre), order=1,
+                                            mode="nearest") <= 0
+        got = _read_mask(tmp_path / f"rot/cell_{i:04d}.tif")[0].astype(bool)
+        assert expected.mean() > 0.02
+        dice = _dice(got, expected)
+        assert dice >= 0.99, dice
+
+
+def test_reconstruct_names_frames_and_layouts(tiny_run, tmp_path):
+    recs = reconstruct(tiny_run, tmp_path / "r", size=21, formats="tiff,sdf", reference_layout=True, device="cpu")
+    assert [r["name"] for r in recs] == ["seq_a", "seq_b", "seq_c"]
+    assert read_tiff(tmp_path / "r/seq_c.tif").data.shape == (2, 21, 21, 21)
+    import h5py
+
+    with h5py.File(tmp_path / "r/seq_a.h5") as f:
+        vid = f["sdf_vid"][...]
+    assert vid.shape == (21, 21, 21, 3)  # MATLAB order X, Y, Z, T
+    mask = read_tiff(tmp_path / "r/seq_a.tif").data
+    np.testing.assert_array_equal(vid.transpose(3, 2, 1, 0) <= 0, mask.astype(bool))
+    # temporal interpolation and non-cubic grids, fast equals dense
+    fast = reconstruct(tiny_run, tmp_path / "f", dims=(30, 24, 18), frames=7, sequences=["seq_b"], device="cpu")
+    dense = reconstruct(tiny_run, tmp_path / "d", dims=(30, 24, 18), frames=7, sequences=[1], method="dense",
+                        device="cpu")
+    a = read_tiff(tmp_path / "f/seq_b.tif").data
+    b = read_tiff(tmp_path / "d/seq_b.tif").data
+    assert a.shape == (7, 30, 24, 18)
+    assert (a != b).mean() <= 1e-3
+    assert fast[0]["queries"] < dense[0]["queries"]
+    # the reconstruction is the trained shape
+    run = load_run(tiny_run)
+    pts = torch.from_numpy(grid_points((30, 24, 18), t=1.0))
+    truth = (_target(pts[None].expand(3, -1, -1))[1] <= 0).numpy().reshape(30, 24, 18)
+    assert _dice(a[-1].astype(bool), truth) > 0.8
+    assert run.frames == [3, 3, 2]
+
+
+def test_interpolate_endpoints(tiny_run, tmp_path):
+    recs = interpolate(tiny_run, tmp_path / "i", start="seq_a", end=2, steps=3, size=20, frames=1, device="cpu",
+                       method="dense")
+    assert [r["name"] for r in recs] == ["step_000", "step_001", "step_002"]
+    run = load_run(tiny_run)
+    np.testing.assert_array_equal(recs[0]["latent"], run.latents[0].numpy())
+    np.testing.assert_allclose(recs[1]["latent"], (run.latents[0] + run.latents[2]).numpy() / 2, atol=1e-6)
+    end = evaluate_dense(run.decoder.field(run.latents[2]), (20, 20, 20), t=0.0).sdf <= 0
+    np.testing.assert_array_equal(_read_mask(tmp_path / "i/step_002.tif")[0].astype(bool), end)
+
+
+def test_fit_recovers_codes_of_unseen_sequences(tiny_run, tmp_path):
+    # an "unseen" data set: the model's own shapes from perturbed codes, prepared at another size
+    generate(tiny_run, tmp_path / "data", n=2, size=24, frames=2, seed=5, latent="perturb", sigma=0.05,
+             rotation="none", formats="sdf", method="dense", device="cpu")
+    results = fit(tiny_run, tmp_path / "data", tmp_path / "fit", steps=60, points=2048, lr=2e-2, device="cpu")
+    assert [r["name"] for r in results] == ["cell_0000", "cell_0001"]
+    assert min(r["dice"] for r in results) > 0.97
+    saved = json.loads((tmp_path / "fit/fit.json").read_text())
+    assert saved["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in results]))
+    assert np.load(tmp_path / "fit/codes.npy").shape == (2, 8)
+    assert (tmp_path / "fit/dice.csv").read_text().startswith("name,dice\ncell_0000,")
+
+
+def test_bad_input_errors(tiny_run, tmp_path, capsys):
+    with pytest.raises(RunError, match="not found"):
+        generate(tmp_path / "nope", tmp_path / "o", n=1, device="cpu")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(RunError, match="incomplete"):
+        reconstruct(broken, tmp_path / "o", device="cpu")
+    with pytest.raises(ParameterError, match="--size 0"):
+        generate(tiny_run, tmp_path / "o", n=1, size=0, device="cpu")
+    with pytest.raises(ParameterError, match="--frames 0"):
+        generate(tiny_run, tmp_path / "o", n=1, frames=0, device="cpu")
+    with pytest.raises(ParameterError, match=r"needs about [0-9.]+ GiB"):
+        generate(tiny_run, tmp_path / "o", n=1, size=20000, device="cpu")
+    with pytest.raises(ParameterError, match="unknown format gif"):
+        generate(tiny_run, tmp_path / "o", n=1, formats="tiff,gif", device="cpu")
+    with pytest.raises(ParameterError, match="--sigma"):
+        generate(tiny_run, tmp_path / "o", n=1, sigma=-1.0, device="cpu")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        generate(tiny_run, other, n=1, size=12, device="cpu")
+    # the command line prints one line and exits 2
+    assert main(["generate", str(tiny_run), "--out", str(other), "--n", "1", "--size", "12", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0]
+    assert main(["generate", str(tiny_run), "--out", str(other), "--n", "1", "--size", "12", "--device", "cpu",
+                 "--overwrite", "--formats", "tiff,mip"]) == 0
+    assert (other / "cell_0000_mip.tif").is_file()
