@@ -56,7 +56,8 @@ def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
             seq = read_ctc_sequence(out / root, k)
             assert seq.images.ndim == ndim and len(seq.images) == 6
             assert check_ctc_sequence(seq) == []
-            assert [(t.label, t.begin, t.end, t.parent) for t in seq.tracks] == [(1, 0, 2, 0), (2, 3, 5, 1), (3, 3, 5, 1)]
+            tracks = [(t.label, t.begin, t.end, t.parent) for t in seq.tracks]
+            assert tracks == [(1, 0, 2, 0), (2, 3, 5, 1), (3, 3, 5, 1)]
     seq2d = read_ctc_sequence(out / "ctc", 1)
     np.testing.assert_array_equal(seq2d.images, image.data)
     np.testing.assert_array_equal(seq2d.seg, mask.data)

@@ -192,7 +192,7 @@ def test_mesh_closed_at_border_and_empty():
     half_ball = 2 / 3 * np.pi * 6**3
     assert mesh.volume() == pytest.approx(half_ball, rel=0.06)
     assert mesh_from_sdf(np.ones((5, 5, 5))).empty
-    assert mesh_from_sdf(-np.ones((5, 5, 5))).volume() == pytest.approx(5**3, rel=0.1)  # closed by the pad (chamfered box)
+    assert mesh_from_sdf(-np.ones((5, 5, 5))).volume() == pytest.approx(5**3, rel=0.1)  # closed by the pad
 
 
 def test_max_projection():

@@ -154,3 +154,19 @@ def test_measure_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "t.csv").write_text("x")
     assert main(["measure", str(tmp_path / "m.tif"), "--out", str(tmp_path / "t.csv")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/data/real"
+
+
+def test_real_label_images():
+    if not REAL.is_dir():
+        pytest.skip(f"real data folder {REAL} not found")
+    rows = measure(REAL / "platynereis_nuclei_labels.tif")
+    assert len(rows) == 36 and len({r["sequence"] for r in rows}) == 36  # one sequence per nucleus
+    for r in rows:
+        assert r["volume_um3"] > 0 and 0.5 < r["sphericity"] <= 1.0 and 0.5 < r["solidity"] <= 1.0
+        assert r["n_components"] >= 1
+    flat = measure(REAL / "dsb2018_nuclei_labels.tif")
+    assert len(flat) == 125 and all(r["ndim"] == 2 for r in flat)
+    assert all(0 < r["circularity"] <= 1.0 and r["solidity"] <= 1.0 for r in flat)

@@ -393,3 +393,13 @@ def test_prepared_sequence_file_can_be_prepared_again(tmp_path):
     assert again.voxel_size_um == 0.5 and again.manifest["sources"][0]["kind"] == "sdf"
     for t in range(2):
         assert (again.read_frame(0, t) <= 0).sum() == (first.read_frame(0, t) <= 0).sum() == (data[t] > 0).sum()
+
+
+def test_folder_of_whole_sequences_is_expanded(tmp_path):
+    folder = tmp_path / "sim"
+    folder.mkdir()
+    data = (_moving_cells(n_cells=1, n_frames=2) > 0).astype(np.uint8)
+    for k in range(2):  # the simulator's layout: one (T, Z, Y, X) uint8 ImageJ TIFF per sequence
+        write_tiff(folder / f"deforming_{k:03d}.tif", data, axes="TZYX", spacing=(1, 1, 1))
+    ds = SDFDataset(prepare(folder, tmp_path / "ds", size=24, clamp=4))
+    assert ds.names == ["deforming_000", "deforming_001"] and all(s.frames == 2 for s in ds.sequences)

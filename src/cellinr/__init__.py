@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 # public name -> "module:attribute"
 _API = {
     "prepare": "cellinr.data.prepare:prepare",
+    "describe": "cellinr.io.readers:describe",
+    "open_source": "cellinr.io.readers:open_source",
     "simulate": "cellinr.data.simulate:simulate",
     "simulate_sequence": "cellinr.data.simulate:simulate_sequence",
     "train": "cellinr.train.shape:train",

@@ -71,6 +71,11 @@ def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | N
                              f"and shape {data.shape}")
         log.info("%s: skipped (axes %s are not TZYX or ZYX)", path, axes)
         return None
+    if np.issubdtype(data.dtype, np.integer) and data.dtype.itemsize <= 2:
+        # uint8 / uint16 masks are valid labels as they are; no int32 copy of a large 3D+t stack
+        if np.issubdtype(data.dtype, np.signedinteger) and data.min() < 0:
+            raise InputError(f"{path}: masks must hold non-negative labels, got minimum {data.min()}")
+        return data, img.spacing
     return check_labels(data, str(path)), img.spacing
 
 
@@ -113,7 +118,7 @@ def benchmark(
 
     from cellinr import __version__
     from cellinr.io.atomic import atomic_dir
-    from cellinr.io.ctc import track_masks, write_ctc_sequence
+    from cellinr.io.ctc import track_masks, write_ctc_frame, write_ctc_sequence, write_man_track
     from cellinr.io.tiff import write_tiff
     from cellinr.texture.render import RenderParams, cell_brightness, params_like, render
 
@@ -160,12 +165,14 @@ def benchmark(
                 labels3d, tracks3d = track_masks(masks)
                 del masks
                 brightness = cell_brightness(params, int(labels3d.max()) + 1, rng)
-                volumes = np.stack([render(labels3d[t], params, seed=rng, brightness=brightness)
-                                    for t in range(len(labels3d))])
-                write_ctc_sequence(tmp / "ctc3d", index, volumes, labels3d, tracks3d, spacing=spacing)
+                for t in range(len(labels3d)):  # frame by frame: a 3D+t stack of images may not fit in RAM
+                    volume = render(labels3d[t], params, seed=rng, brightness=brightness)
+                    write_ctc_frame(tmp / "ctc3d", index, t, volume, labels3d[t], n_frames=len(labels3d),
+                                    spacing=spacing)
+                write_man_track(tmp / "ctc3d", index, tracks3d)
                 entry["tracks_3d"] = [[t.label, t.begin, t.end, t.parent] for t in tracks3d]
                 entry["divisions_3d"] = sum(1 for t in tracks3d if t.parent)
-                del volumes, labels3d
+                del labels3d
             entries.append(entry)
         if not entries:
             raise InputError(f"{source}: no 3D or 3D+t mask TIFFs (axes ZYX or TZYX) found")

@@ -805,12 +805,13 @@ def fit(
 ) -> list[dict]:
     """Fit new latent codes (and rotations) to unseen prepared sequences, the network frozen.
 
-    Test-time optimisation as in DeepSDF: per sequence a code starting at the learned code that
-    fits the sequence best (``init="best"``; or their mean, ``init="mean"``) (and a rotation starting at the identity, as a unit quaternion) is optimised with Adam on the
-    L1 loss between the predicted and the data set's SDF (both clipped to [-1, 1], in the run's
-    units) at points sampled per step from all frames with the reference scheme (``near_fraction``
-    from voxels with SDF <= ``near_threshold``) plus ``regularization * ||z||^2``. Then every frame
-    is evaluated on the data set's grid and compared with the data set's mask (SDF <= 0).
+    Test-time optimisation as in DeepSDF: per sequence a code (starting at the learned code that
+    fits the sequence best, ``init="best"``, or at their mean, ``init="mean"``) and optionally a
+    rotation (starting at the identity, as a unit quaternion) are optimised with Adam on the L1
+    loss between the predicted and the data set's SDF (both clipped to [-1, 1], in the run's units)
+    at points sampled per step from all frames with the reference scheme (``near_fraction`` from
+    voxels with SDF <= ``near_threshold``) plus ``regularization * ||z||^2``. Then every frame is
+    evaluated on the data set's grid and compared with the data set's mask (SDF <= 0).
 
     Parameters
     ----------

@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CellinrError as exc:
         print(f"cellinr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `cellinr info X | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"cellinr {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,8 @@ def register(subparsers) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="trained run folder")
     parser.add_argument("dataset_dir", metavar="DATASET_DIR", help="prepared SDF data set (cellinr prepare)")
     parser.add_argument("--out", required=True, help="output folder (codes.npy, rotations.npy, dice.csv, fit.json)")
-    parser.add_argument("--steps", type=positive_int, default=300, help="optimisation steps per sequence (default: 300)")
+    parser.add_argument("--steps", type=positive_int, default=300,
+                        help="optimisation steps per sequence (default: 300)")
     parser.add_argument("--points", type=positive_int, default=4096, help="points per step (default: 4096)")
     parser.add_argument("--lr", type=float, default=5e-3, help="learning rate of the codes (default: 0.005)")
     parser.add_argument("--rotations", action="store_true", help="also optimise one rotation per sequence")

@@ -111,8 +111,9 @@ def _overlaps(prev: np.ndarray, cur: np.ndarray) -> dict[tuple[int, int], int]:
         return {}
     a = prev[both].astype(np.int64)
     b = cur[both].astype(np.int64)
-    pairs, counts = np.unique(np.stack([a, b]), axis=1, return_counts=True)
-    return {(int(p), int(c)): int(n) for (p, c), n in zip(pairs.T, counts)}
+    base = int(b.max()) + 1
+    keys, counts = np.unique(a * base + b, return_counts=True)
+    return {(int(k // base), int(k % base)): int(n) for k, n in zip(keys, counts)}
 
 
 def _format_frames(frames: Sequence[int], names: Sequence[str] | None = None) -> str:
@@ -225,7 +226,7 @@ def _build_tracks(index: int, scan: _SourceScan, *, track: str, min_voxels: int)
     return tracks
 
 
-def _resolve_spacing(source, index: int) -> tuple[float, float, float]:
+def _resolve_spacing(source) -> tuple[float, float, float]:
     if source.spacing is None:
         log.warning("%s: voxel size unknown, assuming 1 x 1 x 1 um (pass --spacing Z Y X)", source.path)
         return (1.0, 1.0, 1.0)
@@ -530,7 +531,8 @@ def prepare(
     inputs : path or list of paths
         TIFF files, folders of per-frame TIFFs (Cell Tracking Challenge layouts), .npy/.npz, HDF5
         (``dataset``), or the authors' ``sdf_vid`` files (thresholded at 0). See
-        :func:`cellinr.io.readers.open_source`.
+        :func:`cellinr.io.readers.open_source`. A folder of whole 3D+t TIFFs (one sequence per file,
+        e.g. ``cellinr simulate`` output) stands for its files.
     out : folder to create (``manifest.json``, ``<name>.h5``, ``<name>.png``).
     size : cube edge in voxels (>= 16).
     clamp : outside/inside clamp in voxels; the SDF is divided by it.
@@ -564,7 +566,7 @@ def prepare(
     from tqdm.auto import tqdm
 
     from cellinr.io.atomic import atomic_dir
-    from cellinr.io.readers import open_source, parse_spacing
+    from cellinr.io.readers import expand_inputs, open_source, parse_spacing
     from cellinr.io.sdf_dataset import new_manifest, write_manifest
 
     _validate(size, clamp, voxel_size, scale, track, center, min_voxels)
@@ -574,6 +576,7 @@ def prepare(
     paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
     if not paths:
         raise ParameterError("inputs: give at least one input file or folder")
+    paths = expand_inputs(paths, axes=axes)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
@@ -586,7 +589,7 @@ def prepare(
     try:
         for p in paths:
             sources.append(open_source(p, axes=axes, spacing=spacing, dataset=dataset))
-        spacings = [_resolve_spacing(src, i) for i, src in enumerate(sources)]
+        spacings = [_resolve_spacing(src) for src in sources]
 
         tracks, scans, excluded = _collect_tracks(sources, track=track, min_voxels=min_voxels,
                                                   exclude_border=exclude_border, show=show)

@@ -164,6 +164,8 @@ def harmonic_sum(x, y, z, coeffs: np.ndarray, *, gradient: bool = False):
     coeffs = np.asarray(coeffs, dtype=np.float64) * _harmonic_scales()
     poly: dict = {}
     for c, terms in zip(coeffs, _harmonic_polys()):
+        if c == 0.0:
+            continue
         for k, v in terms.items():
             poly[k] = poly.get(k, 0.0) + c * v
     powers = []

@@ -69,7 +69,7 @@ def track_masks(masks: np.ndarray) -> tuple[np.ndarray, list[Track]]:
 
     Returns
     -------
-    labels : ndarray of ``masks``' shape, uint16 (int32 if there are 65535 tracks or more)
+    labels : ndarray of ``masks``' shape, uint16 (int32 when there are more than 65534 tracks)
         Track id of every cell pixel.
     tracks : list of Track
         Sorted by label. A component that overlaps most with a previous cell continues its track;
@@ -79,7 +79,7 @@ def track_masks(masks: np.ndarray) -> tuple[np.ndarray, list[Track]]:
     masks = np.asarray(masks)
     if masks.ndim not in (3, 4):
         raise InputError(f"masks: expected (T, Y, X) or (T, Z, Y, X), got shape {masks.shape}")
-    out = np.zeros(masks.shape, np.int32)
+    out = np.zeros(masks.shape, np.uint16)  # 4 GB as int32 for 30 x 256^3; widened only when needed
     tracks: dict[int, Track] = {}
     next_id = 1
     prev = None
@@ -111,10 +111,11 @@ def track_masks(masks: np.ndarray) -> tuple[np.ndarray, list[Track]]:
                 ids[c] = next_id
                 tracks[next_id] = Track(next_id, t, t, 0)
                 next_id += 1
+        if next_id > 65535 and out.dtype == np.uint16:
+            out = out.astype(np.int32)
         out[t] = ids[comp]
         prev = out[t]
-    dtype = np.uint16 if next_id <= 65535 else np.int32
-    return out.astype(dtype), [tracks[k] for k in sorted(tracks)]
+    return out, [tracks[k] for k in sorted(tracks)]
 
 
 def frame_digits(n_frames: int) -> int:
@@ -179,32 +180,55 @@ def write_ctc_sequence(
     -------
     Path of the image folder ``root/NN``.
     """
-    from cellinr.io.atomic import atomic_write_text
-    from cellinr.io.tiff import write_tiff
-
     images, labels = np.asarray(images), np.asarray(labels)
     if images.shape != labels.shape or images.ndim not in (3, 4):
         raise InputError(f"CTC export: images {images.shape} and labels {labels.shape} must be equal "
                          "(T, Y, X) or (T, Z, Y, X) arrays")
     if tracks is None:
         labels, tracks = track_masks(labels)
-    if labels.max() > 65535:
+    for t in range(len(images)):
+        write_ctc_frame(root, index, t, images[t], labels[t], n_frames=len(images), spacing=spacing,
+                        compression=compression)
+    write_man_track(root, index, tracks)
+    return Path(root) / sequence_name(index)
+
+
+def write_ctc_frame(
+    root: str | os.PathLike, index: int, t: int, image: np.ndarray, labels: np.ndarray, *, n_frames: int,
+    spacing: tuple[float, float, float] | None = None, compression: str | None = "zlib",
+) -> None:
+    """Write frame ``t`` of sequence ``index``: the image and its tracked labels (as SEG and TRA masks).
+
+    For sequences too large to hold in memory; ``n_frames`` sets the digits of the file names.
+    ``image`` and ``labels`` are (Y, X) or (Z, Y, X).
+    """
+    from cellinr.io.tiff import write_tiff
+
+    image, labels = np.asarray(image), np.asarray(labels)
+    if image.shape != labels.shape or image.ndim not in (2, 3):
+        raise InputError(f"CTC export: frame {t}: image {image.shape} and labels {labels.shape} must be equal "
+                         "(Y, X) or (Z, Y, X) arrays")
+    if labels.size and labels.max() > 65535:
         raise InputError(f"CTC export: {labels.max()} tracks do not fit uint16 labels")
     labels = labels.astype(np.uint16)
     root = Path(root)
     name = sequence_name(index)
-    img_dir, seg_dir, tra_dir = root / name, root / f"{name}_GT" / "SEG", root / f"{name}_GT" / "TRA"
-    for d in (img_dir, seg_dir, tra_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    axes = "YX" if images.ndim == 3 else "ZYX"
-    digits = frame_digits(len(images))
-    for t in range(len(images)):
-        k = f"{t:0{digits}d}"
-        write_tiff(img_dir / f"t{k}.tif", images[t], axes=axes, spacing=spacing, compression=compression)
-        write_tiff(seg_dir / f"man_seg{k}.tif", labels[t], axes=axes, spacing=spacing, compression=compression)
-        write_tiff(tra_dir / f"man_track{k}.tif", labels[t], axes=axes, spacing=spacing, compression=compression)
-    atomic_write_text(tra_dir / "man_track.txt", format_man_track(tracks))
-    return img_dir
+    axes = "YX" if image.ndim == 2 else "ZYX"
+    k = f"{t:0{frame_digits(n_frames)}d}"
+    write_tiff(root / name / f"t{k}.tif", image, axes=axes, spacing=spacing, compression=compression)
+    for sub, prefix in (("SEG", "man_seg"), ("TRA", "man_track")):
+        write_tiff(root / f"{name}_GT" / sub / f"{prefix}{k}.tif", labels, axes=axes, spacing=spacing,
+                   compression=compression)
+
+
+def write_man_track(root: str | os.PathLike, index: int, tracks: list[Track]) -> Path:
+    """Write ``NN_GT/TRA/man_track.txt`` of sequence ``index``."""
+    from cellinr.io.atomic import atomic_write_text
+
+    path = Path(root) / f"{sequence_name(index)}_GT" / "TRA" / "man_track.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, format_man_track(tracks))
+    return path
 
 
 def _numbered(folder: Path, prefix: str) -> dict[int, Path]:

@@ -466,6 +466,31 @@ def _open_tiff_file(path: Path, axes: str | None, spacing) -> FrameSource:
                             spacing=spacing if spacing is not None else arr.spacing, spacing_from=spacing_from)
 
 
+def expand_inputs(paths: Sequence[str | os.PathLike], *, axes: str | None = None) -> list[Path]:
+    """Replace each folder of whole 3D+t TIFF sequences (e.g. ``cellinr simulate`` output) by its files.
+
+    Folders of per-frame 3D TIFFs (one time point per file) are kept as one input.
+    """
+    from cellinr.io.tiff import open_tiff
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            try:
+                files, numbers, pattern = _list_frame_files(p)
+            except InputError:
+                out.append(p)  # open_source reports the problem
+                continue
+            if pattern == "*.tif":
+                with open_tiff(files[0]) as arr:
+                    sizes = dict(zip(resolve_axes(arr.axes, arr.shape, axes, where=str(files[0])), arr.shape))
+                if sizes.get("T", 1) > 1:
+                    out.extend(files)
+                    continue
+        out.append(p)
+    return out
+
+
 def open_source(
     path: str | os.PathLike,
     *,
@@ -535,8 +560,9 @@ def _describe_dataset(path: Path) -> str:
     ]
     for src in m.get("sources", []):
         sp = src.get("spacing_used_um") or src.get("spacing_um")
+        sp_text = " x ".join(f"{v:.4g}" for v in sp) if sp else "?"
         lines.append(f"  source: {src.get('path')} ({src.get('format')}, axes {src.get('axes')}, "
-                     f"{src.get('n_frames')} frames, spacing {sp} um)")
+                     f"{src.get('n_frames')} frames, voxel {sp_text} um)")
     if m.get("excluded"):
         lines.append(f"  excluded cells: {len(m['excluded'])} (first: {m['excluded'][0].get('name')}: "
                      f"{m['excluded'][0].get('reason')})")

@@ -137,7 +137,7 @@ def write_sequence(
     with h5py.File(path, "w") as f:
         dset = f.create_dataset(
             SDF_KEY, shape=(n_frames, *shape), dtype="float32", chunks=(1, *shape),
-            compression="gzip", compression_opts=compression_level, shuffle=True,
+            compression="gzip", compression_opts=compression_level,
         )
         count = 0
         for t, frame in enumerate(frames):

@@ -15,7 +15,10 @@ How each quantity is computed (so numbers can be reproduced):
   level. The smoothing removes the staircase bias of binary marching cubes (+8-9 % area on a sphere);
   the clamp keeps the topology of the voxel mask, so one-voxel-thin protrusions are not lost.
   Sphere and ellipsoid areas come out within about 1 % for radii of 10 voxels or more.
-- Sphericity: pi^(1/3) (6 V)^(2/3) / A (1 for a ball). Equivalent diameter: (6 V / pi)^(1/3).
+- Sphericity: pi^(1/3) (6 V)^(2/3) / A (1 for a ball), with V the volume enclosed by the mesh, so
+  that V and A describe the same surface and sphericity stays <= 1 for small objects (with the voxel
+  count it reaches 1.05 for a ball of radius 5 voxels). Equivalent diameter: (6 V / pi)^(1/3), V the
+  voxel volume.
 - Principal axes: eigenvalues l1 >= l2 >= l3 of the covariance of voxel centres (microns); full axis
   lengths 2 sqrt(5 l) (exact for a solid ellipsoid). Elongation sqrt(l2 / l1), flatness sqrt(l3 / l1)
   (IBSI definitions: 1 for a ball, towards 0 for elongated / flat shapes).
@@ -34,10 +37,11 @@ How each quantity is computed (so numbers can be reproduced):
   radius 20 voxels the raw sd of H is 1.8 times H; after averaging 0.4 times H). The dimensionless
   mean curvature is H_mean * r_eq (1 for a ball). The sum of K times area equals 2 pi chi of the mesh
   (Gauss-Bonnet), a check that the mesh is closed.
-- 2D: area, perimeter (length of the same smoothed, clamped iso-contour,
-  :func:`skimage.measure.find_contours`), circularity 4 pi A / P^2, equivalent diameter, principal
-  axes 4 sqrt(l) (exact for an ellipse), elongation sqrt(l2 / l1), extent, solidity (area over
-  convex-hull area of the contour), components, Euler number. No curvature columns in 2D.
+- 2D: area (pixel count), perimeter (length of the same smoothed, clamped iso-contour,
+  :func:`skimage.measure.find_contours`), circularity 4 pi A / P^2 (A the area inside the contour),
+  equivalent diameter, principal axes 4 sqrt(l) (exact for an ellipse), elongation sqrt(l2 / l1),
+  extent, solidity (contour area over its convex-hull area), components, Euler number. No curvature
+  columns in 2D.
 
 Empty frames give a row with zero volume and NaN for the other descriptors.
 """
@@ -312,8 +316,10 @@ def _describe_3d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
     if _signed_volume(verts, faces) < 0:
         faces = faces[:, ::-1]
     area = float(measure.mesh_surface_area(verts, faces))
+    mesh_volume = abs(_signed_volume(verts, faces))
     row["surface_area_um2"] = area
-    row["sphericity"] = math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area if area > 0 else float("nan")
+    # volume and area of the same surface, so the isoperimetric bound (<= 1) holds at any size
+    row["sphericity"] = math.pi ** (1 / 3) * (6 * mesh_volume) ** (2 / 3) / area if area > 0 else float("nan")
     row["equivalent_diameter_um"] = (6 * volume / math.pi) ** (1 / 3)
     lam = _principal_variances(crop, spacing)
     axes = 2.0 * np.sqrt(5.0 * lam)
@@ -325,7 +331,7 @@ def _describe_3d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
     row["extent"] = n_vox / float(np.prod(box))
     try:
         hull = ConvexHull(verts)
-        row["solidity"] = abs(_signed_volume(verts, faces)) / hull.volume
+        row["solidity"] = mesh_volume / hull.volume
     except (QhullError, ValueError):  # flat or degenerate objects have no 3D hull
         pass
     row["n_components"], row["euler_characteristic"] = (float(x) for x in _components_and_euler(crop))
@@ -386,13 +392,18 @@ def _describe_2d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
     contours = measure.find_contours(_smoothed(crop), 0.5)
     scale = np.asarray(spacing)
     perimeter = 0.0
+    signed_area = 0.0
     points = []
     for c in contours:
         c = c * scale
         perimeter += float(np.linalg.norm(np.diff(c, axis=0), axis=1).sum())
+        # shoelace; holes run the other way round and subtract
+        signed_area += 0.5 * float(np.dot(c[:-1, 0], c[1:, 1]) - np.dot(c[1:, 0], c[:-1, 1]))
         points.append(c)
+    poly_area = abs(signed_area)
     row["perimeter_um"] = perimeter
-    row["circularity"] = 4 * math.pi * area / perimeter**2 if perimeter > 0 else float("nan")
+    # area and perimeter of the same contour, so circularity <= 1 at any size
+    row["circularity"] = 4 * math.pi * poly_area / perimeter**2 if perimeter > 0 else float("nan")
     row["equivalent_diameter_um"] = math.sqrt(4 * area / math.pi)
     lam = _principal_variances(crop, spacing)
     row["major_axis_um"], row["minor_axis_um"] = (float(a) for a in 4.0 * np.sqrt(lam))
@@ -401,7 +412,7 @@ def _describe_2d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
     box = [s - 2 * _PAD for s in crop.shape]
     row["extent"] = n_pix / float(np.prod(box))
     try:
-        row["solidity"] = area / ConvexHull(np.concatenate(points)).volume
+        row["solidity"] = poly_area / ConvexHull(np.concatenate(points)).volume
     except (QhullError, ValueError):
         pass
     row["n_components"], row["euler_characteristic"] = (float(x) for x in _components_and_euler(crop))
@@ -623,7 +634,10 @@ def columns_of(rows: Sequence[dict]) -> list[str]:
         for k in r:
             if k not in keys:
                 keys.append(k)
-    order = [*ID_COLUMNS, *DESCRIPTORS_3D, *DESCRIPTORS_2D, *SEQUENCE_DESCRIPTORS_3D, *SEQUENCE_DESCRIPTORS_2D]
+    if rows and all(int(r.get("ndim", 3)) == 2 for r in rows):
+        order = [*ID_COLUMNS, *DESCRIPTORS_2D, *SEQUENCE_DESCRIPTORS_2D]
+    else:
+        order = [*ID_COLUMNS, *DESCRIPTORS_3D, *DESCRIPTORS_2D, *SEQUENCE_DESCRIPTORS_3D, *SEQUENCE_DESCRIPTORS_2D]
     ranked = [k for k in dict.fromkeys(order) if k in keys]
     return ranked + [k for k in keys if k not in ranked]
 

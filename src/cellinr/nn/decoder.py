@@ -169,18 +169,27 @@ class AutoDecoder(nn.Module):
         return terms
 
     def evaluate(self, xyzt: torch.Tensor, terms: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        """SDF at coordinates ``xyzt`` (..., 4) given :meth:`latent_terms`; returns (...)."""
+        """SDF at coordinates ``xyzt`` (..., 4) given :meth:`latent_terms`; returns (...).
+
+        Works on the points flattened to rows; the latent terms broadcast against (..., out).
+        """
+        lead = xyzt.shape[:-1]
+        rows = xyzt.reshape(-1, N_COORDS)
         x = None
         linears = self._linears()
         last = len(linears) - 1
         for k, (lin, cols) in enumerate(zip(linears, self._slices)):
-            pre = terms[k] if terms[k] is not None else lin.bias
+            term = terms[k]
             if "xyzt" in cols:
-                pre = F.linear(xyzt, lin.weight[:, cols["xyzt"]]) + pre
-            if "x" in cols:
-                pre = F.linear(x, lin.weight[:, cols["x"]]) + pre
+                base = F.linear(rows, lin.weight[:, cols["xyzt"]], lin.bias if term is None else None)
+                if term is not None:
+                    base = (base.view(*lead, -1) + term).reshape(rows.shape[0], -1)
+                # fused multiply-add: base + x @ W_x.T
+                pre = base if x is None else torch.addmm(base, x, lin.weight[:, cols["x"]].T)
+            else:
+                pre = F.linear(x, lin.weight[:, cols["x"]], lin.bias)
             x = self.layers[k].activation(pre) if k < last else pre
-        return x[..., 0]
+        return x.reshape(lead)
 
     def forward(self, latent: torch.Tensor, xyzt: torch.Tensor) -> torch.Tensor:
         """SDF per point: ``latent`` (B, L), ``xyzt`` (B, 4) -> (B,)."""

@@ -95,8 +95,9 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("kind") != MODEL_KIND:
-        raise RunError(f"{path}: not a texture model ({MODEL_JSON} has kind {meta.get('kind') if isinstance(meta, dict) else None!r})")
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind != MODEL_KIND:
+        raise RunError(f"{path}: not a texture model ({MODEL_JSON} has kind {kind!r}, not {MODEL_KIND!r})")
     try:
         config = TextureNetConfig.from_dict(meta["net"])
         norm = meta["normalisation"]

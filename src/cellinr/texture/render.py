@@ -14,6 +14,7 @@ Frames of a stack (time points or z slices) get textures correlated from frame t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -92,10 +93,15 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
         return noise
     smooth = ndi.gaussian_filter(noise, sigma, mode="wrap")
     # unit variance in expectation: divide by the kernel's L2 norm (not the sample std, which is noisy)
-    delta = np.zeros((int(8 * sigma) + 1,) * len(shape), np.float32)
-    delta[tuple(s // 2 for s in delta.shape)] = 1
-    norm = float(np.sqrt(np.sum(ndi.gaussian_filter(delta, sigma, mode="constant") ** 2)))
-    return smooth / max(norm, 1e-8)
+    return smooth / max(_kernel_norm(float(sigma), len(shape)), 1e-8)
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel_norm(sigma: float, ndim: int) -> float:
+    """L2 norm of scipy's discrete Gaussian kernel (separable: the product of the 1D norms)."""
+    delta = np.zeros(2 * int(4 * sigma + 0.5) + 1)
+    delta[len(delta) // 2] = 1
+    return float(np.sqrt(np.sum(ndi.gaussian_filter1d(delta, sigma, mode="constant") ** 2))) ** ndim
 
 
 def thickness_profile(labels: np.ndarray) -> np.ndarray:
