@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/cellinr demo --out $(DEMO_OUT) --overwrite
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

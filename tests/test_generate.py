@@ -150,7 +150,7 @@ def _files(folder):
 
 
 def test_generate_outputs_and_same_seed_identical_files(tiny_run, tmp_path):
-    kw = dict(n=2, size=25, frames=4, seed=7, formats="tiff,sdf,mesh,mip", device="cpu")
+    kw = dict(n=2, size=25, frames=4, seed=7, formats="tiff,sdf,mesh,mip", device="cpu", latent="perturb", sigma=0.02)
     records = generate(tiny_run, tmp_path / "a", **kw)
     generate(tiny_run, tmp_path / "b", **kw)
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
@@ -165,6 +165,12 @@ def test_generate_outputs_and_same_seed_identical_files(tiny_run, tmp_path):
     np.testing.assert_allclose(img.spacing, (spacing,) * 3, rtol=1e-5)
     mip = read_tiff(tmp_path / "a/cell_0000_mip.tif")
     np.testing.assert_array_equal(mip.data, img.data.max(axis=1))
+    from cellinr.geometry.mesh import read_mesh
+
+    mesh = read_mesh(tmp_path / "a/meshes/cell_0000/t0003.ply")  # x, y, z in microns
+    assert mesh.faces.shape[0] > 100 and mesh.volume() > 0
+    assert mesh.vertices_xyz.min() >= -spacing and mesh.vertices_xyz.max() <= 25 * spacing
+    assert mesh.volume() == pytest.approx(img.data[3].sum() * spacing**3, rel=0.25)
     ds = SDFDataset(tmp_path / "a")  # the SDF output is a prepared data set
     np.testing.assert_array_equal(ds.read_frame(0, 2) <= 0, img.data[2].astype(bool))
     rec = json.loads((tmp_path / "a/cell_0001.json").read_text())
@@ -342,3 +348,30 @@ def test_bad_input_errors(tiny_run, tmp_path, capsys):
     assert main(["generate", str(tiny_run), "--out", str(other), "--n", "1", "--size", "12", "--device", "cpu",
                  "--overwrite", "--formats", "tiff,mip"]) == 0
     assert (other / "cell_0000_mip.tif").is_file()
+
+
+@pytest.mark.slow
+def test_reconstruct_a_run_trained_by_cellinr_train(tmp_path):
+    """End to end with the real training loop (tiny preset): the run folder it writes is accepted."""
+    from cellinr.geometry.grid import time_coords
+    from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
+    from cellinr.train.shape import train
+
+    size, clamp = 16, 4.0
+    seqs = []
+    for i, radius in enumerate((0.4, 0.6)):
+        frames = []
+        for t in time_coords(2):
+            p = grid_points((size, size, size), t)
+            dist = (np.linalg.norm(p[:, :3], axis=1) - radius * (1 + 0.1 * t)) * (size - 1) / 2  # voxels
+            frames.append(np.clip(dist / clamp, -1, 1).reshape(size, size, size).astype(np.float32))
+        write_sequence(tmp_path / f"s{i}.h5", frames, n_frames=2, shape=(size, size, size))
+        seqs.append({"name": f"s{i}", "file": f"s{i}.h5", "frames": 2, "shape": [size] * 3})
+    write_manifest(tmp_path, new_manifest(size=size, clamp=clamp, voxel_size_um=1.0, scale_um_per_unit=clamp,
+                                          sequences=seqs))
+    run = train(tmp_path, tmp_path / "run", preset="tiny", progress=False)
+    recs = reconstruct(run, tmp_path / "rec", size=20, frames=3, formats="tiff,mip", device="cpu")
+    assert [r["name"] for r in recs] == ["s0", "s1"]
+    assert _read_mask(tmp_path / "rec/s1.tif").shape == (3, 20, 20, 20)
+    img = read_tiff(tmp_path / "rec/s1.tif")
+    np.testing.assert_allclose(img.spacing, (15 / 19,) * 3, rtol=1e-5)

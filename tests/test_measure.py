@@ -108,6 +108,8 @@ def test_empty_and_bad_masks():
         describe_mask(np.zeros((2, 3, 4, 5)))
     with pytest.raises(ParameterError, match="spacing"):
         describe_mask(np.ones((4, 4, 4)), (1.0, -1.0, 1.0))
+    with pytest.raises(InputError, match="different sizes"):
+        describe_sequence([np.ones((4, 4, 4)), np.ones((5, 5, 5))])
 
 
 def test_sequence_growth_and_shape_change():
@@ -139,7 +141,8 @@ def test_measure_files_labels_and_csv(tmp_path):
     assert lab7["volume_um3"] == pytest.approx(4 / 3 * math.pi * 125 * 0.5, rel=0.05)  # metadata voxel 0.5 um3
     back = read_rows(tmp_path / "out.csv")
     assert len(back) == 4 and back[0]["volume_um3"] == pytest.approx(rows[0]["volume_um3"])
-    assert main(["measure", str(tmp_path / "cells.tif"), "--out", str(tmp_path / "b.csv"), "--spacing", "1", "1", "1"]) == 0
+    argv = ["measure", str(tmp_path / "cells.tif"), "--out", str(tmp_path / "b.csv"), "--spacing", "1", "1", "1"]
+    assert main(argv) == 0
     assert read_rows(tmp_path / "b.csv")[0]["volume_um3"] == pytest.approx(2 * rows[0]["volume_um3"])
 
 

@@ -275,6 +275,20 @@ def test_same_continuous_motion_whatever_the_number_of_frames():
     np.testing.assert_array_equal(s3.masks, s5.masks[::2])
 
 
+def test_single_frame_small_grid_and_ground_truth_fields():
+    s = simulate_sequence("dividing", 4, frames=1, size=8)
+    assert s.masks.shape == (1, 8, 8, 8) and s.masks.any()
+    np.testing.assert_array_equal(s.times, [0.0])
+    d = seq("dividing", 1).truth
+    assert d["divisions"] and {"time", "frame", "mother", "daughters", "furrow_start"} <= set(d["divisions"][0])
+    f = seq("filopodial", 1).truth["frames_truth"][-1]
+    p = f["protrusions"][0]
+    assert {"length_voxels", "tip_zyx", "base_zyx", "parent"} <= set(p) and len(p["tip_zyx"]) == 3
+    # a protrusion tip lies on the protrusion's axis: inside the mask, next to its end
+    z, y, x = np.round(p["tip_zyx"]).astype(int)
+    assert seq("filopodial", 1).masks[-1][max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any()
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(ParameterError, match="kind"):
         simulate_sequence("round", 0, frames=2, size=16)

@@ -15,10 +15,11 @@ Three behaviours, after the cell lines of Wiesner et al. (MICCAI 2022, MedIA 202
     window. The two lobes of a dividing cell are balls whose radii are solved so that their union
     keeps the cell's volume (the smooth-union fillet adds a few percent at most).
 ``filopodial``  (like A549 cells)
-    A flattened, slowly deforming ellipsoidal body with thin protrusions (capsule chains along
-    persistent random walks, mostly in the body's plane) that nucleate, grow, branch and sometimes
-    retract. Protrusion radius is 1.0-1.3 voxels of a 64^3 grid (a fixed physical radius, so
-    proportionally more voxels at larger sizes).
+    A flattened, slowly deforming ellipsoidal body lying roughly in the XY plane (a cell on a
+    coverslip; random in-plane angle, tilt up to ~15 degrees) with 5-11 thin protrusions (capsule
+    chains along persistent random walks, mostly in the body's plane) that nucleate, grow, branch
+    and sometimes retract; joined to the body by a smooth fillet. Protrusion radius is 1.0-1.3
+    voxels of a 64^3 grid (a fixed physical radius, so proportionally more voxels at larger sizes).
 
 Every shape is a continuous signed-distance-like field f(x, y, z, t) (negative inside) built from
 primitives (:mod:`cellinr.data.sdf_primitives`); masks are ``f <= 0`` on the voxel centres, so any
@@ -95,16 +96,6 @@ def _unit(v) -> np.ndarray:
 
 def _random_unit(rng: np.random.Generator) -> np.ndarray:
     return _unit(rng.normal(size=3))
-
-
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A Haar-uniform rotation matrix (from a normalised 4-d Gaussian quaternion)."""
-    w, x, y, z = _unit(rng.normal(size=4))
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
 
 
 def _rotation_about(axis, angle: float) -> np.ndarray:
@@ -325,7 +316,9 @@ class _Deforming(_Model):
     def __init__(self, rng: np.random.Generator):
         self.r_start = rng.uniform(0.36, 0.43)
         self.growth = rng.uniform(1.3, 1.8)  # volume factor over the window
-        sig = _sigma_per_harmonic({2: rng.uniform(0.06, 0.085), 3: rng.uniform(0.03, 0.045), 4: rng.uniform(0.01, 0.016)})
+        sig = _sigma_per_harmonic(
+            {2: rng.uniform(0.06, 0.085), 3: rng.uniform(0.03, 0.045), 4: rng.uniform(0.01, 0.016)}
+        )
         self.osc = _Oscillator(rng, sig, 0.4, 2.0)
         self.body = _Body(rotation=np.eye(3), axes=np.ones(3))
         self.drift = _random_unit(rng) * rng.uniform(0.0, 0.12)
@@ -386,7 +379,6 @@ class _Deforming(_Model):
         return {
             "components": 1,
             "centre_zyx": to_vox(self.centre(t)),
-            "mean_radius_voxels": None,  # filled by the caller from the mask
             "blebs": [{"centre_zyx": to_vox(bc), "radius_voxels": to_vox.length(a)} for bc, a in blebs],
         }
 
@@ -890,7 +882,9 @@ class SimulatedSequence:
         dom = PointDomain(pts, shift=m.offset, scale=m.scale)
         return m.field(float(t), dom, part=_check_part(part), margin=None, cap=np.inf) * m.scale
 
-    def grid_sdf(self, t: float, size: int | None = None, *, part: str = "cell", clip: float | None = None) -> np.ndarray:
+    def grid_sdf(
+        self, t: float, size: int | None = None, *, part: str = "cell", clip: float | None = None
+    ) -> np.ndarray:
         """The field on a (size, size, size) voxel grid at time ``t`` in [0, 1], in voxels of that grid.
 
         ``clip`` (voxels) caps positive values there and lets far primitives be skipped (much faster);
@@ -920,9 +914,10 @@ def _grid_field(model: _Model, t: float, size: int, *, part: str, clip: float | 
     if clip is None:
         f = model.field(t, dom, part=part, margin=None, cap=np.inf)
         return f * np.float32(model.scale * vox)
-    # in model units: primitives skipped beyond `margin` change nothing below `cap` (see _Accumulator)
+    # in model units: primitives skipped beyond `margin` change nothing below `cap` (see _Accumulator);
+    # 1.5 cap because the deformed bodies' fields may underestimate distances by up to ~25 %
     cap = clip / vox / model.scale
-    margin = cap + 3 * _max_blend(model) + 1e-6
+    margin = 1.5 * cap + 3 * _max_blend(model) + 1e-6
     f = model.field(t, dom, part=part, margin=margin, cap=margin)
     f *= np.float32(model.scale * vox)
     np.minimum(f, np.float32(clip), out=f)
@@ -989,8 +984,7 @@ def _ground_truth(model: _Model, masks, times, size, seed, index, spacing) -> di
         entry["volume_voxels"] = n_vox
         entry["volume_um3"] = round(n_vox * voxel_um3, 3)
         entry["components_voxels"] = int(n_comp)
-        if "mean_radius_voxels" in entry:
-            entry["mean_radius_voxels"] = round((3 * n_vox / (4 * math.pi)) ** (1 / 3), 3)
+        entry["equivalent_radius_voxels"] = round((3 * n_vox / (4 * math.pi)) ** (1 / 3), 3)
         per_frame.append(entry)
     truth = {
         "kind": model.kind, "index": index, "seed": seed, "frames": len(times), "size": size,

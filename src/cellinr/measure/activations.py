@@ -230,7 +230,8 @@ def compare_activations(
     )
     rep.paragraph(
         "Protrusions: connected parts removed by an opening with a ball of radius "
-        f"{PROTRUSION_RADIUS} voxels and at least {PROTRUSION_MIN_LENGTH} voxels long; the count error is the mean absolute "
+        f"{PROTRUSION_RADIUS} voxels and at least {PROTRUSION_MIN_LENGTH} voxels long; the count error is the "
+        "mean absolute "
         "difference to the ground truth per frame. Per-frame values are in `table.csv`."
     )
     rep.image("figure.png", "Maximum-intensity projections over time: ground truth, sine and ReLU reconstructions.")

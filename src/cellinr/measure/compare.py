@@ -526,7 +526,8 @@ def _write_report(folder: Path, sets, names, keys, skipped, stats_rows, multi, f
         rep.paragraph(
             "Multivariate scores use standardised (pooled z-score) vectors of: "
             + ", ".join(f"`{k}`" for k in multi["descriptors"])
-            + (f"; {multi['frames_dropped']} frames with missing values dropped." if multi.get("frames_dropped") else ".")
+            + (f"; {multi['frames_dropped']} frames with missing values dropped."
+               if multi.get("frames_dropped") else ".")
         )
     else:
         rep.paragraph("No descriptor varies across the sets, so no multivariate score was computed.")

@@ -271,6 +271,11 @@ def mesh_curvatures(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, n
     return mean, gaussian, area
 
 
+def _weighted_sd(values: np.ndarray, weights: np.ndarray) -> float:
+    mean = np.average(values, weights=weights)
+    return float(np.sqrt(np.average((values - mean) ** 2, weights=weights)))
+
+
 def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     order = np.argsort(values)
     cum = np.cumsum(weights[order])
@@ -347,13 +352,13 @@ def _describe_3d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
         k_mean = float(np.average(gauss, weights=w))
         h, k = _ring_average(faces, w, mean, gauss, iterations=CURVATURE_SMOOTHING)
         row["mean_curvature_mean_per_um"] = h_mean
-        row["mean_curvature_sd_per_um"] = float(np.sqrt(np.average((h - np.average(h, weights=w)) ** 2, weights=w)))
+        row["mean_curvature_sd_per_um"] = _weighted_sd(h, w)
         row["mean_curvature_p05_per_um"] = _weighted_quantile(h, w, 0.05)
         row["mean_curvature_p95_per_um"] = _weighted_quantile(h, w, 0.95)
         row["concave_area_fraction"] = float(w[h < 0].sum() / w.sum())
         row["normalised_mean_curvature"] = h_mean * row["equivalent_diameter_um"] / 2.0
         row["gaussian_curvature_mean_per_um2"] = k_mean
-        row["gaussian_curvature_sd_per_um2"] = float(np.sqrt(np.average((k - np.average(k, weights=w)) ** 2, weights=w)))
+        row["gaussian_curvature_sd_per_um2"] = _weighted_sd(k, w)
     return row
 
 

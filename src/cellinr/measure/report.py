@@ -296,10 +296,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(format_number(v) if not isinstance(v, str) else v)}</td>" for v in r) + "</tr>"
-        for r in rows
-    )
+    def cell(v) -> str:
+        return f"<td>{html.escape(v if isinstance(v, str) else format_number(v))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(v) for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -296,7 +296,8 @@ def rotation_report(
                 ["error to the group's mean rotation, mean", r["error_to_group_mean_deg"]],
                 ["applied rotations between copies, mean (no correction)", r["applied_pair_angle_mean_deg"]],
             ])
-            rep.paragraph(f"Fraction of pairs within 10 degrees: {rp.format_number(r['fraction_pairs_within_10_deg'], 3)}. "
+            within10 = rp.format_number(r["fraction_pairs_within_10_deg"], 3)
+            rep.paragraph(f"Fraction of pairs within 10 degrees: {within10}. "
                           "Error of a pair: angle of (R_i A_i)(R_j A_j)^T, 0 when the learned rotations undo the "
                           f"applied ones up to a common orientation (convention `{r['convention']}`).")
         elif not res["groups"]:
@@ -316,7 +317,8 @@ def _distance_matrix_figure(res: dict, names: Sequence[str], path: Path) -> None
     from cellinr.measure import report as rp
 
     plt = rp._plt()
-    order = sorted(range(len(names)), key=lambda i: (res["per_sequence"][i]["group"] == "", res["per_sequence"][i]["group"], names[i]))
+    group = [r["group"] for r in res["per_sequence"]]
+    order = sorted(range(len(names)), key=lambda i: (group[i] == "", group[i], names[i]))
     d = res["distance_matrix"][np.ix_(order, order)]
     n = len(names)
     size = min(8.0, 3.0 + 0.12 * n)
