@@ -128,6 +128,7 @@ def sampled_agreement(field, dims, t, fast_sdf, exact_mask, samples, chunk, devi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="trained run folder (default: fit the reference net to an analytic cell)")
+    parser.add_argument("--save-run", help="write the fitted network as a run folder (reuse it with --run)")
     parser.add_argument("--size", type=int, default=256, help="grid of the single-frame test (default 256)")
     parser.add_argument("--video-size", type=int, default=128, help="grid of the video test (default 128)")
     parser.add_argument("--frames", type=int, default=30, help="frames of the video test (default 30)")
@@ -162,6 +163,15 @@ def main() -> None:
               f"(clamp {args.clamp:g} voxels of {args.train_size}^3: 1 SDF unit = {unit:.4f} coords)")
         (net, code), fit_s = timed(lambda: fit_reference_net(args.fit_steps, unit, args.seed))
         print(f"  fitted in {fit_s:.0f} s")
+        if args.save_run:
+            from cellinr.config import preset
+            from cellinr.io.run import write_run_files
+
+            manifest = {"format": "cellinr-sdf-dataset", "size": args.train_size, "clamp": args.clamp,
+                        "voxel_size_um": 1.0, "scale_um_per_unit": args.clamp, "sequences": []}
+            write_run_files(args.save_run, config=preset("reference"), decoder=net, latents=code[None],
+                            rotations=torch.eye(3)[None], names=["analytic_cell"], frames=[30], manifest=manifest)
+            print(f"  saved as run {args.save_run}")
         net.to(device)
         with torch.no_grad():
             field = net.field(code.to(device))

@@ -90,9 +90,17 @@ def test_benchmark_cli_with_model_and_bad_inputs(source, tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(InputError, match="no TIFF files"):
         benchmark(empty, tmp_path / "b4")
-    write_tiff(empty / "mip.tif", np.zeros((3, 8, 8), np.uint8), axes="TYX")
+    mips = dividing_sequence().max(axis=1)
+    write_tiff(empty / "mip.tif", mips, axes="TYX")
     with pytest.raises(InputError, match="no 3D or 3D\\+t mask TIFFs"):
-        benchmark(empty, tmp_path / "b5")
+        benchmark(empty, tmp_path / "b5", three_d=True)
+    # without 3D masks, 2D+t masks (MIPs) are used as they are
+    flat = benchmark(empty, tmp_path / "b5")
+    np.testing.assert_array_equal(read_tiff(flat / "sequences" / "mip_mask.tif").data > 0, mips > 0)
+    assert json.loads((flat / "benchmark.json").read_text())["sequences"][0]["tracks_2d"][1] == [2, 3, 5, 1]
+    write_tiff(empty / "mip.tif", np.zeros((3, 8, 8), np.uint8), axes="TYX")
+    with pytest.raises(InputError, match="all frames are empty"):
+        benchmark(empty, tmp_path / "b7")
     write_tiff(tmp_path / "float.tif", np.full((2, 4, 8, 8), 0.5, np.float32), axes="TZYX")
     with pytest.raises(InputError, match="non-integer"):
         benchmark(tmp_path / "float.tif", tmp_path / "b6")

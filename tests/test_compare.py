@@ -228,6 +228,12 @@ def test_compare_activations_smoke(tmp_path):
     filopodium = (y**2 + z**2 <= 1.0) & (x > 0) & (x < 9)  # thin rod sticking out along +x
     assert count_protrusions(body) == 0 and count_protrusions(body | filopodium) == 1
     assert count_protrusions(body | filopodium | ((x**2 + y**2 <= 1.0) & (z < 0) & (z > -9))) == 2
+    # simulated cells: smooth deforming cells have none; filopodial cells most of the simulator's
+    # protrusions (short ones are below the resolution of a 40^3 grid)
+    assert count_protrusions(simulate.simulate_sequence("deforming", 0, frames=1, size=40).masks[0]) == 0
+    filo = simulate.simulate_sequence("filopodial", 0, frames=2, size=40)
+    truth = filo.truth["frames_truth"][-1]["n_protrusions"]
+    assert truth / 2 <= count_protrusions(filo.masks[-1]) <= truth
     ds = _write_dataset(tmp_path / "ds", [[body, body | filopodium]], ["cell"], size=size)
     out = compare_activations(ds, tmp_path / "act", preset="tiny", epochs=1, device="cpu", progress=False)
     summary = (out / "summary.csv").read_text().splitlines()
@@ -235,3 +241,9 @@ def test_compare_activations_smoke(tmp_path):
     assert summary[1].split(",")[1] == summary[2].split(",")[1]  # equal parameter budget
     for name in ("figure.png", "table.csv", "report.md", "metrics.json", "runs/sine/run.json", "runs/relu/run.json"):
         assert (out / name).is_file(), name
+    # a rerun with the same options reuses the runs; other options need overwrite
+    model = (out / "runs/sine/model.safetensors").stat().st_mtime_ns
+    compare_activations(ds, out, preset="tiny", epochs=1, device="cpu", progress=False)
+    assert (out / "runs/sine/model.safetensors").stat().st_mtime_ns == model
+    with pytest.raises(OutputExistsError):
+        compare_activations(ds, out, preset="tiny", epochs=2, device="cpu", progress=False)

@@ -218,3 +218,26 @@ def test_bundled_model_textures_dsb_masks():
     fake = texture_labels(model, labels).astype(float)
     contrast = lambda im: im[labels > 0].mean() / im[labels == 0].mean()  # noqa: E731
     assert contrast(fake) == pytest.approx(contrast(real), rel=0.5)
+
+
+@pytest.mark.slow
+def test_pix2pixhd_default_sizes_train_step(tmp_path, one_thread):
+    """The paper-size networks (global generator 64/4/9, local enhancer, 3 discriminators) at 256^2."""
+    from cellinr.nn.pix2pixhd import build_discriminator, build_generator
+
+    for cfg in (TextureNetConfig.pix2pixhd(), TextureNetConfig.pix2pixhd(ngf=32, n_downsample=3,
+                                                                          n_local_enhancers=1)):
+        g, d = build_generator(cfg), build_discriminator(cfg)
+        x = torch.rand(1, 2, 256, 256)
+        y = g(x)
+        assert y.shape == (1, 1, 256, 256)
+        out = d(torch.cat([x, y], 1))
+        assert [o[-1].shape[-1] for o in out] == [_patch_size(256 // 2**k, 3) for k in range(3)]
+    n_global = sum(p.numel() for p in build_generator(TextureNetConfig.pix2pixhd()).parameters())
+    # 9 residual blocks at 1024 channels dominate: about 182 M parameters (pix2pixHD's G: ~730 MB as float32)
+    assert 175e6 < n_global < 190e6
+    images, labels = _tiny_data(n=1, size=256)
+    train_texture(images, labels, tmp_path / "m", size=256, epochs=1, steps_per_epoch=1,
+                  net=TextureNetConfig.pix2pixhd(), device="cpu")
+    model = load_texture_model(tmp_path / "m", device="cpu")
+    assert texture_labels(model, labels[0]).shape == (256, 256)

@@ -53,8 +53,9 @@ def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
     return list(zip(names, files))
 
 
-def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | None] | None:
-    """(T, Z, Y, X) int32 labels and spacing, or None for a file that is not a 3D / 3D+t mask."""
+def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | None, bool] | None:
+    """(labels, spacing, is_3d): (T, Z, Y, X) labels of a 3D / 3D+t mask (is_3d True) or (T, Y, X) of a
+    2D / 2D+t mask such as a MIP (is_3d False); None for other files in a folder."""
     from cellinr.io.tiff import read_tiff
     from cellinr.texture.data import check_labels
 
@@ -63,20 +64,21 @@ def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | N
     if "C" in axes and data.shape[axes.index("C")] == 1:
         data = np.squeeze(data, axis=axes.index("C"))
         axes = axes.replace("C", "")
-    if axes == "ZYX":
+    if axes in ("ZYX", "YX"):
         data = data[None]
-    elif axes != "TZYX":
+    if axes not in ("TZYX", "ZYX", "TYX", "YX"):
         if single_file:
             raise InputError(f"{path}: expected a 3D+t (T, Z, Y, X) or 3D (Z, Y, X) mask, got axes {axes} "
                              f"and shape {data.shape}")
-        log.info("%s: skipped (axes %s are not TZYX or ZYX)", path, axes)
+        log.info("%s: skipped (axes %s are not TZYX, ZYX, TYX or YX)", path, axes)
         return None
+    is_3d = "Z" in axes
     if np.issubdtype(data.dtype, np.integer) and data.dtype.itemsize <= 2:
         # uint8 / uint16 masks are valid labels as they are; no int32 copy of a large 3D+t stack
         if np.issubdtype(data.dtype, np.signedinteger) and data.min() < 0:
             raise InputError(f"{path}: masks must hold non-negative labels, got minimum {data.min()}")
-        return data, img.spacing
-    return check_labels(data, str(path)), img.spacing
+        return data, img.spacing, is_3d
+    return check_labels(data, str(path)), img.spacing, is_3d
 
 
 def benchmark(
@@ -96,7 +98,8 @@ def benchmark(
     ----------
     source : path
         A generated output folder or any folder (or file) of mask TIFFs, (T, Z, Y, X) or (Z, Y, X);
-        binary masks or instance labels. 2D / 2D+t TIFFs in the folder (MIPs) are skipped.
+        binary masks or instance labels. 2D / 2D+t TIFFs in the folder (MIPs) are skipped, unless
+        there are no 3D masks at all: then they are used as the MIPs (not with ``three_d``).
     out : path
         Benchmark folder, built atomically (an existing one needs ``overwrite``).
     texture : "render", a texture model folder or a bundled model name (e.g. "dsb2018")
@@ -132,19 +135,16 @@ def benchmark(
         model = load_texture_model(texture, device=device)
     source = Path(source)
     found = find_mask_sequences(source)
-    entries = []
+    entries: list[dict] = []
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        index = 0
-        for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
-            read = _read_masks(path, single_file=source.is_file())
-            if read is None:
-                continue
-            masks, spacing = read
+
+        def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool) -> None:
             if not masks.any():
                 raise InputError(f"{path}: all frames are empty")
-            index += 1
+            index = len(entries) + 1
             rng = np.random.default_rng([seed, k])
-            mip = masks.max(axis=1)  # (T, Y, X); binary masks stay binary, labels keep their ids
+            # (T, Y, X) MIP; binary masks stay binary, labels keep their ids
+            mip = masks.max(axis=1) if is_3d else masks
             labels2d, tracks2d = track_masks(mip)
             if model is None:
                 images2d = render(labels2d, params, seed=rng)
@@ -157,13 +157,13 @@ def benchmark(
             write_ctc_sequence(tmp / "ctc", index, images2d, labels2d, tracks2d)
             entry = {
                 "name": name, "source": str(path), "ctc": f"{index:02d}", "frames": int(masks.shape[0]),
-                "shape_zyx": list(masks.shape[1:]), "spacing_zyx_um": list(spacing) if spacing else None,
+                "shape_zyx" if is_3d else "shape_yx": list(masks.shape[1:]),
+                "spacing_zyx_um": list(spacing) if spacing else None,
                 "tracks_2d": [[t.label, t.begin, t.end, t.parent] for t in tracks2d],
                 "divisions_2d": sum(1 for t in tracks2d if t.parent),
             }
             if three_d:
                 labels3d, tracks3d = track_masks(masks)
-                del masks
                 brightness = cell_brightness(params, int(labels3d.max()) + 1, rng)
                 for t in range(len(labels3d)):  # frame by frame: a 3D+t stack of images may not fit in RAM
                     volume = render(labels3d[t], params, seed=rng, brightness=brightness)
@@ -172,10 +172,25 @@ def benchmark(
                 write_man_track(tmp / "ctc3d", index, tracks3d)
                 entry["tracks_3d"] = [[t.label, t.begin, t.end, t.parent] for t in tracks3d]
                 entry["divisions_3d"] = sum(1 for t in tracks3d if t.parent)
-                del labels3d
             entries.append(entry)
+
+        flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks
+        for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
+            read = _read_masks(path, single_file=source.is_file())
+            if read is None:
+                continue
+            if not read[2]:
+                flat.append((k, name, path))
+                continue
+            process(k, name, path, *read)
+            del read
+        if not entries and flat and not three_d:
+            log.info("%s: no 3D masks; using the %d 2D+t masks (MIPs) as they are", source, len(flat))
+            for k, name, path in flat:
+                process(k, name, path, *_read_masks(path, single_file=False))
         if not entries:
-            raise InputError(f"{source}: no 3D or 3D+t mask TIFFs (axes ZYX or TZYX) found")
+            what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
+            raise InputError(f"{source}: no {what} found")
         info = {
             "kind": "cellinr-benchmark",
             "source": str(source),

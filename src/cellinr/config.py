@@ -166,8 +166,8 @@ def _small() -> Config:
         model=ModelConfig(latent_dim=64, hidden=[96, 96, 128, 96, 96], latent_in=[3], omega_0=30.0),
         sampling=SamplingConfig(fraction=0.05, frames_per_step=2, resample_every=2, pool_dtype="float32"),
         train=TrainConfig(
-            epochs=120, lr_net=5e-4, lr_codes=2e-3, lr_rotations=2e-3, lr_step_net=50, lr_step_codes=50,
-            lr_step_rotations=50, code_reg_warmup=10, rotation_epochs=60, checkpoint_every=10,
+            epochs=150, lr_net=5e-4, lr_codes=2e-3, lr_rotations=2e-3, lr_step_net=50, lr_step_codes=50,
+            lr_step_rotations=50, code_reg_warmup=10, rotation_epochs=75, checkpoint_every=10,
         ),
         preset="small",
     )

@@ -287,8 +287,9 @@ def _load(run, device):
     dev = resolve_device(device)
     if isinstance(run, (str, os.PathLike)):
         from cellinr.io.run import load_run
+        from cellinr.models import resolve_run  # a path, or the name of a bundled model
 
-        return load_run(run, device=str(dev)), dev
+        return load_run(resolve_run(run), device=str(dev)), dev
     run.decoder.to(dev)
     return run, dev
 
@@ -446,6 +447,10 @@ def _run_jobs(run, jobs: list[_Job], out, *, job_kind: str, dims, formats, mesh_
         raise ParameterError(f"--mesh-format {mesh_format!r}: choose one of {', '.join(MESH_FORMATS)}")
     if opts.method not in METHODS:
         raise ParameterError(f"--method {opts.method!r}: choose one of {', '.join(METHODS)}")
+    from cellinr.geometry.grid import PRECISIONS
+
+    if opts.precision not in PRECISIONS:
+        raise ParameterError(f"--precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
     for job in jobs:
         check_memory(memory_needed(dims, job.frames, formats=formats, opts=opts), max_memory_gb,
                      f"a sequence of {job.frames} frames of {dims[0]}x{dims[1]}x{dims[2]} voxels")
@@ -578,7 +583,7 @@ def generate(
 
     Parameters
     ----------
-    run : path of a run folder, or a loaded :class:`cellinr.io.run.Run`
+    run : path of a run folder, name of a bundled model, or a loaded :class:`cellinr.io.run.Run`
     out : output folder
     n : number of sequences
     size, dims : a cube edge, or (Z, Y, X); default the training size
@@ -709,6 +714,7 @@ def interpolate(
     overwrite: bool = False,
     max_memory_gb: float | None = None,
     chunk: int = 2**17,
+    precision: str = "fp32",
 ) -> list[dict]:
     """Shapes along the straight path between two learned codes.
 
@@ -730,7 +736,7 @@ def interpolate(
     formats = _parse_formats(formats)
     if method not in METHODS:
         raise ParameterError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    opts = EvalOptions(method=method, chunk=int(chunk))
+    opts = EvalOptions(method=method, chunk=int(chunk), precision=precision)
     run, dev = _load(run, device)
     dims = resolve_dims(run, size, dims)
     codes, rots = _learned(run)
@@ -850,7 +856,8 @@ def fit(
     ds = SDFDataset(dataset)
     run, dev = _load(run, device)
     unit_run = sdf_unit_in_coords(run)
-    ds_size = ds.manifest.get("size")
+    # a generated non-cubic data set records "dims" and a clamp relative to its longest axis
+    ds_size = ds.manifest.get("size") or max(ds.manifest.get("dims") or [0])
     ds_clamp = ds.manifest.get("clamp")
     # the data set's normalised SDF -> the run's units (equal when prepared alike)
     ratio = 1.0

@@ -26,6 +26,8 @@ def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -
     parser.add_argument("--mesh-format", default="ply", choices=("ply", "obj", "stl"),
                         help="mesh file format, vertices x y z in microns (default: ply)")
     parser.add_argument("--chunk", type=positive_int, default=2**17, help="points per network call (default: 131072)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="network precision (autocast; bf16/fp16 for GPUs) (default: fp32)")
     parser.add_argument("--max-memory-gb", type=positive_float,
                         help="refuse sizes needing more memory (default: 80%% of physical memory)")
     add_device(parser)
@@ -61,6 +63,7 @@ def run(args) -> int:
         latent=args.latent, sigma=args.sigma, rotation=args.rotation, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
+        precision=args.precision,
     )
     print(f"{len(records)} sequences in {args.out}")
     return 0

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                        help="network sizes: small (CPU, default) or the pix2pixHD defaults")
     train.add_argument("--ngf", type=positive_int, help="generator filters (small: 16, pix2pixhd: 64)")
     train.add_argument("--n-downsample", type=int, help="generator down-samplings (small: 2, pix2pixhd: 4)")
-    train.add_argument("--n-blocks", type=int, help="generator residual blocks (small: 4, pix2pixhd: 9)")
+    train.add_argument("--n-blocks", type=int, help="generator residual blocks (small: 6, pix2pixhd: 9)")
     train.add_argument("--local-enhancers", type=int, help="local enhancers (default: 0)")
     train.add_argument("--ndf", type=positive_int, help="discriminator filters (small: 16, pix2pixhd: 64)")
     train.add_argument("--num-d", type=positive_int, help="discriminator scales (small: 2, pix2pixhd: 3)")

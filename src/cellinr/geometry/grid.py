@@ -238,8 +238,9 @@ def evaluate_fast(
         # the 27-node lattice of each split block at half the step (corners and centre are known)
         sub = np.array([[i, j, k] for i in (0, 1, 2) for j in (0, 1, 2) for k in (0, 1, 2)]) * live
         sub = np.unique(sub, axis=0)
-        for start in range(0, split.shape[0], max(1, chunk // sub.shape[0])):
-            part = split[start:start + max(1, chunk // sub.shape[0])]
+        group = max(1, 8 * chunk // sub.shape[0])  # blocks per batch of nodes: full network chunks, bounded memory
+        for start in range(0, split.shape[0], group):
+            part = split[start:start + group]
             evaluate(_linear(part[:, None, :] + half * sub[None], strides).ravel())
         if half == 1:
             break

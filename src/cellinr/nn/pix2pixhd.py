@@ -33,7 +33,7 @@ class TextureNetConfig:
     """Filters of the first generator layer (pix2pixHD: 64)."""
     n_downsample: int = 2
     """Stride-2 down-sampling steps of the global generator (pix2pixHD: 4)."""
-    n_blocks: int = 4
+    n_blocks: int = 6
     """Residual blocks of the global generator (pix2pixHD: 9)."""
     n_local_enhancers: int = 0
     """Local enhancers wrapped around the global generator (pix2pixHD 'local': 1)."""

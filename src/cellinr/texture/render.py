@@ -209,11 +209,12 @@ def render(
 def estimate_render_params(image: np.ndarray, mask: np.ndarray) -> RenderParams:
     """Fit :class:`RenderParams` to a real 2D image and its instance mask.
 
-    Background: median outside the dilated mask, with its smooth variation. Cells: per-label mean
-    signal above the background (median and log spread). PSF: the Gaussian blur that best explains
-    the image near cell edges. Edge dimming: regression of the normalised intensity on the projected
-    thickness. Texture: the remaining within-cell variance (noise removed) and its correlation length.
-    Noise: a linear fit variance = mean / gain + read_noise^2 on high-pass residuals.
+    Background: median outside the dilated mask, with its smooth variation. Noise: a linear fit
+    variance = mean / gain + read_noise^2 on high-pass residuals. PSF and edge dimming: the blurred
+    model of rounded cells that correlates best with the image around the cells. Cells: per-cell peak
+    brightness that reproduces each cell's mean signal through the PSF (median and log spread).
+    Texture: correlation length from the within-cell residual, contrast calibrated so that renderings
+    have the image's median within-cell variance.
 
     Parameters
     ----------
@@ -225,6 +226,11 @@ def estimate_render_params(image: np.ndarray, mask: np.ndarray) -> RenderParams:
     -------
     RenderParams, with ``dtype`` from the image (uint8 / uint16 when it is integral, else float32).
     """
+    with np.errstate(invalid="ignore", divide="ignore"):  # scipy's per-label stats divide by absent labels
+        return _estimate_render_params(image, mask)
+
+
+def _estimate_render_params(image: np.ndarray, mask: np.ndarray) -> RenderParams:
     image = np.asarray(image)
     labels = check_labels(mask, "mask")
     if image.ndim != 2 or labels.shape != image.shape:
@@ -272,27 +278,28 @@ def estimate_render_params(image: np.ndarray, mask: np.ndarray) -> RenderParams:
     calm = ndi.binary_erosion(fg, iterations=2) | ndi.binary_erosion(bg_mask, iterations=2)
     gain, read_noise = _fit_noise(local_mean[calm], resid[calm] ** 2 / f)
 
-    # PSF: blur of a flat cell model that best correlates with the image near edges
-    band = ndi.binary_dilation(fg, iterations=4) & ~ndi.binary_erosion(fg, iterations=4)
-    flat = per_label[labels]
-    best_sigma, best_corr = 1.0, -np.inf
-    for sigma in np.arange(0.25, 4.01, 0.25):
-        model = ndi.gaussian_filter(flat, sigma)
-        corr = float(np.corrcoef(model[band], img[band])[0, 1])
-        if corr > best_corr:
-            best_sigma, best_corr = float(sigma), corr
-
-    # edge dimming: normalised intensity ~ c0 + c1 * thickness, inside the cells away from the blur
-    inner = ndi.binary_erosion(fg, iterations=max(1, int(round(best_sigma))))
+    # PSF and edge dimming together: the blurred model of rounded cells that best correlates with the
+    # image on and around the cells (dimmed edges and blur look alike, so fit them jointly)
     thick = thickness_profile(labels)
+    near = ndi.binary_dilation(fg, iterations=4)
+    best_sigma, edge_dimming, best_corr = 1.0, 0.0, -np.inf
+    for dim in np.linspace(0.0, 0.9, 7):
+        shaped = per_label[labels] * ((1.0 - dim) + dim * thick)
+        for sigma in np.arange(0.25, 4.01, 0.25):
+            model = ndi.gaussian_filter(shaped, sigma)
+            corr = float(np.corrcoef(model[near], img[near])[0, 1])
+            if corr > best_corr:
+                best_sigma, edge_dimming, best_corr = float(sigma), float(dim), corr
+
+    # the profile's shape inside the cells (away from the blur), for the texture residual below
+    inner = ndi.binary_erosion(fg, iterations=max(1, int(round(best_sigma))))
     y = (img - background) / per_label[labels].clip(1e-6)
     q = thick[inner]
     if inner.sum() > 10 and np.ptp(q) > 0:
         c1, c0 = np.polyfit(q, y[inner], 1)
-        edge_dimming = float(np.clip(c1 / max(c0 + c1, 1e-6), 0.0, 0.95))
         fit = c0 + c1 * thick
     else:
-        edge_dimming, fit = 0.0, np.ones_like(y)
+        fit = np.ones_like(y)
 
     # texture: within-cell variance left after the profile, minus noise; correlation length from lags 1, 2
     deep = ndi.binary_erosion(fg, iterations=2)
@@ -318,16 +325,33 @@ def estimate_render_params(image: np.ndarray, mask: np.ndarray) -> RenderParams:
         texture_scale=texture_scale, edge_dimming=edge_dimming, psf_sigma=best_sigma, gain=gain,
         read_noise=read_noise, dtype=dtype,
     )
-    # calibrate: b_i is a cell's peak brightness, and the PSF spreads signal outside the mask, so match
-    # the noise-free rendering's mean cell signal to the measured one
+    # calibrate: b_i is a cell's peak brightness, and the PSF spreads signal outside the mask, so find
+    # each cell's b_i from the noise-free rendering of equally bright cells (median and log spread)
     clean = RenderParams(**{**params.to_dict(), "gain": 0.0, "read_noise": 0.0, "texture_contrast": 0.0,
-                            "cell_cv": 0.0, "background_variation": 0.0, "dtype": "float32"})
-    rendered = render(labels, clean, seed=0)
+                            "background_variation": 0.0, "dtype": "float32"})
+    ones = np.zeros(labels.max() + 1)
+    ones[present] = params.foreground
+    rendered = render(labels, clean, seed=0, brightness=ones)
     model_signal = np.asarray(ndi.mean(rendered, labels, present)) - params.background
     measured = np.asarray(ndi.mean(img, labels, present)) - background
     ok = (model_signal > 0) & (measured > 0)
     if ok.any():
-        params.foreground *= float(np.exp(np.mean(np.log(measured[ok] / model_signal[ok]))))
+        peak = np.zeros(labels.max() + 1)
+        peak[present[ok]] = params.foreground * measured[ok] / model_signal[ok]
+        params.foreground = float(np.median(peak[present[ok]]))
+        params.cell_cv = float(np.clip(np.std(np.log(peak[present[ok]])), 0, 3))
+        # texture contrast: match the median within-cell variance (texture + noise + profile) of the image
+        cells = present[ok]
+        var_real = np.asarray(ndi.variance(img, labels, cells))
+        var0 = np.asarray(ndi.variance(render(labels, RenderParams(**{**params.to_dict(), "texture_contrast": 0.0}),
+                                              seed=1, brightness=peak), labels, cells))
+        c = max(params.texture_contrast, 0.05)
+        var_c = np.asarray(ndi.variance(render(labels, RenderParams(**{**params.to_dict(), "texture_contrast": c}),
+                                               seed=1, brightness=peak), labels, cells))
+        gain_per_c2 = np.median(var_c - var0) / c**2
+        if gain_per_c2 > 0:
+            params.texture_contrast = float(np.clip(np.sqrt(max(np.median(var_real - var0), 0.0) / gain_per_c2),
+                                                    0.0, 1.0))
     return params
 
 

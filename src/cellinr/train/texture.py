@@ -165,8 +165,8 @@ def write_model_json(out: Path, info: dict) -> None:
 
 def train_texture(
     images,
-    masks=None,
-    out: str | os.PathLike = "texture_model",
+    masks,
+    out: str | os.PathLike,
     *,
     size: int = 256,
     epochs: int = 100,
@@ -191,7 +191,8 @@ def train_texture(
     ----------
     images, masks : path, (N, Y, X) / (Y, X) ndarray, or list of Frame
         Training images and instance masks (files, folders, CTC layouts, npz; see
-        :func:`cellinr.texture.data.load_pairs`), or arrays of equal shapes.
+        :func:`cellinr.texture.data.load_pairs`), or arrays of equal shapes. ``masks`` may be None
+        for an .npz file with ``images`` and ``labels`` and for CTC layouts.
     out : path
         Model folder; a folder holding other files needs ``overwrite``; ``resume`` continues it.
     size : int
