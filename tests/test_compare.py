@@ -58,6 +58,10 @@ def test_one_nn_accuracy_and_coverage_closed_cases():
     groups = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     assert one_nn_accuracy(a, a + 0.01) == 1.0
     assert one_nn_accuracy(a, a + 0.01, groups) == 0.0
+    # unequal set sizes from one distribution: balanced accuracy stays at 0.5 (plain accuracy ~0.68)
+    rng = np.random.default_rng(0)
+    scores = [one_nn_accuracy(rng.normal(size=(10, 3)), rng.normal(size=(40, 3))) for _ in range(40)]
+    assert abs(np.mean(scores) - 0.5) < 0.06
     d = np.array([[0.0, 5.0], [1.0, 5.0], [9.0, 9.0]])  # reference x generated
     cov, mmd = coverage_mmd(d)
     assert cov == pytest.approx(1 / 3) and mmd == pytest.approx((0 + 1 + 9) / 3)

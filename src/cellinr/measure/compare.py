@@ -8,7 +8,8 @@ What is computed (and written to ``REPORT_DIR``):
   use every frame; per-sequence descriptors (growth rates) one value per sequence; the shape change
   every frame pair.
 - Multivariate two-sample score: leave-one-out 1-nearest-neighbour accuracy (1-NNA; Lopez-Paz and
-  Oquab 2017) on standardised vectors of the frame-level descriptors (z-scores with the pooled mean and
+  Oquab 2017), balanced over the two sets (the mean of their accuracies, so unequal set sizes do not
+  move it away from 0.5), on standardised vectors of the frame-level descriptors (z-scores with the pooled mean and
   standard deviation of both sets). 0.5 means the sets are indistinguishable, 1.0 fully separable.
   Frames of one sequence are near-duplicates, so the neighbour search leaves out the whole sequence
   of the query frame (leave-one-sequence-out); otherwise two samples of one distribution would score
@@ -191,6 +192,9 @@ def univariate_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 def one_nn_accuracy(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> float:
     """Leave-one-out 1-nearest-neighbour two-sample accuracy (0.5: indistinguishable, 1: separable).
 
+    The accuracy is balanced (the mean of the two sets' accuracies), so that its value for two samples
+    of one distribution is 0.5 whatever the set sizes (plain accuracy tends to the larger set's share).
+
     Parameters
     ----------
     x : (Na, D) and y : (Nb, D) float ndarrays
@@ -212,7 +216,9 @@ def one_nn_accuracy(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = No
     if not valid.any():
         return float("nan")
     correct = is_b[nearest] == is_b
-    return float(correct[valid].mean())
+    # balanced over the two sets: with unequal set sizes plain accuracy is not 0.5 under the null
+    rates = [correct[valid & (is_b == side)].mean() for side in (False, True) if (valid & (is_b == side)).any()]
+    return float(np.mean(rates))
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:

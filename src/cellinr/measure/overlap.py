@@ -6,8 +6,10 @@ the other mask's surface voxels (:func:`scipy.ndimage.distance_transform_edt`, `
 size for microns, 1 for voxels), as in the usual segmentation-evaluation tools:
 
 - Hausdorff distance: the largest distance from a surface voxel of one mask to the other surface
-  (both directions); HD95: the 95th percentile of the pooled distances of both directions;
-- average symmetric surface distance (ASSD): the mean of the pooled distances.
+  (both directions); HD95: the 95th percentile of the pooled distances of both directions (as
+  ``medpy.metric.binary.hd95``; MONAI instead takes the larger of the two directed percentiles);
+- average symmetric surface distance (ASSD): the mean of the pooled distances (medpy's ``assd``
+  averages the two directed means instead; they differ when the surfaces have different sizes).
 
 If exactly one mask is empty the distances are infinite; if both are, 0 (and Dice = Jaccard = 1).
 """

@@ -13,7 +13,9 @@ code and put the orientation into the learned rotations. This module measures bo
   cell, which is not identifiable itself). Reported: the pairwise angular error angle(M_i M_j^T) over
   pairs of copies, and each copy's angle to the group's mean rotation (chordal L2 mean).
   If the applied rotations are given the other way round (mask_i(p) = base(A_i p)), set
-  ``"convention": "inverse"`` in the groups file.
+  ``"convention": "inverse"`` in the groups file. A shape with symmetries (e.g. an ellipsoid, which
+  looks the same after half turns about its axes) has several equally good rotations, so large errors
+  on such shapes can reflect the symmetry rather than a failure.
 
 Groups file (JSON)::
 

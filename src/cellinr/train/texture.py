@@ -238,7 +238,6 @@ def train_texture(
         if not (out / "checkpoints").is_dir():
             raise RunError(f"{out}: nothing to resume (no checkpoints folder)")
         state = _load_checkpoint(out)
-        info = json.loads((out / MODEL_JSON).read_text())
         net_cfg = TextureNetConfig.from_dict(state["net"])
         lo, hi = state["lo"], state["hi"]
         settings = json.loads(state["settings"])
@@ -259,7 +258,8 @@ def train_texture(
     if state is None:
         lo, hi, dtype = intensity_range(frames)
     else:
-        dtype = info["normalisation"]["dtype"]
+        dtype = str(state["dtype"]) if "dtype" in state else \
+            json.loads((out / MODEL_JSON).read_text())["normalisation"]["dtype"]
     sampler = _CropSampler(frames, size, lo, hi)
     n_pixels = sum(i.size for i in sampler.images)
     if steps_per_epoch is None:
@@ -378,7 +378,7 @@ def train_texture(
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "scaler_g": scaler_g.state_dict() if use_amp else {}, "scaler_d": scaler_d.state_dict() if use_amp else {},
             "rng": json.dumps(rng.bit_generator.state), "epoch": epoch + 1, "step": step,
-            "net": net_cfg.to_dict(), "lo": lo, "hi": hi, "settings": json.dumps(settings),
+            "net": net_cfg.to_dict(), "lo": lo, "hi": hi, "dtype": dtype, "settings": json.dumps(settings),
         })
         info["epochs_done"] = epoch + 1
         write_model_json(out, info)
