@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--epochs", type=int, default=None, help="override the small preset's epochs")
     parser.add_argument("--parts", default="quality,activation,rotation")
-    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--kinds", default=",".join(KINDS), help="kinds of the quality part")
+    parser.add_argument("--activations", default="sine,relu", help="activations of the activation part")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.out)
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
     if "activation" in parts:
         ds = make_dataset("filopodial", work)
         print("== sine vs ReLU on filopodial, same preset / epochs / points")
-        for act in ("sine", "relu"):
+        for act in args.activations.split(","):
             if act == "sine" and (work / "run_filopodial" / "run.json").is_file() and "quality" in parts:
                 run, secs = work / "run_filopodial", float("nan")
             else:

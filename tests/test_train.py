@@ -166,7 +166,11 @@ def test_smoke_train_every_preset(name, dataset, tmp_path):
     assert run.config.preset == name
     assert run.names == ["cell0", "cell1"] and run.frames == [3, 3]
     assert run.latents.shape == (2, preset(name).model.latent_dim)
-    torch.testing.assert_close(run.rotations, torch.eye(3).expand(2, 3, 3))
+    eye = torch.eye(3).expand(2, 3, 3)
+    assert run.config.train.rotations == (name == "reference")
+    torch.testing.assert_close(run.rotations @ run.rotations.transpose(1, 2), eye, atol=1e-5, rtol=0)
+    if not run.config.train.rotations:
+        torch.testing.assert_close(run.rotations, eye)
     assert run.manifest["clamp"] == 8.0 and run.version
     assert not run.decoder.training
     with torch.no_grad():
@@ -190,7 +194,9 @@ def test_training_reduces_loss_and_learns_inside(dataset, tmp_path):
 
 
 def test_resume_equals_uninterrupted_and_skips_corrupted_checkpoint(dataset, tmp_path):
-    cfg = {"sampling": {"fraction": 0.03, "resample_every": 2}, "train": {"epochs": 5, "checkpoint_every": 1}}
+    # cache_gb 0: frames are re-read from HDF5 at every resampling window (the large-data path)
+    cfg = {"sampling": {"fraction": 0.03, "resample_every": 2, "cache_gb": 0.0},
+           "train": {"epochs": 5, "checkpoint_every": 1}}
     full = train(dataset, tmp_path / "full", preset="tiny", config=cfg, rotations=True, seed=4, progress=False)
     part = train(dataset, tmp_path / "part", preset="tiny", config={**cfg, "train": {"epochs": 3, "checkpoint_every": 1}},
                  rotations=True, seed=4, progress=False)

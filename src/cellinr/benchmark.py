@@ -152,15 +152,16 @@ def benchmark(
                 from cellinr.texture.apply import texture_labels
 
                 images2d = texture_labels(model, labels2d)
-            write_tiff(tmp / "sequences" / f"{name}_image.tif", images2d, axes="TYX")
-            write_tiff(tmp / "sequences" / f"{name}_mask.tif", labels2d, axes="TYX")
-            write_ctc_sequence(tmp / "ctc", index, images2d, labels2d, tracks2d)
+            # the projections keep the source's pixel size (Y, X); Z is the source's, for the record
+            write_tiff(tmp / "sequences" / f"{name}_image.tif", images2d, axes="TYX", spacing=spacing)
+            write_tiff(tmp / "sequences" / f"{name}_mask.tif", labels2d, axes="TYX", spacing=spacing)
+            write_ctc_sequence(tmp / "ctc", index, images2d, labels2d, tracks2d, spacing=spacing)
             entry = {
                 "name": name, "source": str(path), "ctc": f"{index:02d}", "frames": int(masks.shape[0]),
                 "shape_zyx" if is_3d else "shape_yx": list(masks.shape[1:]),
                 "spacing_zyx_um": list(spacing) if spacing else None,
                 "tracks_2d": [[t.label, t.begin, t.end, t.parent] for t in tracks2d],
-                "divisions_2d": sum(1 for t in tracks2d if t.parent),
+                "divisions_2d": len({t.parent for t in tracks2d if t.parent}),  # mothers, not daughters
             }
             if three_d:
                 labels3d, tracks3d = track_masks(masks)
@@ -171,7 +172,7 @@ def benchmark(
                                     spacing=spacing)
                 write_man_track(tmp / "ctc3d", index, tracks3d)
                 entry["tracks_3d"] = [[t.label, t.begin, t.end, t.parent] for t in tracks3d]
-                entry["divisions_3d"] = sum(1 for t in tracks3d if t.parent)
+                entry["divisions_3d"] = len({t.parent for t in tracks3d if t.parent})
             entries.append(entry)
 
         flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks

@@ -28,6 +28,7 @@ SDF that is exact everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -340,27 +341,27 @@ def _render(run, job: _Job, out: Path, *, dims, formats, mesh_format, reference_
     files: dict = {"tiff": f"{job.name}.tif"}
     queries = 0
     started = time.perf_counter()
-    h5_ctx = atomic_path(out / f"{job.name}.h5") if "sdf" in formats else None
-    h5_tmp = h5_ctx.__enter__() if h5_ctx is not None else None
-    try:
-        h5 = None
-        if h5_tmp is not None:
-            h5 = h5py.File(h5_tmp, "w", track_order=False)
-            if reference_layout:
-                dset = h5.create_dataset("sdf_vid", shape=(*dims[::-1], job.frames), dtype="float32",
-                                         chunks=(*dims[::-1], 1), compression="gzip", compression_opts=4,
-                                         shuffle=True, track_times=False)
-            else:
-                dset = h5.create_dataset("sdf", shape=(job.frames, *dims), dtype="float32",
-                                         chunks=(1, *dims), compression="gzip", compression_opts=4,
-                                         shuffle=True, track_times=False)
+    mesh_files = []
+    # the HDF5 file is streamed frame by frame into a temporary file, renamed when complete
+    with contextlib.ExitStack() as stack:
+        dset = None
+        if "sdf" in formats:
+            h5 = stack.enter_context(h5py.File(stack.enter_context(atomic_path(out / f"{job.name}.h5")), "w"))
+            shape, chunks = (job.frames, *dims), (1, *dims)
+            if reference_layout:  # MATLAB-written files: h5py sees the axes reversed
+                shape, chunks = (*dims[::-1], job.frames), (*dims[::-1], 1)
+            dset = h5.create_dataset("sdf_vid" if reference_layout else "sdf", shape=shape, dtype="float32",
+                                     chunks=chunks, compression="gzip", compression_opts=4, shuffle=True,
+                                     track_times=False)
+            dset.attrs["axes"] = "XYZT" if reference_layout else "TZYX"
+            dset.attrs["model_hash"] = str(common.get("model_hash") or "")
+            dset.attrs["sdf_unit_in_coords"] = unit
             files["sdf"] = f"{job.name}.h5"
-        mesh_files = []
         for k in tqdm(range(job.frames), desc=job.name, unit="frame", leave=False, disable=None):
             result = _evaluate_frame(field, dims, float(times[k]), unit, opts, device)
             queries += result.queries
             mask[k] = result.sdf <= 0
-            if h5 is not None:
+            if dset is not None:
                 if reference_layout:
                     dset[..., k] = result.sdf.transpose(2, 1, 0)
                 else:
@@ -370,20 +371,6 @@ def _render(run, job: _Job, out: Path, *, dims, formats, mesh_format, reference_
                 rel = f"meshes/{job.name}/t{k:04d}.{mesh_format}"
                 write_mesh(out / rel, mesh, fmt=mesh_format)
                 mesh_files.append(rel)
-        if h5 is not None:
-            attrs = {"axes": "XYZT" if reference_layout else "TZYX", "model_hash": common.get("model_hash", ""),
-                     "sdf_unit_in_coords": unit}
-            for key, value in attrs.items():
-                dset.attrs[key] = value
-            h5.close()
-            h5_ctx.__exit__(None, None, None)
-            h5_ctx = None
-    except BaseException as exc:
-        if h5_ctx is not None:
-            if h5 is not None and h5.id.valid:
-                h5.close()
-            h5_ctx.__exit__(type(exc), exc, exc.__traceback__)
-        raise
     if mesh_files:
         files["mesh"] = mesh_files
     if "tiff" in formats:

@@ -23,8 +23,9 @@ def register(subparsers) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config; its keys override the preset")
     p.add_argument("--epochs", type=positive_int, help="number of epochs (overrides the config)")
     p.add_argument("--activation", choices=("sine", "relu"), help="hidden activation (overrides the config)")
-    p.add_argument("--rotations", action="store_true", default=None,
-                   help="learn one rotation per sequence (the SO(3) disentanglement)")
+    p.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=None,
+                   help="learn one rotation per sequence, the SO(3) disentanglement (default: from the preset; "
+                   "on in reference, off in small)")
     add_device(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0; the run's seed with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last good checkpoint")

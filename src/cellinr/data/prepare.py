@@ -589,7 +589,6 @@ def prepare(
     try:
         for p in paths:
             sources.append(open_source(p, axes=axes, spacing=spacing, dataset=dataset))
-        spacings = [_resolve_spacing(src) for src in sources]
 
         tracks, scans, excluded = _collect_tracks(sources, track=track, min_voxels=min_voxels,
                                                   exclude_border=exclude_border, show=show)
@@ -598,6 +597,8 @@ def prepare(
                              f"({len(excluded)} excluded: {excluded[0]['reason'] if excluded else 'none found'})")
         if not allow_gaps:
             _check_gaps(tracks, sources, scans, track)
+        # after the input checks, so a bad input gets its one error line without a spacing warning before it
+        spacings = [_resolve_spacing(src) for src in sources]
         centres, halves = [], []
         for tr in tracks:
             c, h = _half_extent(tr, scans[tr.source].occurrences, spacings[tr.source], center)

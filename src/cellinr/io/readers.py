@@ -471,8 +471,6 @@ def expand_inputs(paths: Sequence[str | os.PathLike], *, axes: str | None = None
 
     Folders of per-frame 3D TIFFs (one time point per file) are kept as one input.
     """
-    from cellinr.io.tiff import open_tiff
-
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -482,13 +480,44 @@ def expand_inputs(paths: Sequence[str | os.PathLike], *, axes: str | None = None
                 out.append(p)  # open_source reports the problem
                 continue
             if pattern == "*.tif":
-                with open_tiff(files[0]) as arr:
-                    sizes = dict(zip(resolve_axes(arr.axes, arr.shape, axes, where=str(files[0])), arr.shape))
-                if sizes.get("T", 1) > 1:
-                    out.extend(files)
+                whole = sequence_files(p, files, axes=axes)
+                if whole is not None:
+                    out.extend(whole)
                     continue
         out.append(p)
     return out
+
+
+def sequence_files(folder: Path, files: list[Path], *, axes: str | None = None) -> list[Path] | None:
+    """The 3D(+t) TIFFs of a folder of whole sequences, or None for a folder of per-frame 3D TIFFs.
+
+    A folder holds whole sequences when a file has more than one time point, or when it is marked as
+    the output of ``cellinr simulate`` / ``generate`` (``simulation.json``, ``cellinr-*.json``, or a
+    ``<name>.json`` beside every TIFF), so single-frame sequences are not taken for the frames of one.
+    Files without a Z axis there (maximum projections such as ``<name>_mip.tif``) are skipped.
+    """
+    from cellinr.io.tiff import open_tiff
+
+    marked = ((folder / "simulation.json").is_file() or any(folder.glob("cellinr-*.json"))
+              or all(f.with_suffix(".json").is_file() for f in files))
+    volumes, multi = [], False
+    for f in files:
+        with open_tiff(f) as arr:  # an unreadable file raises here, whatever the folder
+            stored_axes, shape = arr.axes, arr.shape
+        try:
+            sizes = dict(zip(resolve_axes(stored_axes, shape, axes, where=str(f)), shape))
+        except (InputError, ParameterError):
+            if not marked and not multi:
+                return None  # a per-frame folder: TiffFolderSource reports the problem
+            log.info("%s: skipped (not a 3D or 3D+t mask)", f)
+            continue
+        multi = multi or sizes.get("T", 1) > 1
+        volumes.append(f)
+        if not marked and not multi:
+            return None  # per-frame 3D TIFFs (the first file decides, as before)
+    if not volumes:
+        return None
+    return volumes
 
 
 def open_source(
@@ -580,6 +609,43 @@ def _num(value) -> str:
     return "?" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _describe_output_folder(path: Path) -> str | None:
+    """Summary of a benchmark folder or a texture model folder (recognised by their JSON), else None."""
+    import json
+
+    for name, kind in (("benchmark.json", "cellinr-benchmark"), ("texture_model.json", "cellinr-texture-model")):
+        try:
+            info = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(info, dict) or info.get("kind") != kind:
+            continue
+        if kind == "cellinr-benchmark":
+            seqs = info.get("sequences") or []
+            divisions = sum(int(s.get("divisions_2d", 0)) for s in seqs)
+            lines = [f"benchmark folder: {path}",
+                     f"  source: {info.get('source')}   texture: {info.get('texture')}   seed: {info.get('seed')}",
+                     f"  sequences: {len(seqs)} (CTC 2D layout in ctc/"
+                     + (", 3D layout in ctc3d/" if info.get("three_d") else "") + f"); 2D divisions: {divisions}"]
+            for s in seqs[:10]:
+                lines.append(f"    {s.get('ctc')}: {s.get('name')}, {s.get('frames')} frames, "
+                             f"{len(s.get('tracks_2d', []))} tracks")
+            if len(seqs) > 10:
+                lines.append(f"    ... and {len(seqs) - 10} more")
+        else:
+            net, norm = info.get("net") or {}, info.get("normalisation") or {}
+            training = info.get("training") or {}
+            lines = [f"texture model folder: {path}",
+                     f"  written by cellinr {info.get('cellinr_version', '?')}; epochs done: "
+                     f"{info.get('epochs_done')} of {training.get('epochs', '?')}",
+                     f"  generator: ngf {net.get('ngf')}, {net.get('n_downsample')} down-samplings, "
+                     f"{net.get('n_blocks')} residual blocks, {net.get('n_local_enhancers', 0)} local enhancers",
+                     f"  output: {norm.get('dtype')} in {norm.get('lo')}-{norm.get('hi')}; "
+                     f"crop size {training.get('size')}"]
+        return "\n".join(lines)
+    return None
+
+
 def _describe_run(path: Path) -> str | None:
     """Summary of a run folder through ``cellinr.io.run.load_run`` when it exists, else of its config files."""
     try:
@@ -613,6 +679,9 @@ def _describe_run(path: Path) -> str | None:
             more = f", ... ({len(names) - 8} more)" if len(names) > 8 else ""
             lines.append("  sequences: " + ", ".join(names[:8]) + more)
         return "\n".join(lines)
+    known = _describe_output_folder(path)
+    if known is not None:
+        return known
     configs = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".yaml", ".yml"))
     if not configs:
         return None
@@ -635,6 +704,74 @@ def _describe_run(path: Path) -> str | None:
             lines.append(f"  {p.name}: {len(content)} keys ({keys})")
         else:
             lines.append(f"  {p.name}: {type(content).__name__}")
+    return "\n".join(lines)
+
+
+def _describe_sequence_folder(path: Path, files: list[Path], *, axes: str | None, spacing) -> str:
+    """Summary of a folder of whole 3D(+t) sequences (``cellinr simulate`` / ``generate`` output)."""
+    lines = [f"folder of {len(files)} mask sequences (one 3D+t TIFF each): {path}"]
+    for f in files[:10]:
+        with open_source(f, axes=axes, spacing=spacing) as src:
+            sp = " x ".join(f"{v:.4g}" for v in src.spacing) + " um" if src.spacing else "voxel size unknown"
+            lines.append(f"  {f.name}: {src.n_frames} frames of {src.frame_shape} (Z, Y, X), {src.dtype}, {sp}")
+    if len(files) > 10:
+        lines.append(f"  ... and {len(files) - 10} more")
+    for name in ("simulation.json",):
+        if (path / name).is_file():
+            lines.append(f"  {name}: written by cellinr simulate")
+    return "\n".join(lines)
+
+
+def _describe_2d(path: Path, *, axes: str | None, dataset: str | None) -> str | None:
+    """Summary of a 2D (YX) or 2D+t (TYX) image file, or of a folder of them; None for anything else."""
+    from cellinr.io.tiff import read_tiff
+
+    folder = path if path.is_dir() else None
+    if folder is not None:
+        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES
+                        and not p.name.startswith(".")), key=lambda p: [int(s) if s.isdigit() else s
+                                                                        for s in re.split(r"(\d+)", p.name)])
+        if not files:
+            return None
+        path = files[0]
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TIFF_SUFFIXES:
+            img = read_tiff(path, axes=axes)
+            data, file_axes, spacing = img.data, img.axes, img.spacing
+        elif suffix in NPY_SUFFIXES and dataset is None:
+            if suffix == ".npy":
+                data = np.load(path, mmap_mode="r", allow_pickle=False)
+            else:
+                with np.load(path, allow_pickle=False) as loaded:
+                    if len(loaded.files) != 1:
+                        return None
+                    data = loaded[loaded.files[0]]
+            file_axes, spacing = (axes or ("YX" if data.ndim == 2 else "")).upper(), None
+        else:
+            return None
+    except (InputError, OSError, ValueError):
+        return None
+    if data.ndim == 2:
+        file_axes = "YX"
+    if data.ndim not in (2, 3) or "Z" in file_axes or len(file_axes) != data.ndim:
+        return None
+    what = "2D image" if data.ndim == 2 else f"stack of {data.shape[0]} 2D images ({file_axes})"
+    if folder is not None:
+        what = f"folder of {what}s" if data.ndim == 2 else f"folder of {what}"
+    lines = [f"input: {folder if folder is not None else path} ({what}; not a 3D input for prepare, "
+             "usable by texture and benchmark)"]
+    if folder is not None:
+        lines.append(f"  folder of {len(files)} TIFF files, first {path.name}")
+    lines.append(f"  shape {data.shape}, axes {file_axes}, dtype {data.dtype}")
+    if spacing is not None:
+        lines.append(f"  pixel size (Y, X): {spacing[1]:.4g} x {spacing[2]:.4g} um")
+    if data.dtype.kind in "iub":
+        values = np.unique(data)
+        lines.append(f"  {int((values > 0).sum())} distinct values > 0 (labels, if a mask), "
+                     f"range {data.min()}-{data.max()}")
+    else:
+        lines.append(f"  range {float(data.min()):.4g}-{float(data.max()):.4g}")
     return "\n".join(lines)
 
 
@@ -671,7 +808,20 @@ def describe(
             text = _describe_run(path)
             if text is not None:
                 return text
-    with open_source(path, axes=axes, spacing=spacing, dataset=dataset) as src:
+        elif dataset is None:
+            files, _, pattern = _list_frame_files(path)
+            whole = sequence_files(path, files, axes=axes) if pattern == "*.tif" else None
+            if whole is not None:
+                return _describe_sequence_folder(path, whole, axes=axes, spacing=spacing)
+    try:
+        src = open_source(path, axes=axes, spacing=spacing, dataset=dataset)
+    except InputError as exc:
+        text = _describe_2d(path, axes=axes, dataset=dataset)  # 2D / 2D+t images: texture inputs
+        if text is None:
+            raise
+        log.debug("%s: not a 3D input (%s)", path, exc)
+        return text
+    with src:
         lines = [
             f"input: {path}",
             f"  format: {src.format}" + (f" (dataset {src.dataset})" if src.dataset else "")

@@ -199,6 +199,7 @@ class PointPool:
         if self.window == window:
             return
         cfg = self.cfg
+        self.window = self.batches = self.index = self.value = None  # free the old pool first (peak = one pool)
         batches = window_batches(len(self.frames), cfg.frames_per_step, self.seed, window)
         mine = batches[:, self.rank :: self.world_size]
         n = self.points_per_frame

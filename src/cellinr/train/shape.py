@@ -79,10 +79,12 @@ def _data_fingerprint(dataset) -> dict:
 
 
 def _compat_dict(config: Config) -> dict:
-    """What must not change when resuming (everything but the epoch count and checkpoint cadence)."""
+    """What must not change when resuming (all but epochs, checkpoint cadence and memory limits)."""
     d = config.to_dict()
     for key in ("epochs", "checkpoint_every", "keep_checkpoints"):
         d["train"].pop(key)
+    for key in ("ram_budget_gb", "cache_gb"):
+        d["sampling"].pop(key)
     d.pop("preset")
     return d
 
@@ -335,7 +337,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
             net.train()
             reg_weight = tc.code_reg * min(1.0, (epoch + 1) / max(1, tc.code_reg_warmup))
             rot_active = model.rotations is not None and epoch < tc.rotation_epochs
-            totals = torch.zeros(3, dtype=torch.float64)
+            totals = torch.zeros(3, device=device)  # summed on the device: no host sync per step
             n_steps = 0
             for seq, times, index, value in pool.steps(epoch):
                 seq_t = torch.from_numpy(seq).to(device)
@@ -368,14 +370,18 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                         o.step()
                 if scaler is not None:
                     scaler.update()
-                totals += torch.tensor([loss.item(), l1.item(), reg_weight * reg.item()], dtype=torch.float64)
+                totals += torch.stack([loss.detach(), l1.detach(), reg_weight * reg.detach()])
                 n_steps += 1
             for s in schedulers.values():
                 s.step()
             totals /= max(1, n_steps)
-            if info.enabled:  # nccl reduces device tensors only
-                totals = dist_utils.all_reduce_mean(totals.to(device), info).cpu()
+            totals = dist_utils.all_reduce_mean(totals, info).cpu()
             done = epoch + 1
+            if not torch.isfinite(totals).all():
+                raise RunError(
+                    f"{out}: training diverged in epoch {done} (loss is not finite); lower the learning rates "
+                    "(train.lr_net, train.lr_codes) or enable train.grad_clip"
+                )
             if info.is_main:
                 row = {
                     "epoch": done, "loss": f"{totals[0].item():.6g}", "l1": f"{totals[1].item():.6g}",

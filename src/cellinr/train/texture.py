@@ -234,6 +234,13 @@ def train_texture(
     if lr <= 0 or lambda_fm < 0 or lambda_l1 < 0:
         raise ParameterError("--lr must be positive and the loss weights non-negative")
     out = Path(out)
+    if not resume and out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        check_output_dir(out, overwrite=False)  # raises OutputExistsError before any work
+    # read and check the inputs before touching ``out``: a bad input leaves no folder (and, with
+    # ``overwrite``, keeps the previous model)
+    frames = _as_frames(images, masks)
+    if not frames:
+        raise InputError(f"{images}: no training images")
     if resume:
         if not (out / "checkpoints").is_dir():
             raise RunError(f"{out}: nothing to resume (no checkpoints folder)")
@@ -246,18 +253,15 @@ def train_texture(
                            f"(run: size {settings['size']}, batch size {settings['batch_size']})")
     else:
         state = None
-        check_output_dir(out, overwrite=overwrite)
-        _remove_old_outputs(out)
         net_cfg = net if isinstance(net, TextureNetConfig) else TextureNetConfig.from_dict(net or {})
     if size % net_cfg.size_multiple:
         raise ParameterError(f"--size {size} must be a multiple of {net_cfg.size_multiple} for this network")
-
-    frames = _as_frames(images, masks)
-    if not frames:
-        raise InputError(f"{images}: no training images")
     if state is None:
-        lo, hi, dtype = intensity_range(frames)
-    else:
+        lo, hi, dtype = intensity_range(frames)  # raises for constant images, before ``out`` is touched
+        check_output_dir(out, overwrite=overwrite)
+        _remove_old_outputs(out)
+
+    if state is not None:
         dtype = str(state["dtype"]) if "dtype" in state else \
             json.loads((out / MODEL_JSON).read_text())["normalisation"]["dtype"]
     sampler = _CropSampler(frames, size, lo, hi)
@@ -311,7 +315,8 @@ def train_texture(
         "format_version": FORMAT_VERSION,
         "net": net_cfg.to_dict(),
         "normalisation": {"lo": lo, "hi": hi, "dtype": dtype},
-        "training": {**settings, "epochs": epochs, "sources": [str(images), str(masks)]
+        "training": {**settings, "epochs": epochs,
+                     "sources": [str(images), None if masks is None else str(masks)]
                      if isinstance(images, (str, os.PathLike)) else ["arrays"]},
         "epochs_done": start_epoch,
         "cellinr_version": __version__,
