@@ -46,9 +46,14 @@ def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
     for s in info["sequences"]:
         assert s["tracks_2d"] == [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 5, 1]]
         assert s["tracks_3d"] == [[1, 0, 2, 0], [2, 3, 5, 1], [3, 3, 5, 1]]
+        assert s["divisions_2d"] == s["divisions_3d"] == 1  # one mother, two daughters
     image = read_tiff(out / "sequences" / "cell_000_image.tif")
     mask = read_tiff(out / "sequences" / "cell_000_mask.tif")
     assert image.axes == "TYX" and image.data.shape == (6, 24, 24) and image.data.dtype == np.uint16
+    # the projections keep the source's pixel size (Y, X), in both layouts
+    assert image.spacing[1:] == mask.spacing[1:] == pytest.approx((0.5, 0.5), rel=1e-4)
+    seg = read_tiff(out / "ctc" / "01_GT" / "SEG" / "man_seg000.tif")
+    assert seg.spacing[1:] == pytest.approx((0.5, 0.5), rel=1e-4)
     np.testing.assert_array_equal(mask.data > 0, dividing_sequence().max(axis=1) > 0)
     assert image.data[mask.data > 0].mean() > image.data[mask.data == 0].mean() + 100
     for root, ndim in (("ctc", 3), ("ctc3d", 4)):
@@ -71,6 +76,10 @@ def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
     assert not (other / "ctc3d").exists()
     with pytest.raises(OutputExistsError):
         benchmark(source, out)
+    from cellinr.io.readers import describe
+
+    text = describe(out)
+    assert "benchmark folder" in text and "sequences: 2" in text and "2D divisions: 2" in text
 
 
 def test_benchmark_cli_with_model_and_bad_inputs(source, tmp_path, capsys):

@@ -193,3 +193,23 @@ def test_describe_input(tmp_path):
     text = describe(path, stats=True)
     assert "frames: 2" in text and "(3, 4, 5)" in text and "(2.0, 0.5, 0.5) um (metadata)" in text
     assert "distinct label ids over all frames: 4" in text
+
+
+def test_describe_2d_images_and_sequence_folders(tmp_path):
+    # 2D and 2D+t images (texture inputs) get a summary instead of prepare's "no Z axis" error
+    path = write_tiff(tmp_path / "m.tif", _labels((6, 7), n=4), axes="YX", spacing=(1.0, 0.25, 0.5))
+    text = describe(path)
+    assert "2D image" in text and "shape (6, 7), axes YX" in text and "0.25 x 0.5 um" in text
+    write_tiff(tmp_path / "ctc" / "man_seg000.tif", _labels((3, 6, 7)), axes="TYX")
+    assert "stack of 3 2D images (TYX)" in describe(tmp_path / "ctc" / "man_seg000.tif")
+    write_tiff(tmp_path / "ctc" / "man_seg001.tif", _labels((3, 6, 7)), axes="TYX")
+    assert "folder of 2 TIFF files" in describe(tmp_path / "ctc")
+    # a folder of whole 3D+t sequences (simulate / generate output) lists them
+    for k in range(2):
+        write_tiff(tmp_path / "sim" / f"s{k}.tif", _labels((2, 3, 4, 5)), axes="TZYX", spacing=(2.0, 0.5, 0.5))
+    text = describe(tmp_path / "sim")
+    assert "folder of 2 mask sequences" in text and "s1.tif: 2 frames of (3, 4, 5)" in text
+    # damaged files still raise
+    (tmp_path / "junk.tif").write_bytes(b"not a tiff at all")
+    with pytest.raises(InputError, match="junk.tif: cannot read TIFF"):
+        describe(tmp_path / "junk.tif")

@@ -133,17 +133,24 @@ def test_measure_files_labels_and_csv(tmp_path):
     for t in range(2):
         labels[t][ellipsoid((24, 40, 40), (12, 12, 12), (6 + t, 6 + t, 6 + t))] = 3
         labels[t][ellipsoid((24, 40, 40), (12, 28, 28), (5, 5, 5))] = 7
+    labels[1][ellipsoid((24, 40, 40), (12, 30, 8), (3, 3, 3))] = 9  # a cell entering in frame 1
     write_tiff(tmp_path / "cells.tif", labels, axes="TZYX", spacing=(2.0, 0.5, 0.5))
     rows = measure(tmp_path, tmp_path / "out.csv")
-    assert sorted({r["sequence"] for r in rows}) == ["cells_label3", "cells_label7"]
-    assert len(rows) == 4
+    assert sorted({r["sequence"] for r in rows}) == ["cells_label3", "cells_label7", "cells_label9"]
+    assert len(rows) == 5 and [r["n_frames"] for r in rows if r["label"] == 9] == [1]
     lab7 = [r for r in rows if r["label"] == 7][0]
     assert lab7["volume_um3"] == pytest.approx(4 / 3 * math.pi * 125 * 0.5, rel=0.05)  # metadata voxel 0.5 um3
     back = read_rows(tmp_path / "out.csv")
-    assert len(back) == 4 and back[0]["volume_um3"] == pytest.approx(rows[0]["volume_um3"])
+    assert len(back) == 5 and back[0]["volume_um3"] == pytest.approx(rows[0]["volume_um3"])
     argv = ["measure", str(tmp_path / "cells.tif"), "--out", str(tmp_path / "b.csv"), "--spacing", "1", "1", "1"]
     assert main(argv) == 0
     assert read_rows(tmp_path / "b.csv")[0]["volume_um3"] == pytest.approx(2 * rows[0]["volume_um3"])
+    # parallel measurement of a folder gives the same rows in the same order
+    write_tiff(tmp_path / "more.tif", (labels == 3).astype(np.uint8), axes="TZYX", spacing=(2.0, 0.5, 0.5))
+    serial = measure(tmp_path)
+    parallel = measure(tmp_path, workers=2)
+    assert [r["sequence"] for r in parallel] == [r["sequence"] for r in serial] and len(serial) == 7
+    assert [r["surface_area_um2"] for r in parallel] == [r["surface_area_um2"] for r in serial]
 
 
 def test_measure_errors_are_one_line(tmp_path, capsys):

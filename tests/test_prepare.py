@@ -10,6 +10,7 @@ import pytest
 from cellinr.cli import main
 from cellinr.data.prepare import mask_to_sdf, prepare
 from cellinr.errors import InputError, OutputExistsError, ParameterError
+from cellinr.io.readers import describe
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import write_tiff
 
@@ -403,3 +404,37 @@ def test_folder_of_whole_sequences_is_expanded(tmp_path):
         write_tiff(folder / f"deforming_{k:03d}.tif", data, axes="TZYX", spacing=(1, 1, 1))
     ds = SDFDataset(prepare(folder, tmp_path / "ds", size=24, clamp=4))
     assert ds.names == ["deforming_000", "deforming_001"] and all(s.frames == 2 for s in ds.sequences)
+
+
+def test_folder_of_single_frame_sequences_and_mips(tmp_path):
+    """Whole-sequence folders are recognised by their marker, not only by T > 1; MIPs in them are skipped."""
+    data = (_moving_cells(n_cells=1, n_frames=1) > 0).astype(np.uint8)
+    sim = tmp_path / "sim"
+    for k in range(3):  # `cellinr simulate --frames 1`: three one-frame sequences, not one three-frame cell
+        write_tiff(sim / f"deforming_{k:03d}.tif", data, axes="TZYX", spacing=(1, 1, 1))
+        (sim / f"deforming_{k:03d}.json").write_text("{}")
+    ds = SDFDataset(prepare(sim, tmp_path / "ds", size=24, clamp=4))
+    assert ds.names == ["deforming_000", "deforming_001", "deforming_002"]
+    assert all(s.frames == 1 for s in ds.sequences)
+    assert "folder of 3 mask sequences" in describe(sim)
+    # `cellinr generate` output: masks and their (T, Y, X) maximum projections side by side
+    gen = tmp_path / "gen"
+    two = np.concatenate([data, data])
+    write_tiff(gen / "g_000.tif", two, axes="TZYX", spacing=(1, 1, 1))
+    write_tiff(gen / "g_000_mip.tif", two.max(axis=1), axes="TYX")
+    ds = SDFDataset(prepare(gen, tmp_path / "ds2", size=24, clamp=4))
+    assert ds.names == ["g_000"] and ds.sequences[0].frames == 2
+    # a plain folder of per-frame 3D TIFFs is still one sequence over time
+    frames = tmp_path / "frames"
+    for t in range(2):
+        write_tiff(frames / f"f{t}.tif", data[0], axes="ZYX", spacing=(1, 1, 1))
+    ds = SDFDataset(prepare(frames, tmp_path / "ds3", size=24, clamp=4))
+    assert len(ds) == 1 and ds.sequences[0].frames == 2
+
+
+def test_bad_input_error_comes_without_spacing_warning(tmp_path, caplog):
+    np.save(tmp_path / "zero.npy", np.zeros((8, 8, 8), np.uint8))  # no voxel size either
+    with caplog.at_level("WARNING"), pytest.raises(InputError, match="all frames are empty"):
+        prepare(tmp_path / "zero.npy", tmp_path / "out", size=16)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert not (tmp_path / "out").exists()

@@ -152,6 +152,25 @@ def test_apply_cli_and_not_a_texture_model(tmp_path, capsys, one_thread):
                  str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert "not a texture model" in err and len(err.strip().splitlines()) == 1
+    # `cellinr info` summarises a texture model folder
+    assert main(["info", str(model)]) == 0
+    assert "texture model folder" in capsys.readouterr().out
+
+
+def test_bad_training_input_leaves_nothing_and_keeps_previous_model(tmp_path, capsys, one_thread):
+    images, labels = _tiny_data(n=1, size=32)
+    write_tiff(tmp_path / "img.tif", images[0], axes="YX")
+    write_tiff(tmp_path / "mask.tif", labels[0, :, :30].astype(np.uint16), axes="YX")  # shapes differ
+    argv = ["texture", "train", "--images", str(tmp_path / "img.tif"), "--masks", str(tmp_path / "mask.tif")]
+    assert main(argv + ["--out", str(tmp_path / "new")]) == 2
+    assert "image and mask shapes differ" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    model = train_texture(images, labels, tmp_path / "m", size=32, epochs=1, steps_per_epoch=1, net=TINY,
+                          device="cpu")
+    before = sorted(p.relative_to(model) for p in model.rglob("*"))
+    assert main(argv + ["--out", str(model), "--overwrite"]) == 2
+    assert sorted(p.relative_to(model) for p in model.rglob("*")) == before
+    load_texture_model(model, device="cpu")
 
 
 def test_bad_inputs(tmp_path):
@@ -212,6 +231,15 @@ def test_render_is_deterministic_and_params_are_recovered():
     again = render(labels, est, seed=7).astype(float)
     for region in (labels > 0, labels == 0):
         assert again[region].mean() == pytest.approx(image[region].mean(), rel=0.08)
+
+
+def test_like_pair_from_one_npz(tmp_path):
+    """--like IMAGE MASK may name one .npz holding both arrays (images + labels), like texture train."""
+    from cellinr.texture.render import params_like
+
+    images, labels = _tiny_data(n=2, size=48)
+    np.savez(tmp_path / "pair.npz", images=images, labels=labels)
+    assert params_like(tmp_path / "pair.npz", tmp_path / "pair.npz") == estimate_render_params(images[0], labels[0])
 
 
 @pytest.mark.skipif(not (REAL / "dsb2018_nuclei_img.tif").exists(), reason=f"real data not found in {REAL}")

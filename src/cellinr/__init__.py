@@ -36,6 +36,8 @@ _API = {
     "benchmark": "cellinr.benchmark:benchmark",
     "measure": "cellinr.measure.descriptors:measure",
     "compare": "cellinr.measure.compare:compare",
+    "compare_activations": "cellinr.measure.activations:compare_activations",
+    "rotation_report": "cellinr.measure.rotation:rotation_report",
     "demo": "cellinr.demo:demo",
 }
 

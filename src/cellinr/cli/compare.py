@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cellinr.cli._common import add_overwrite, add_spacing
+from cellinr.cli._common import add_overwrite, add_spacing, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--names", nargs=2, default=("real", "synthetic"), metavar=("A", "B"),
                         help="names of the two sets in the report (default: real synthetic)")
     parser.add_argument("--axes", help="axes of the mask TIFFs if their metadata is missing, e.g. TZYX")
+    parser.add_argument("--workers", type=positive_int, default=1,
+                        help="mask files measured in parallel processes (default: 1)")
     add_overwrite(parser)
     parser.set_defaults(func=run)
 
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = compare(
         args.real, args.synthetic, args.out, spacing=args.spacing, descriptors=args.descriptors,
-        names=tuple(args.names), axes=args.axes, overwrite=args.overwrite,
+        names=tuple(args.names), axes=args.axes, workers=args.workers, overwrite=args.overwrite,
     )
     print(f"report: {out / 'report.html'}")
     return 0

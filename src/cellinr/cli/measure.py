@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cellinr.cli._common import add_overwrite, add_spacing
+from cellinr.cli._common import add_overwrite, add_spacing, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="CSV table to write")
     add_spacing(parser, " (default: TIFF metadata, else 1)")
     parser.add_argument("--axes", help="axes of the TIFFs if their metadata is missing or wrong, e.g. TZYX or TYX")
+    parser.add_argument("--workers", type=positive_int, default=1,
+                        help="mask files measured in parallel processes (default: 1)")
     add_overwrite(parser)
     parser.set_defaults(func=run)
 
@@ -25,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cellinr.measure.descriptors import measure
 
-    rows = measure(args.path, args.out, spacing=args.spacing, axes=args.axes, overwrite=args.overwrite)
+    rows = measure(args.path, args.out, spacing=args.spacing, axes=args.axes, workers=args.workers,
+                   overwrite=args.overwrite)
     n_seq = len({r["sequence"] for r in rows})
     print(f"measured {n_seq} sequences, {len(rows)} frames -> {args.out}")
     return 0

@@ -26,6 +26,9 @@ _UNKNOWN, _EXACT, _FILLED = 0, 1, 2
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
+#: Split blocks handled together at the finest level (bounds the temporary memory).
+_FINEST_GROUP = 16384
+
 
 class GridResult(NamedTuple):
     """A field sampled on a grid.
@@ -34,8 +37,8 @@ class GridResult(NamedTuple):
     ----------
     sdf : (Z, Y, X) float32 ndarray
         The field values. From :func:`evaluate_fast`, voxels near the surface hold the exact network
-        value; voxels inside surface-free blocks hold the value at that block's centre (the right
-        sign; the magnitude is off by at most the block's half-diagonal for a true distance field).
+        value; the others hold the value of a nearby evaluated node (a surface-free block's centre,
+        or a neighbour): the right sign, the magnitude off by at most that distance for a true SDF.
     queries : int
         Number of points the network was evaluated at.
     exact : (Z, Y, X) bool ndarray or None
@@ -145,8 +148,11 @@ def evaluate_fast(
 
     (a distance bound: an SDF is 1-Lipschitz, a learned one only roughly, hence ``safety`` >= 1 and
     ``margin``). Free blocks are filled with their centre value; the others are split in 8 and the
-    test repeats on the halves, down to blocks of 2 voxels whose remaining nodes are all evaluated.
-    For an exact SDF the resulting mask ``sdf <= 0`` equals the dense one.
+    test repeats on the halves, down to blocks of 2 voxels. There each remaining node p is
+    evaluated unless a known node n of its block (corner or centre) bounds it,
+    ``|sdf(n)| * sdf_unit_in_coords > safety * |p - n| + margin``, in which case it takes n's value.
+    For an exact SDF the resulting mask ``sdf <= 0`` equals the dense one. Results do not depend
+    on ``chunk``.
 
     Parameters
     ----------
@@ -171,8 +177,8 @@ def evaluate_fast(
     Returns
     -------
     GridResult
-        ``sdf`` (Z, Y, X) float32: exact near the surface; in surface-free blocks the block's centre
-        value (right sign, approximate magnitude). ``queries``: network evaluations made.
+        ``sdf`` (Z, Y, X) float32: exact near the surface; elsewhere a nearby node's value (right
+        sign, approximate magnitude). ``queries``: network evaluations made.
         ``exact``: (Z, Y, X) bool, the voxels holding exact values.
     """
     dims = _check_dims(dims)
@@ -239,17 +245,47 @@ def evaluate_fast(
         sub = np.array([[i, j, k] for i in (0, 1, 2) for j in (0, 1, 2) for k in (0, 1, 2)]) * live
         sub = np.unique(sub, axis=0)
         group = max(1, 8 * chunk // sub.shape[0])  # blocks per batch of nodes: full network chunks, bounded memory
+        if half == 1:
+            # a fixed group size: which known node donates a filled value must not depend on ``chunk``
+            for start in range(0, split.shape[0], _FINEST_GROUP):
+                _finest_level(split[start:start + _FINEST_GROUP], sub, corner_offsets, live, voxel, values, state,
+                              strides, evaluate, sdf_unit_in_coords, safety, margin_coords)
+            break
         for start in range(0, split.shape[0], group):
             part = split[start:start + group]
             evaluate(_linear(part[:, None, :] + half * sub[None], strides).ravel())
-        if half == 1:
-            break
         child = np.unique(np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * live, axis=0)
         blocks = (split[:, None, :] + half * child[None]).reshape(-1, 3)
         step = half
     sdf = values.reshape(padded)[: dims[0], : dims[1], : dims[2]].copy()
     exact = state.reshape(padded)[: dims[0], : dims[1], : dims[2]] == _EXACT
     return GridResult(sdf, evaluator.queries, exact)
+
+
+def _finest_level(blocks, sub, corner_offsets, live, voxel, values, state, strides, evaluate, unit, safety,
+                  margin_coords) -> None:
+    """Nodes of split 2-voxel blocks: evaluate only those whose sign the known nodes cannot bound.
+
+    A new node p takes the sign (and value) of a known node n of its block (a corner or the centre)
+    when ``|sdf(n)| * unit > safety * |p - n| + margin``: the surface cannot lie between them. The
+    others, the nodes right at the surface, are evaluated.
+    """
+    known = np.unique(np.concatenate([corner_offsets * 2, live[None].astype(np.int64)]), axis=0)
+    is_known = (sub[:, None, :] == known[None]).all(-1).any(-1)
+    new = sub[~is_known]
+    dist = np.linalg.norm((new[:, None, :] - known[None, :, :]) * voxel, axis=-1)  # (new, known) coordinates
+    threshold = safety * dist + margin_coords
+    known_index = _linear(blocks[:, None, :] + known[None], strides)  # (B, K)
+    new_index = _linear(blocks[:, None, :] + new[None], strides)  # (B, M)
+    known_values = values[known_index]
+    bound = np.abs(known_values)[:, None, :] * unit > threshold[None]  # (B, M, K)
+    certain = bound.any(-1)
+    evaluate(new_index[~certain])
+    donor = np.take_along_axis(known_values, bound.argmax(-1), axis=1)  # (B, M) value of a deciding node
+    index, fill = new_index[certain], donor[certain]
+    unknown = state[index] == _UNKNOWN
+    values[index[unknown]] = fill[unknown]
+    state[index[unknown]] = _FILLED
 
 
 def estimate_fast_queries(dims: tuple[int, int, int], coarse: int = 8) -> int:

@@ -739,14 +739,18 @@ def _describe_2d(path: Path, *, axes: str | None, dataset: str | None) -> str | 
         if suffix in TIFF_SUFFIXES:
             img = read_tiff(path, axes=axes)
             data, file_axes, spacing = img.data, img.axes, img.spacing
-        elif suffix in NPY_SUFFIXES and dataset is None:
+        elif suffix in NPY_SUFFIXES:
             if suffix == ".npy":
                 data = np.load(path, mmap_mode="r", allow_pickle=False)
             else:
                 with np.load(path, allow_pickle=False) as loaded:
-                    if len(loaded.files) != 1:
+                    # the array open_source would pick: --dataset, a labels/masks array, or the only one
+                    preferred = [k for k in ("labels", "label", "masks", "mask") if k in loaded.files]
+                    single = loaded.files[0] if len(loaded.files) == 1 else None
+                    key = dataset or (preferred[0] if preferred else single)
+                    if key not in loaded.files:
                         return None
-                    data = loaded[loaded.files[0]]
+                    data = loaded[key]
             file_axes, spacing = (axes or ("YX" if data.ndim == 2 else "")).upper(), None
         else:
             return None

@@ -84,7 +84,7 @@ class ShapeSet:
 
 
 def load_shape_set(
-    source, name: str, *, spacing: Sequence[float] | None = None, axes: str | None = None,
+    source, name: str, *, spacing: Sequence[float] | None = None, axes: str | None = None, workers: int = 1,
 ) -> ShapeSet:
     """Descriptors of a set given as mask TIFF(s), descriptor CSV(s) or a list of rows.
 
@@ -94,13 +94,9 @@ def load_shape_set(
         A mask TIFF, a folder of mask TIFFs, a descriptor CSV written by ``cellinr measure``, a folder
         of such CSVs, or rows as returned by :func:`cellinr.measure.descriptors.measure`.
     name : the set's name in messages and figures
+    workers : mask files measured in parallel
     """
-    from cellinr.measure.descriptors import (
-        MASK_SUFFIXES,
-        describe_sequence,
-        read_mask_sequences,
-        read_rows,
-    )
+    from cellinr.measure.descriptors import MASK_SUFFIXES, measure_files, read_rows
 
     if isinstance(source, (list, tuple)):
         if not source:
@@ -124,17 +120,8 @@ def load_shape_set(
             return ShapeSet(name, rows, source=str(path))
     elif path.suffix.lower() not in MASK_SUFFIXES:
         raise InputError(f"{name}: {path}: expected a mask TIFF, a descriptor CSV or a folder of them")
-    rows: list[dict] = []
-    examples: list[tuple[str, np.ndarray]] = []
-    from tqdm import tqdm
-
-    for seq_name, src, label, masks, sp in tqdm(
-        read_mask_sequences(path, spacing=spacing, axes=axes), desc=f"measuring {name}", disable=None, leave=False,
-    ):
-        rows.extend(describe_sequence(masks, sp, name=seq_name, source=src, label=label))
-        if len(examples) < GALLERY_EXAMPLES:
-            frame = masks[len(masks) // 2]
-            examples.append((seq_name, frame.max(axis=0) if frame.ndim == 3 else frame))
+    rows, examples = measure_files(path, spacing=spacing, axes=axes, examples=GALLERY_EXAMPLES, workers=workers,
+                                   desc=f"measuring {name}")
     return ShapeSet(name, rows, examples, source=str(path))
 
 
@@ -277,6 +264,7 @@ def compare(
     names: tuple[str, str] = ("real", "synthetic"),
     axes: str | None = None,
     figures: bool = True,
+    workers: int = 1,
     overwrite: bool = False,
 ) -> Path:
     """Compare two sets of shapes and write a report with figures to ``out``.
@@ -294,6 +282,7 @@ def compare(
         Descriptors to compare; default all that both sets have (see :func:`available_descriptors`).
     names : the two sets' names in the report
     figures : draw the PNG figures (False: tables and metrics only, much faster)
+    workers : mask files measured in parallel (processes)
 
     Returns
     -------
@@ -319,7 +308,8 @@ def compare(
                 f"descriptors: unknown {', '.join(unknown)}; known: {', '.join(available_descriptors(3))} "
                 f"(3D) and {', '.join(d for d in available_descriptors(2) if d not in available_descriptors(3))} (2D)"
             )
-    sets = [load_shape_set(src, nm, spacing=spacing, axes=axes) for src, nm in zip((real, synthetic), names)]
+    sets = [load_shape_set(src, nm, spacing=spacing, axes=axes, workers=workers)
+            for src, nm in zip((real, synthetic), names)]
     ndims = [s.ndim for s in sets]
     if ndims[0] != ndims[1]:
         raise InputError(f"{names[0]} holds {ndims[0]}D shapes but {names[1]} holds {ndims[1]}D shapes")

@@ -521,7 +521,8 @@ def read_mask_sequences(
     """Yield the mask sequences stored at ``path`` (a mask TIFF or a folder of them).
 
     A file holds a binary mask (values 0 and one other value: one object) or an instance label
-    image (several positive values: one object per label, followed over time by its label).
+    image (several positive values: one object per label, followed over time by its label; its
+    sequence runs from the first to the last frame that holds the label).
     Axes come from the TIFF metadata (ZYX, TZYX, YX or TYX) or ``axes``.
 
     Yields
@@ -567,6 +568,9 @@ def read_mask_sequences(
         boxes = _label_boxes(data)
         for lab in labels:
             sub = data[(slice(None), *boxes[int(lab)])] == lab
+            # a label's sequence runs from its first to its last frame (cells enter and leave)
+            present = np.flatnonzero(sub.reshape(len(sub), -1).any(axis=1))
+            sub = sub[present[0]:present[-1] + 1]
             yield f"{file.stem}_label{int(lab)}", file.name, int(lab), sub, sp
 
 
@@ -589,14 +593,93 @@ def _label_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
     return {k: tuple(slice(a, b) for a, b in zip(lo, hi)) for k, (lo, hi) in boxes.items()}
 
 
+def measure_file(
+    file: str | os.PathLike,
+    *,
+    spacing: Sequence[float] | None = None,
+    axes: str | None = None,
+    examples: int = 0,
+) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
+    """Descriptor rows of the sequences in one mask TIFF, plus up to ``examples`` preview projections.
+
+    Returns
+    -------
+    rows : list of dict
+        See :func:`describe_sequence`.
+    previews : list of (name, (H, W) bool ndarray)
+        The middle frame of the first ``examples`` sequences, projected along Z for 3D masks.
+    """
+    rows: list[dict] = []
+    previews: list[tuple[str, np.ndarray]] = []
+    for name, source, label, masks, sp in read_mask_sequences(file, spacing=spacing, axes=axes):
+        logger.debug("measuring %s (%d frames)", name, len(masks))
+        rows.extend(describe_sequence(masks, sp, name=name, source=source, label=label))
+        if len(previews) < examples:
+            frame = masks[len(masks) // 2]
+            previews.append((name, frame.max(axis=0) if frame.ndim == 3 else frame))
+    return rows, previews
+
+
+def _measure_job(job):
+    file, spacing, axes, examples = job
+    return measure_file(file, spacing=spacing, axes=axes, examples=examples)
+
+
+def measure_files(
+    path: str | os.PathLike,
+    *,
+    spacing: Sequence[float] | None = None,
+    axes: str | None = None,
+    examples: int = 0,
+    workers: int = 1,
+    progress: bool | None = None,
+    desc: str = "measuring",
+) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
+    """:func:`measure_file` over every mask TIFF at ``path``, in file order, ``workers`` files at a time.
+
+    Returns
+    -------
+    rows, previews
+        Rows of all files; at most ``examples`` previews in all.
+    """
+    from tqdm import tqdm
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ParameterError(f"workers: must be a positive integer, got {workers!r}")
+    files = mask_files(path)
+    jobs = [(f, None if spacing is None else tuple(spacing), axes, examples) for f in files]
+    bar = tqdm(total=len(files), desc=desc, unit="file", disable=None if progress is None else not progress,
+               leave=False)
+    results = []
+    if workers == 1 or len(files) == 1:
+        for job in jobs:
+            results.append(_measure_job(job))
+            bar.update()
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(files))) as pool:
+            for result in pool.map(_measure_job, jobs):
+                results.append(result)
+                bar.update()
+    bar.close()
+    rows: list[dict] = []
+    previews: list[tuple[str, np.ndarray]] = []
+    for file_rows, file_previews in results:
+        rows.extend(file_rows)
+        previews.extend(file_previews[: max(examples - len(previews), 0)])
+    return rows, previews
+
+
 def measure(
     path: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
     spacing: Sequence[float] | None = None,
     axes: str | None = None,
+    workers: int = 1,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> list[dict]:
     """Measure shape descriptors of every mask sequence at ``path``.
 
@@ -608,7 +691,9 @@ def measure(
         Overrides the voxel size of the TIFF metadata (default 1 when the files say nothing).
     axes : str, optional
         Overrides the axes of the TIFF metadata, e.g. "TYX" for a 2D+t stack without metadata.
+    workers : files measured in parallel (processes); the rows are the same for any value
     overwrite : replace an existing ``out``
+    progress : show a progress bar (default: when on a terminal)
 
     Returns
     -------
@@ -619,13 +704,8 @@ def measure(
 
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
-    rows: list[dict] = []
-    ndims = set()
-    for name, source, label, masks, sp in read_mask_sequences(path, spacing=spacing, axes=axes):
-        logger.debug("measuring %s (%d frames)", name, len(masks))
-        rows.extend(describe_sequence(masks, sp, name=name, source=source, label=label, progress=progress))
-        ndims.add(masks.ndim - 1)
-    if len(ndims) > 1:
+    rows, _ = measure_files(path, spacing=spacing, axes=axes, workers=workers, progress=progress)
+    if len({int(r["ndim"]) for r in rows}) > 1:
         raise InputError(f"{path}: mixes 2D and 3D masks; measure them separately")
     if out is not None:
         write_rows(out, rows)

@@ -70,7 +70,7 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
     plt = _plt()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", facecolor="white")
+        fig.savefig(tmp, dpi=dpi, facecolor="white")
     plt.close(fig)
     return path
 
@@ -106,6 +106,11 @@ def distribution_grid(
     rng = np.random.default_rng(0)
     for ax, name in zip(axes, names):
         arrays = [np.asarray(a, float) for a in values[name]]
+        pooled = np.concatenate([a for a in arrays if len(a)]) if any(len(a) for a in arrays) else np.zeros(0)
+        # heavy tails (e.g. a few huge objects) would squash the violins: show log10 values instead
+        log = bool(len(pooled) and pooled.min() > 0 and pooled.max() / pooled.min() > 20)
+        if log:
+            arrays = [np.log10(a) for a in arrays]
         for i, arr in enumerate(arrays):
             colour = SET_COLOURS[i % len(SET_COLOURS)]
             if len(arr) >= 2 and np.ptp(arr) > 0:
@@ -120,9 +125,8 @@ def distribution_grid(
                 q1, med, q3 = np.percentile(arr, [25, 50, 75])
                 ax.plot([i, i], [q1, q3], color="black", lw=2.5)
                 ax.plot(i, med, "o", color="white", mec="black", ms=4)
-        pooled = np.concatenate([a for a in arrays if len(a)]) if any(len(a) for a in arrays) else np.zeros(0)
-        if len(pooled) and pooled.min() > 0 and pooled.max() / pooled.min() > 20:
-            ax.set_yscale("log")  # heavy tails (e.g. a few huge objects) would squash the violins
+        if log:
+            ax.set_ylabel("log10", fontsize=7.5)
         ax.set_xticks(range(len(arrays)))
         ax.set_xticklabels(list(set_names)[: len(arrays)], fontsize=8)
         ax.set_xlim(-0.6, len(arrays) - 0.4)
@@ -245,18 +249,21 @@ def image_grid(
 
 def histogram_pair(
     a: np.ndarray, b: np.ndarray, labels: Sequence[str], path: str | os.PathLike, *, xlabel: str, title: str = "",
+    bins: np.ndarray | None = None, density: bool = True,
 ) -> Path:
-    """Overlaid histograms of two samples (e.g. within- vs between-group distances)."""
+    """Overlaid histograms of two samples (e.g. within- vs between-group distances); ``b`` may be empty."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     data = [np.asarray(x, float) for x in (a, b)]
     finite = np.concatenate([d[np.isfinite(d)] for d in data]) if any(len(d) for d in data) else np.zeros(1)
-    bins = np.histogram_bin_edges(finite, bins=30) if np.ptp(finite) > 0 else 10
+    if bins is None:
+        bins = np.histogram_bin_edges(finite, bins=30) if np.ptp(finite) > 0 else 10
     for i, d in enumerate(data):
         if len(d):
-            ax.hist(d, bins=bins, alpha=0.55, color=SET_COLOURS[i], label=f"{labels[i]} (n={len(d)})", density=True)
+            ax.hist(d, bins=bins, alpha=0.55, color=SET_COLOURS[i], label=f"{labels[i]} (n={len(d)})",
+                    density=density)
     ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel("density", fontsize=9)
+    ax.set_ylabel("density" if density else "count", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=8)
     if title:

@@ -267,7 +267,8 @@ def rotation_report(
         figures["code_matrix.png"] = "Code distance matrix, sequences ordered by group."
         if len(res["pair_errors"]):
             rp.histogram_pair(res["pair_errors"], np.zeros(0), ["pairs of copies", ""], tmp / "rotation_errors.png",
-                              xlabel="angular error [degrees]", title="relative rotation error of copies")
+                              xlabel="angular error [degrees]", title="relative rotation error of copies",
+                              bins=np.arange(0.0, 181.0, 5.0), density=False)
             figures["rotation_errors.png"] = "Angular error between the recovered relative rotations of copies."
         from cellinr.measure.descriptors import write_rows
 

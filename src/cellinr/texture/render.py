@@ -392,14 +392,27 @@ def _fit_noise(mean: np.ndarray, var: np.ndarray) -> tuple[float, float]:
     return float(1.0 / slope), float(np.sqrt(intercept))
 
 
+def _npz_key(path: str | os.PathLike, preferred: str) -> str | None:
+    """``preferred`` for an .npz file that holds such an array (e.g. images + labels in one file), else None."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return preferred if preferred in z.files else None
+    except (OSError, ValueError):
+        return None  # read_stack reports it
+
+
 def params_like(image_path: str | os.PathLike, mask_path: str | os.PathLike) -> RenderParams:
     """:func:`estimate_render_params` for a 2D image file and mask file (TIFF, .npy; first frame of a stack)."""
     from cellinr.texture.data import read_stack
 
-    image = read_stack(image_path)
-    mask = read_stack(mask_path, key="labels" if Path(mask_path).suffix.lower() == ".npz" else None)
-    if image.shape != mask.shape:
-        raise InputError(f"{image_path} and {mask_path}: image and mask shapes differ ({image.shape} vs {mask.shape})")
+    image = read_stack(image_path, key=_npz_key(image_path, "images"))
+    mask = read_stack(mask_path, key=_npz_key(mask_path, "labels"))
+    if image.shape[1:] != mask.shape[1:]:  # (N, Y, X) stacks: only the first frame is used
+        raise InputError(f"{image_path} and {mask_path}: image and mask shapes differ "
+                         f"({image.shape[1:]} vs {mask.shape[1:]})")
     return estimate_render_params(image[0], check_labels(mask[0], str(mask_path)))
 
 
