@@ -123,3 +123,25 @@ def test_benchmark_like_real_pair(source, tmp_path):
     assert 10 < params["background"] < 40 and params["foreground"] > 20  # DSB: 8-bit range, dark background
     image = read_tiff(out / "sequences" / "cell_000_image.tif").data
     assert image.max() < 1000
+
+
+def test_benchmark_of_simulated_division_matches_ground_truth(tmp_path):
+    """`cellinr simulate --kind dividing` -> benchmark --3d: the CTC 3D tracks divide when the simulator says."""
+    from cellinr.data.simulate import simulate
+
+    sim = simulate(tmp_path / "sim", kind="dividing", sequences=3, frames=8, size=32, seed=1)
+    out = benchmark(sim, tmp_path / "bench", three_d=True)
+    info = json.loads((out / "benchmark.json").read_text())
+    checked = 0
+    for k, entry in enumerate(info["sequences"], start=1):
+        truth = json.loads((sim / f"{entry['name']}.json").read_text())
+        frames = sorted(d["frame"] for d in truth["divisions"] if d["frame"] is not None)
+        for root in ("ctc", "ctc3d"):
+            assert check_ctc_sequence(read_ctc_sequence(out / root, k)) == []
+        tracks = read_ctc_sequence(out / "ctc3d", k).tracks
+        starts = sorted({t.begin for t in tracks if t.parent})
+        assert entry["divisions_3d"] == len(frames)
+        # the simulator counts 26-connected components, the CTC export 6-connected: at most a frame apart
+        assert len(starts) == len(frames) and all(abs(a - b) <= 1 for a, b in zip(starts, frames)), (starts, frames)
+        checked += len(frames)
+    assert checked >= 1

@@ -22,26 +22,20 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip((image - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
 
 
-def mask_mips(masks: np.ndarray) -> np.ndarray:
-    """Maximum-intensity projections of (T, Z, Y, X) masks along Z, Y and X, tiled side by side.
+def mask_mips(masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Maximum-intensity projections of (T, Z, Y, X) masks.
 
     Returns
     -------
-    (T, max(Y, Z), Y + X + Z... ) uint8 ndarray
-        One row image per frame: the XY, XZ and YZ projections, 255 inside.
+    dict of (T, H, W) uint8 ndarrays
+        ``"XY"`` (along Z), ``"XZ"`` (along Y) and ``"YZ"`` (along X), 255 inside.
     """
     masks = np.asarray(masks) > 0
-    t, z, y, x = masks.shape
-    height = max(y, z)
-    out = np.zeros((t, height, x + x + y + 2), np.uint8)
-    for k in range(t):
-        xy = masks[k].max(axis=0)
-        xz = masks[k].max(axis=1)
-        yz = masks[k].max(axis=2)
-        out[k, :y, :x] = xy * 255
-        out[k, :z, x + 1 : 2 * x + 1] = xz * 255
-        out[k, :z, 2 * x + 2 : 2 * x + 2 + y] = yz * 255
-    return out
+    return {
+        "XY": masks.max(axis=1).astype(np.uint8) * 255,
+        "XZ": masks.max(axis=2).astype(np.uint8) * 255,
+        "YZ": masks.max(axis=3).astype(np.uint8) * 255,
+    }
 
 
 def write_montage(
@@ -49,7 +43,7 @@ def write_montage(
     rows: Sequence[np.ndarray],
     *,
     labels: Sequence[str] | None = None,
-    max_frames: int = 10,
+    max_frames: int = 6,
     title: str | None = None,
 ) -> Path:
     """Write a PNG grid: one row per (T, H, W) stack, frames spread evenly over time as columns."""
@@ -60,10 +54,7 @@ def write_montage(
 
     n_frames = min(len(r) for r in rows)
     cols = np.unique(np.linspace(0, n_frames - 1, min(max_frames, n_frames)).round().astype(int))
-    aspect = rows[0].shape[2] / rows[0].shape[1]
-    fig, axes = plt.subplots(
-        len(rows), len(cols), figsize=(1.6 * aspect * len(cols), 1.7 * len(rows) + 0.4), squeeze=False
-    )
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.5 * len(cols) + 0.4, 1.5 * len(rows) + 0.5), squeeze=False)
     for i, stack in enumerate(rows):
         for j, t in enumerate(cols):
             ax = axes[i, j]

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if data.ndim != 4:
         raise InputError(f"{path}: expected a 3D or 3D+t mask, got axes {img.axes}")
     out = Path(args.out) if args.out else path.with_name(path.stem + "_montage.png")
-    write_montage(out, [mask_mips(data)], labels=[path.stem], title=f"{path.name}: XY | XZ | YZ projections")
+    mips = mask_mips(data)
+    write_montage(out, [mips["XY"], mips["XZ"], mips["YZ"]], labels=["MIP XY", "MIP XZ", "MIP YZ"], title=path.name)
     print(f"montage: {out}")
     return 0
 

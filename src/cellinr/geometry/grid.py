@@ -288,11 +288,6 @@ def _finest_level(blocks, sub, corner_offsets, live, voxel, values, state, strid
     state[index[unknown]] = _FILLED
 
 
-def estimate_fast_queries(dims: tuple[int, int, int], coarse: int = 8) -> int:
-    """Queries of the coarse lattice alone (a lower bound of :func:`evaluate_fast`'s count)."""
-    return math.prod(int(math.ceil((n - 1) / coarse)) + 1 if n > 1 else 1 for n in _check_dims(dims))
-
-
 # --------------------------------------------------------------------------- helpers
 
 
