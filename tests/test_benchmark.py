@@ -76,6 +76,11 @@ def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
     assert not (other / "ctc3d").exists()
     with pytest.raises(OutputExistsError):
         benchmark(source, out)
+    # a benchmark written inside its source: a rerun does not take its images for masks
+    inner = benchmark(source, source / "bench", three_d=True, seed=3)  # ctc3d/: 3D images
+    again = benchmark(source, inner, seed=3, overwrite=True)
+    assert [s["name"] for s in json.loads((again / "benchmark.json").read_text())["sequences"]] == [
+        "cell_000", "cell_001"]
     from cellinr.io.readers import describe
 
     text = describe(out)

@@ -99,6 +99,18 @@ def test_fast_matches_dense_on_trained_model(tiny_run):
             assert fast.queries < dense.queries / 2
 
 
+def test_reduced_precision_path(tiny_run):
+    run = load_run(tiny_run)
+    full = evaluate_dense(run.field(0), (32, 32, 32)).sdf
+    half = evaluate_dense(run.field(0), (32, 32, 32), precision="bf16").sdf
+    assert half.dtype == np.float32
+    assert 0 < np.abs(half - full).max() < 0.1  # bf16 rounding, not a different field
+    fast = evaluate_fast(run.field(0), (32, 32, 32), sdf_unit_in_coords=UNIT, precision="bf16").sdf
+    assert _dice(full <= 0, fast <= 0) > 0.95
+    with pytest.raises(ValueError, match="precision"):
+        evaluate_dense(run.field(0), (4, 4, 4), precision="fp8")
+
+
 def test_random_rotations_are_haar_uniform():
     rots = random_rotations(20000, torch.Generator().manual_seed(0)).double()
     assert torch.allclose(rots @ rots.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(20000, 3, 3),

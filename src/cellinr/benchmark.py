@@ -135,6 +135,11 @@ def benchmark(
         model = load_texture_model(texture, device=device)
     source = Path(source)
     found = find_mask_sequences(source)
+    # a benchmark written inside its source (rerun with overwrite) is not read as more masks
+    out_abs = Path(out).resolve()
+    found = [(name, path) for name, path in found if out_abs not in path.resolve().parents]
+    if not found:
+        raise InputError(f"{source}: no mask TIFFs outside the output folder {out}")
     entries: list[dict] = []
     with atomic_dir(out, overwrite=overwrite) as tmp:
 

@@ -716,9 +716,8 @@ def _describe_sequence_folder(path: Path, files: list[Path], *, axes: str | None
             lines.append(f"  {f.name}: {src.n_frames} frames of {src.frame_shape} (Z, Y, X), {src.dtype}, {sp}")
     if len(files) > 10:
         lines.append(f"  ... and {len(files) - 10} more")
-    for name in ("simulation.json",):
-        if (path / name).is_file():
-            lines.append(f"  {name}: written by cellinr simulate")
+    if (path / "simulation.json").is_file():
+        lines.append("  simulation.json: written by cellinr simulate (ground truth in <name>.json)")
     return "\n".join(lines)
 
 
