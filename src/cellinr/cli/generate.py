@@ -40,7 +40,8 @@ def register(subparsers) -> None:
         description="Generate N new time-evolving cells: random latent codes and uniformly random rotations, "
         "evaluated on a grid of any size and number of frames. Resumable: a rerun skips finished sequences.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="trained run folder")
+    parser.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="trained run folder (or use --model)")
+    parser.add_argument("--model", help="a bundled model by name (deforming, dividing, filopodial) instead of RUN_DIR")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n", type=int, required=True, help="number of sequences")
     add_seed(parser)
@@ -56,10 +57,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from cellinr.errors import ParameterError
     from cellinr.generate import generate
 
+    if (args.run_dir is None) == (args.model is None):
+        raise ParameterError("give either RUN_DIR or --model NAME (exactly one)")
     records = generate(
-        args.run_dir, args.out, n=args.n, size=args.size, dims=args.dims, frames=args.frames, seed=args.seed,
+        args.run_dir or args.model, args.out, n=args.n, size=args.size, dims=args.dims, frames=args.frames, seed=args.seed,
         latent=args.latent, sigma=args.sigma, rotation=args.rotation, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
