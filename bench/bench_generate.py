@@ -200,7 +200,11 @@ def main() -> None:
                  f"filled voxels differ -> estimated {frac * 100:.5f} % of all voxels")
     print(f"ratio: {total / fast.queries:.1f}x fewer queries, {dense_s / fast_s:.1f}x less time")
     print(f"agreement: {agree}")
-    print(f"inside fraction {np.mean(fast.sdf <= 0) * 100:.2f} %")
+    inside = float(np.mean(fast.sdf <= 0))
+    print(f"inside fraction {inside * 100:.2f} %")
+    if not 0.0 < inside < 1.0:
+        print("WARNING: the field has no surface in the grid, so the fast method has nothing to refine and "
+              "these ratios say nothing; fit longer (--fit-steps) or pass a trained --run")
 
     if args.skip_video:
         return

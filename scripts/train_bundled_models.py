@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/cellinr_bundled"))
+    parser.add_argument("--run", type=Path, help="package this finished run (one kind) instead of training")
+    parser.add_argument("--data", type=Path, help="with --run: the prepared data set it was trained on")
     parser.add_argument("--dest", type=Path, default=ROOT / "src/cellinr/models")
     args = parser.parse_args(argv)
 
@@ -51,13 +53,20 @@ def main(argv=None) -> int:
         work = args.work / kind
         shutil.rmtree(work, ignore_errors=True)
         t0 = time.perf_counter()
-        sim = simulate(work / "sim", kind=kind, sequences=args.sequences, frames=args.frames, size=args.size,
-                       seed=args.seed)
-        ds = prepare([sim], work / "data", size=args.size, overwrite=True, progress=False)
-        t1 = time.perf_counter()
-        run = train(ds, work / "run", preset=args.preset, epochs=args.epochs, seed=args.seed, device="cpu",
-                    progress=False)
-        t2 = time.perf_counter()
+        if args.run is not None:  # a run trained elsewhere with the same recipe (e.g. bench/bench_train.py)
+            if len(args.kinds) != 1 or args.data is None:
+                parser.error("--run needs exactly one --kinds and --data")
+            ds, run = args.data, args.run
+            t1 = t0
+            t2 = t0 + float(np.loadtxt(Path(run) / "log.csv", delimiter=",", skiprows=1, usecols=-1).sum())
+        else:
+            sim = simulate(work / "sim", kind=kind, sequences=args.sequences, frames=args.frames, size=args.size,
+                           seed=args.seed)
+            ds = prepare([sim], work / "data", size=args.size, overwrite=True, progress=False)
+            t1 = time.perf_counter()
+            run = train(ds, work / "run", preset=args.preset, epochs=args.epochs, seed=args.seed, device="cpu",
+                        progress=False)
+            t2 = time.perf_counter()
         records = reconstruct(run, work / "recon", method="dense", device="cpu")
         dataset = SDFDataset(ds)
         dices = []
@@ -85,8 +94,11 @@ def main(argv=None) -> int:
             f"(`cellinr simulate --kind {kind} --sequences {args.sequences} --frames {args.frames} --size {args.size} "
             f"--seed {args.seed}`), prepared with `cellinr prepare --size {args.size}`.\n\n"
             f"- Data provenance: procedural phantoms from `cellinr.data.simulate` (no external data).\n"
-            f"- Training command: `{command}` (CPU, {args.threads} threads, {t2 - t1:.0f} s).\n"
-            f"- Reconstruction Dice against the training masks ({dices.size} frames, dense evaluation at "
+            + (f"- Training command: `{command}` (CPU, {args.threads} threads, {t2 - t1:.0f} s).\n" if args.run is None else
+               f"- Training: the same recipe as `{command}`, run by `python bench/bench_train.py --parts quality` "
+               f"(seed 0, 1 CPU thread on a shared, heavily loaded 2-core machine: {t2 - t1:.0f} s, not a "
+               f"representative time); packaged with `--run RUN --data DATASET`.\n")
+            + f"- Reconstruction Dice against the training masks ({dices.size} frames, dense evaluation at "
             f"{args.size}^3): mean {dices.mean():.4f}, minimum {dices.min():.4f}.\n\n"
             f"Load it by name: `cellinr generate --model {kind} --out OUT --n 5` or `cellinr.load_run(...)` on this folder.\n"
         )

@@ -9,7 +9,7 @@ from cellinr.cli import main
 from cellinr.errors import InputError, OutputExistsError, ParameterError
 from cellinr.io.tiff import write_tiff
 from cellinr.measure.compare import compare, coverage_mmd, one_nn_accuracy
-from cellinr.measure.descriptors import describe_sequence
+from cellinr.measure.descriptors import describe_sequence, read_rows
 
 simulate = pytest.importorskip("cellinr.data.simulate")
 
@@ -58,6 +58,9 @@ def test_one_nn_accuracy_and_coverage_closed_cases():
     groups = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     assert one_nn_accuracy(a, a + 0.01) == 1.0
     assert one_nn_accuracy(a, a + 0.01, groups) == 0.0
+    # a set of one sequence has no neighbour of its own to offer: undefined, not a flattering ~0.5
+    assert np.isnan(one_nn_accuracy(a, a + 0.01, np.array([0, 0, 0, 0, 2, 2, 3, 3])))
+    assert np.isnan(one_nn_accuracy(a[:1], a))
     # unequal set sizes from one distribution: balanced accuracy stays at 0.5 (plain accuracy ~0.68)
     rng = np.random.default_rng(0)
     scores = [one_nn_accuracy(rng.normal(size=(10, 3)), rng.normal(size=(40, 3))) for _ in range(40)]
@@ -243,6 +246,11 @@ def test_compare_activations_smoke(tmp_path):
     summary = (out / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("activation,parameters,dice_mean") and len(summary) == 3
     assert summary[1].split(",")[1] == summary[2].split(",")[1]  # equal parameter budget
+    # frames without a surface distance (an empty reconstruction) are counted, not silently dropped
+    assert summary[0].endswith(",frames_without_surface_distance")
+    table = read_rows(out / "table.csv")
+    for line, act in zip(summary[1:], ("sine", "relu")):
+        assert int(line.split(",")[-1]) == sum(not np.isfinite(r[f"assd_um_{act}"]) for r in table)
     for name in ("figure.png", "table.csv", "report.md", "metrics.json", "runs/sine/run.json", "runs/relu/run.json"):
         assert (out / name).is_file(), name
     # a rerun with the same options reuses the runs; other options need overwrite

@@ -205,6 +205,7 @@ def test_generate_resumes_after_interruption(tiny_run, tmp_path):
     generate(tiny_run, out, n=3, size=20, frames=2, seed=3, device="cpu")
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("cell_000[02].*")} == mtimes  # skipped
     again = _files(out)
+    assert not list(out.glob(".tmp-*"))  # the interrupted run's partial file is cleaned up
     assert again["cell_0001.tif"] == first["cell_0001.tif"]
     assert again["cell_0001.json"] == first["cell_0001.json"]
     # more sequences extend the same job; other options need --overwrite
@@ -212,6 +213,12 @@ def test_generate_resumes_after_interruption(tiny_run, tmp_path):
     assert (out / "cell_0003.json").is_file()
     with pytest.raises(OutputExistsError, match="other options"):
         generate(tiny_run, out, n=3, size=20, frames=2, seed=4, device="cpu")
+    # --overwrite replaces the job: no cell of the old one is left to mix with the new ones
+    (out / "notes.txt").write_text("kept")
+    generate(tiny_run, out, n=2, size=20, frames=2, seed=4, device="cpu", overwrite=True)
+    assert sorted(p.name for p in out.glob("cell_*")) == ["cell_0000.json", "cell_0000.tif", "cell_0001.json",
+                                                           "cell_0001.tif"]
+    assert (out / "notes.txt").read_text() == "kept"
 
 
 def test_rotated_generation_equals_rotated_canonical(tiny_run, tmp_path):
@@ -348,6 +355,12 @@ def test_bad_input_errors(tiny_run, tmp_path, capsys):
         generate(tiny_run, tmp_path / "o", n=1, formats="tiff,gif", device="cpu")
     with pytest.raises(ParameterError, match="--sigma"):
         generate(tiny_run, tmp_path / "o", n=1, sigma=-1.0, device="cpu")
+    # a negative rate would make Adam ascend the loss without complaint
+    with pytest.raises(ParameterError, match="--lr -1"):
+        fit(tiny_run, tmp_path / "no-data", tmp_path / "f", lr=-1.0, device="cpu")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(OutputExistsError, match="not a folder"):
+        fit(tiny_run, tmp_path / "no-data", tmp_path / "a-file", device="cpu")
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
@@ -387,3 +400,32 @@ def test_reconstruct_a_run_trained_by_cellinr_train(tmp_path):
     assert _read_mask(tmp_path / "rec/s1.tif").shape == (3, 20, 20, 20)
     img = read_tiff(tmp_path / "rec/s1.tif")
     np.testing.assert_allclose(img.spacing, (15 / 19,) * 3, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_generate_killed_with_sigkill_resumes_to_identical_files(tiny_run, tmp_path):
+    """A real interruption: the command is killed (SIGKILL) mid-job, then rerun to completion."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "cellinr", "generate", str(tiny_run), "--n", "6", "--size", "40", "--frames", "6",
+            "--formats", "tiff,sdf,mesh", "--seed", "2", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*argv, "--out", str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed/cell_0001.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in (tmp_path / "killed").glob("cell_*.json"))
+    assert 1 <= len(done) < 6, f"not interrupted mid-job: {done}"
+    subprocess.run([*argv, "--out", str(tmp_path / "killed")], env=env, check=True, capture_output=True)
+    subprocess.run([*argv, "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+    killed, whole = _files(tmp_path / "killed"), _files(tmp_path / "whole")
+    assert killed.keys() == whole.keys()  # no partial files left behind
+    for name in whole:
+        assert killed[name] == whole[name], name

@@ -155,6 +155,15 @@ def test_coarse_levels_agree_and_validate():
         evaluate_dense(two_spheres, (8, 0, 8))
 
 
+def test_degenerate_grids_single_voxel_and_line():
+    for dims in ((1, 1, 1), (1, 1, 20), (20, 1, 1)):
+        dense = evaluate_dense(sphere(0.5), dims)
+        fast = evaluate_fast(sphere(0.5), dims, sdf_unit_in_coords=UNIT)
+        np.testing.assert_array_equal(fast.sdf <= 0, dense.sdf <= 0)
+        assert fast.sdf.shape == dims
+    assert (evaluate_fast(sphere(0.5), (1, 1, 1), sdf_unit_in_coords=UNIT).sdf <= 0).all()  # the centre
+
+
 def test_fast_fills_a_field_without_surface():
     res = evaluate_fast(lambda p: torch.full((p.shape[0],), 10.0), (33, 33, 33), sdf_unit_in_coords=UNIT)
     assert (res.sdf == 10.0).all()

@@ -151,6 +151,10 @@ def test_measure_files_labels_and_csv(tmp_path):
     parallel = measure(tmp_path, workers=2)
     assert [r["sequence"] for r in parallel] == [r["sequence"] for r in serial] and len(serial) == 7
     assert [r["surface_area_um2"] for r in parallel] == [r["surface_area_um2"] for r in serial]
+    # the table records the voxel size it used; a generated folder's projection previews are not cells
+    assert rows[0]["spacing_um"] == "2 0.5 0.5" and read_rows(tmp_path / "b.csv")[0]["spacing_um"] == "1 1 1"
+    write_tiff(tmp_path / "more_mip.tif", (labels == 3).max(axis=1).astype(np.uint8), axes="TYX")
+    assert [r["sequence"] for r in measure(tmp_path)] == [r["sequence"] for r in serial]
 
 
 def test_measure_errors_are_one_line(tmp_path, capsys):
@@ -164,6 +168,9 @@ def test_measure_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "t.csv").write_text("x")
     assert main(["measure", str(tmp_path / "m.tif"), "--out", str(tmp_path / "t.csv")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert main(["measure", str(tmp_path / "m.tif"), "--out", str(tmp_path / "empty"), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a folder" in err and len(err.splitlines()) == 1
 
 
 REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/data/real"
@@ -177,6 +184,13 @@ def test_real_label_images():
     for r in rows:
         assert r["volume_um3"] > 0 and 0.5 < r["sphericity"] <= 1.0 and 0.5 < r["solidity"] <= 1.0
         assert r["n_components"] >= 1
+    # human iPS cell nuclei (voxel 0.29 x 0.26 x 0.26 um): about 10 um across, rounded
+    cells3d = [r for r in measure(REAL / "cells3d_nuclei_labels.tif", spacing=(0.29, 0.26, 0.26))
+               if r["volume_um3"] > 100]  # a few label fragments at the image border
+    assert len(cells3d) >= 15
+    assert 7 < np.median([r["equivalent_diameter_um"] for r in cells3d]) < 15
+    assert 0.7 < np.median([r["sphericity"] for r in cells3d]) <= 1.0
+    assert all(r["major_axis_um"] >= r["intermediate_axis_um"] >= r["minor_axis_um"] > 0 for r in cells3d)
     flat = measure(REAL / "dsb2018_nuclei_labels.tif")
     assert len(flat) == 125 and all(r["ndim"] == 2 for r in flat)
     assert all(0 < r["circularity"] <= 1.0 and r["solidity"] <= 1.0 for r in flat)

@@ -421,6 +421,46 @@ def _finished(out: Path, name: str, options: dict) -> bool:
     return all((out / p).is_file() for p in paths)
 
 
+def _remove_partial_files(out: Path, name: str) -> None:
+    """Delete temporary files that an interrupted run left for sequence ``name`` (it is rendered anew).
+
+    Atomic writes go through ``.tmp-<stem>-*`` files that a killed process cannot clean up; a large
+    partial HDF5 file would otherwise stay in the output folder for good.
+    """
+    patterns = [(out, f".tmp-{name}-*"), (out, f".tmp-{name}_mip-*"), (out / "meshes" / name, ".tmp-*")]
+    for folder, pattern in patterns:
+        if folder.is_dir():
+            for stale in folder.glob(pattern):
+                if stale.is_file():
+                    log.info("removing %s left by an interrupted run", stale)
+                    stale.unlink()
+
+
+def _remove_other_sequences(out: Path, keep: set[str]) -> None:
+    """With ``overwrite``: delete the sequences an earlier job wrote to ``out`` that this job does not.
+
+    Only files listed in a sequence record (``<name>.json`` of :data:`SEQUENCE_FORMAT`) are
+    removed, so a folder of generated cells never mixes two jobs' cells; other files are kept.
+    """
+    for path in sorted(out.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(record, dict) or record.get("format") != SEQUENCE_FORMAT or record.get("name") in keep:
+            continue
+        files = record.get("files", {})
+        for rel in [p for v in files.values() for p in (v if isinstance(v, list) else [v])]:
+            target = out / rel
+            if target.is_file() and out.resolve() in target.resolve().parents:
+                target.unlink()
+        mesh_dir = out / "meshes" / str(record.get("name"))
+        if mesh_dir.is_dir() and not any(mesh_dir.iterdir()):
+            mesh_dir.rmdir()
+        path.unlink()
+        log.info("removed sequence %s of an earlier job (--overwrite)", record.get("name"))
+
+
 def _run_jobs(run, jobs: list[_Job], out, *, job_kind: str, dims, formats, mesh_format, reference_layout,
               opts: EvalOptions, device, overwrite: bool, options: dict, max_memory_gb) -> list[dict]:
     """Check the output folder and memory, then render every job not finished yet."""
@@ -454,6 +494,8 @@ def _run_jobs(run, jobs: list[_Job], out, *, job_kind: str, dims, formats, mesh_
                 f"{out}: holds a {job_kind} output made with other options; pass --overwrite or choose another --out"
             )
     out = check_output_dir(out, overwrite=overwrite, marker=marker)
+    if overwrite:
+        _remove_other_sequences(out, {job.name for job in jobs})
     from cellinr import __version__
 
     atomic_write_text(marker_path, json.dumps({"job": job_kind, "tool_version": __version__, "options": options},
@@ -470,6 +512,7 @@ def _run_jobs(run, jobs: list[_Job], out, *, job_kind: str, dims, formats, mesh_
             skipped += 1
             records.append(json.loads((out / f"{job.name}.json").read_text(encoding="utf-8")))
             continue
+        _remove_partial_files(out, job.name)
         records.append(_render(run, job, out, dims=dims, formats=formats, mesh_format=mesh_format,
                                reference_layout=reference_layout, opts=opts, device=device, spacing=spacing,
                                common=options))
@@ -834,10 +877,20 @@ def fit(
     if init not in ("best", "mean"):
         raise ParameterError(f"init {init!r}: choose best or mean")
     if int(points) < 1:
-        raise ParameterError(f"points {points}: must be positive")
+        raise ParameterError(f"--points {points}: must be positive")
+    # Adam checks only its default rate: a negative one here would silently ascend the loss
+    for flag, value in (("--lr", lr), ("rotation_lr", rotation_lr)):
+        if not float(value) > 0:
+            raise ParameterError(f"{flag} {value}: must be positive")
+    if not float(regularization) >= 0:
+        raise ParameterError(f"regularization {regularization}: must be >= 0")
+    if not 0.0 <= float(near_fraction) <= 1.0:
+        raise ParameterError(f"near_fraction {near_fraction}: must be in [0, 1]")
     if method not in METHODS:
         raise ParameterError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
     ds = SDFDataset(dataset)

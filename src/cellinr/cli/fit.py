@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cellinr.cli._common import add_device, add_overwrite, add_seed, positive_int
+from cellinr.cli._common import add_device, add_overwrite, add_seed, positive_float, positive_int
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--steps", type=positive_int, default=300,
                         help="optimisation steps per sequence (default: 300)")
     parser.add_argument("--points", type=positive_int, default=4096, help="points per step (default: 4096)")
-    parser.add_argument("--lr", type=float, default=5e-3, help="learning rate of the codes (default: 0.005)")
+    parser.add_argument("--lr", type=positive_float, default=5e-3, help="learning rate of the codes (default: 0.005)")
     parser.add_argument("--rotations", action="store_true", help="also optimise one rotation per sequence")
     parser.add_argument("--method", default="fast", choices=("fast", "dense"),
                         help="grid evaluation for the Dice (default: fast)")

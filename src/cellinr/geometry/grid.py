@@ -195,7 +195,7 @@ def evaluate_fast(
     # small grids: padding to whole coarse blocks would cost more than it saves
     while coarse > 1 and math.prod(_padded(dims, coarse)) > 1.25 * math.prod(dims):
         coarse //= 2
-    if coarse == 1:
+    if coarse == 1 or max(dims) == 1:  # a single voxel has no blocks to skip
         return evaluate_dense(field, dims, t=t, chunk=chunk, device=device, precision=precision)
 
     live = np.array([n > 1 for n in dims])  # axes along which blocks have extent

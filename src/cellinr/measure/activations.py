@@ -227,6 +227,9 @@ def compare_activations(
             "protrusions_mean": float(np.mean([r[f"protrusions_{activation}"] for r in rows])),
             "protrusion_count_error": float(err.mean()),
             "final_loss": _final_loss(out / "runs" / activation),
+            # surface distances are undefined (infinite) where a reconstruction is empty: count those
+            # frames, so that means over the other frames do not flatter a failing network
+            "frames_without_surface_distance": int(sum(not np.isfinite(r[f"assd_um_{activation}"]) for r in rows)),
         })
     truth_protrusions = float(np.mean([r["protrusions_truth"] for r in rows]))
 
@@ -250,16 +253,19 @@ def compare_activations(
     )
     rep.table(
         ["activation", "parameters", "Dice (mean)", "Dice (min)", f"ASSD [{unit}]", f"HD95 [{unit}]",
-         "protrusions (mean)", "protrusion count error", "final loss"],
+         "protrusions (mean)", "protrusion count error", "final loss", "frames without ASSD"],
         [[s["activation"], s["parameters"], s["dice_mean"], s["dice_min"], s["assd_um_mean"], s["hd95_um_mean"],
-          s["protrusions_mean"], s["protrusion_count_error"], s["final_loss"]] for s in summary],
+          s["protrusions_mean"], s["protrusion_count_error"], s["final_loss"], s["frames_without_surface_distance"]]
+         for s in summary],
     )
     rep.paragraph(
         "Protrusions: tips of the parts removed by an opening with a ball of radius "
         f"{PROTRUSION_RADIUS} voxels and reaching at least {PROTRUSION_MIN_LENGTH} voxels out of the opened body, "
         "counted per skeleton end point; the count error is the "
         "mean absolute "
-        "difference to the ground truth per frame. Per-frame values are in `table.csv`."
+        "difference to the ground truth per frame. ASSD and HD95 are means over the frames where the "
+        "reconstruction and the ground truth both have a surface (`frames without ASSD` counts the others, "
+        "e.g. empty reconstructions). Per-frame values are in `table.csv`."
     )
     rep.image("figure.png", "Maximum-intensity projections over time: ground truth, sine and ReLU reconstructions.")
     rep.write(out)

@@ -199,12 +199,17 @@ def one_nn_accuracy(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = No
         groups = np.asarray(groups)
         d[groups[:, None] == groups[None, :]] = np.inf
     nearest = np.argmin(d, axis=1)
-    valid = np.isfinite(d[np.arange(len(d)), nearest])
+    # a query whose own set offers no candidate (its set is one sequence) must pick the other set:
+    # scoring it would push the accuracy towards 0, so it is left out (NaN if a whole set is)
+    own = np.where(is_b[None, :] == is_b[:, None], d, np.inf)
+    valid = np.isfinite(d[np.arange(len(d)), nearest]) & np.isfinite(own.min(axis=1))
     if not valid.any():
         return float("nan")
     correct = is_b[nearest] == is_b
     # balanced over the two sets: with unequal set sizes plain accuracy is not 0.5 under the null
-    rates = [correct[valid & (is_b == side)].mean() for side in (False, True) if (valid & (is_b == side)).any()]
+    if not all((valid & (is_b == side)).any() for side in (False, True)):
+        return float("nan")
+    rates = [correct[valid & (is_b == side)].mean() for side in (False, True)]
     return float(np.mean(rates))
 
 
@@ -518,6 +523,10 @@ def _write_report(folder: Path, sets, names, keys, skipped, stats_rows, multi, f
              f"mean distance of each {names[0]} sequence to its closest {names[1]} sequence (sd units)"],
         ],
     )
+    if any(isinstance(multi.get(k), float) and math.isnan(multi[k])
+           for k in ("one_nn_accuracy", "one_nn_accuracy_sequences")):
+        rep.paragraph("1-NN accuracy is undefined (–) when a set holds a single sequence: its frames have no "
+                      "neighbour of their own set outside their sequence.")
     if multi.get("descriptors"):
         rep.paragraph(
             "Multivariate scores use standardised (pooled z-score) vectors of: "

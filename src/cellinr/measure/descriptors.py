@@ -509,6 +509,13 @@ def mask_files(path: str | os.PathLike) -> list[Path]:
                    and not p.name.startswith("."))
     if not files:
         raise InputError(f"{path}: folder holds no mask TIFFs (*.tif, *.tiff)")
+    # `cellinr generate --formats mip` writes <name>_mip.tif (T, Y, X) next to <name>.tif: a preview of
+    # the same cell, not another shape
+    stems = {p.stem.lower() for p in files}
+    previews = [p for p in files if p.stem.lower().endswith("_mip") and p.stem.lower()[:-4] in stems]
+    if previews:
+        logger.info("%s: skipping %d projection previews (*_mip.tif) of masks in the folder", path, len(previews))
+        files = [p for p in files if p not in previews]
     return files
 
 
@@ -544,7 +551,8 @@ def read_mask_sequences(
             data = np.squeeze(data, axis=tuple(squeeze))
             file_axes = "".join(a for i, a in enumerate(file_axes) if i not in squeeze)
         if file_axes not in ("ZYX", "TZYX", "YX", "TYX"):
-            raise InputError(f"{file}: expected mask axes ZYX, TZYX, YX or TYX, got {file_axes} {data.shape}")
+            raise InputError(f"{file}: expected mask axes ZYX, TZYX, YX or TYX, got {file_axes} {data.shape}"
+                             f"{'' if axes else '; pass --axes (e.g. ZYX) if the metadata is wrong'}")
         if "T" not in file_axes:
             data = data[None]
         ndim = data.ndim - 1
@@ -555,6 +563,8 @@ def read_mask_sequences(
         if data.size == 0:
             raise InputError(f"{file}: empty image {data.shape}")
         file_spacing = spacing if spacing is not None else img.spacing
+        if file_spacing is None:
+            logger.warning("%s: no voxel size in the metadata; using 1 um per voxel (pass --spacing Z Y X)", file)
         sp = _check_spacing(file_spacing, ndim)
         if np.any(data < 0):
             raise InputError(f"{file}: negative values in a mask")
@@ -613,7 +623,10 @@ def measure_file(
     previews: list[tuple[str, np.ndarray]] = []
     for name, source, label, masks, sp in read_mask_sequences(file, spacing=spacing, axes=axes):
         logger.debug("measuring %s (%d frames)", name, len(masks))
-        rows.extend(describe_sequence(masks, sp, name=name, source=source, label=label))
+        seq_rows = describe_sequence(masks, sp, name=name, source=source, label=label)
+        for r in seq_rows:  # the voxel size used, so the table says what its microns are
+            r["spacing_um"] = " ".join(f"{s:.6g}" for s in sp)
+        rows.extend(seq_rows)
         if len(previews) < examples:
             frame = masks[len(masks) // 2]
             previews.append((name, frame.max(axis=0) if frame.ndim == 3 else frame))
@@ -702,6 +715,8 @@ def measure(
     """
     from cellinr.errors import OutputExistsError
 
+    if out is not None and Path(out).is_dir():
+        raise OutputExistsError(f"{out}: is a folder; --out takes the CSV file to write")
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
     rows, _ = measure_files(path, spacing=spacing, axes=axes, workers=workers, progress=progress)
