@@ -18,9 +18,10 @@ from cellinr.errors import ParameterError, RunError
 
 log = logging.getLogger(__name__)
 
-#: Latent sampling per behaviour: the reference used learned codes plus noise for filopodial cells,
-#: whose fine protrusions a fitted Gaussian blurs away.
-LATENT_BY_KIND = {"deforming": "fitted", "dividing": "fitted", "filopodial": "perturb"}
+#: Latent sampling per behaviour. The reference used learned codes plus noise for filopodial cells; with
+#: the bundled models' four training codes a fitted Gaussian also averages divisions away, so dividing
+#: cells are sampled the same way.
+LATENT_BY_KIND = {"deforming": "fitted", "dividing": "perturb", "filopodial": "perturb"}
 
 
 def demo(
@@ -31,7 +32,7 @@ def demo(
     frames: int = 10,
     kinds: Sequence[str] | None = None,
     reference_sequences: int = 4,
-    texture: str = "auto",
+    texture: str = "render",
     seed: int = 0,
     device: str = "cpu",
     overwrite: bool = False,
@@ -46,8 +47,9 @@ def demo(
     size, frames : cube edge in voxels and time points of the generated sequences
     kinds : bundled shape models to use (default: all)
     reference_sequences : simulator samples per behaviour for the descriptor comparison
-    texture : "auto" (the bundled texture model when installed, else the renderer), "render",
-        or a texture model folder
+    texture : "render" (the physics-style renderer, the default: the bundled GAN learned nuclei about
+        23 px across and adds edge artefacts on 64 px images), "auto" (the bundled texture model when
+        installed, else the renderer), a bundled texture model name ("dsb2018") or a model folder
     seed : random seed; the same seed gives the same files
     """
     from cellinr.benchmark import benchmark

@@ -19,8 +19,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=positive_int, default=64, help="cube edge in voxels (default: 64)")
     p.add_argument("--frames", type=positive_int, default=10, help="time points per sequence (default: 10)")
     p.add_argument("--kinds", nargs="+", help="bundled models to use (default: all)")
-    p.add_argument("--texture", default="auto",
-                   help="'auto' (bundled texture model if installed), 'render', or a texture model folder")
+    p.add_argument("--texture", default="render",
+                   help="'render' (physics-style renderer, default), 'dsb2018' (the bundled pix2pixHD-style model), "
+                   "'auto', or a texture model folder")
     add_seed(p)
     add_device(p)
     add_overwrite(p)
