@@ -1,5 +1,4 @@
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from cellinr.cli import main
-from cellinr.config import PRESETS, Config, from_yaml, load_config, preset, save_config, to_yaml
+from cellinr.config import PRESETS, from_yaml, load_config, preset, save_config, to_yaml
 from cellinr.errors import ConfigError, DatasetError, DeviceError, OutputExistsError, RunError
 from cellinr.io.run import load_run
 from cellinr.io.sdf_dataset import SDFDataset, new_manifest, write_manifest, write_sequence
