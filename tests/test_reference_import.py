@@ -130,3 +130,18 @@ def test_import_errors_and_cli(experiment, tmp_path, capsys):
         import_reference(exp, tmp_path / "cli")
     assert main(["import-reference", str(exp), "--out", str(tmp_path / "cli")]) == 2
     assert "output exists" in capsys.readouterr().err
+
+
+def test_imported_run_reconstructs_with_fast_and_dense(experiment, tmp_path):
+    from cellinr.generate import reconstruct
+    from cellinr.io.tiff import read_tiff
+
+    exp = experiment[0]
+    run = import_reference(exp, tmp_path / "run")
+    assert load_run(run).manifest["clamp"] == 32.0
+    for method in ("fast", "dense"):
+        reconstruct(run, tmp_path / method, size=16, frames=2, method=method, device="cpu", sequences=[0])
+    fast = read_tiff(tmp_path / "fast" / "seq_000.tif").data
+    dense = read_tiff(tmp_path / "dense" / "seq_000.tif").data
+    assert fast.shape == (2, 16, 16, 16)
+    assert np.mean(fast != dense) <= 0.001

@@ -210,7 +210,9 @@ def import_reference(
     dims = specs.get("ReconstructionDims")
     config = validate(Config(model=model_cfg, train=TrainConfig(rotations=rot_path is not None), preset="reference"))
     manifest = {
-        "format": "imported-reference", "size": int(dims[0]) if dims else None, "clamp": None,
+        # the reference divides by max|SDF| >= its 32-voxel outside clamp, so 32 voxels per unit is a
+        # lower bound on the true scale: it keeps the fast evaluator's distance bound on the safe side
+        "format": "imported-reference", "size": int(dims[0]) if dims else 256, "clamp": 32.0,
         "voxel_size_um": None, "scale_um_per_unit": None,
         "sources": [str(exp.resolve())], "axes": axes,
     }
