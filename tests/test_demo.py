@@ -39,6 +39,8 @@ def test_demo_reduced(tmp_path, capsys):
         assert (report / "report.md").is_file() and len(list(report.glob("figures/*.png"))) >= 3
         assert (out / "pictures" / f"{kind}_0000.gif").stat().st_size > 0
         assert (out / "pictures" / f"{kind}_0000_montage.png").stat().st_size > 0
+    records = [*out.rglob("*.json"), *out.rglob("*.md")]
+    assert records and not any(".tmp-" in f.read_text() for f in records), "records name the final folder"
     # a rerun without --overwrite refuses to touch the finished demo
     assert main(["demo", "--out", str(out), "--kinds", "dividing"]) == 2
 

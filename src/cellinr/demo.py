@@ -114,6 +114,11 @@ def demo(
             }
             say(f"{kind}: {len(records)} sequences generated, textured and compared in "
                 f"{time.perf_counter() - t0:.1f} s")
+        # the folder was built under a temporary name: make the records name its final place
+        for text_file in [*tmp.rglob("*.json"), *tmp.rglob("*.md"), *tmp.rglob("*.html")]:
+            text = text_file.read_text(encoding="utf-8")
+            if str(tmp) in text:
+                text_file.write_text(text.replace(str(tmp), str(out.resolve())), encoding="utf-8")
     results["seconds"] = round(time.perf_counter() - start, 1)
     say(f"\nDemo finished in {results['seconds']:.1f} s. Outputs in {out}/:")
     say(f"  generated/<kind>/   new cells: (T, Z, Y, X) mask TIFFs and JSON records (latent, rotation, seed)")
