@@ -109,6 +109,11 @@ def _resolve_config(preset, config, epochs, activation, rotations) -> Config:
         cfg = config_from_dict(config, base)
     else:
         cfg = load_config(config, base)
+    return _apply_overrides(cfg, epochs, activation, rotations)
+
+
+def _apply_overrides(cfg: Config, epochs, activation, rotations) -> Config:
+    """Apply the command-line overrides (None: keep the config's value) and validate."""
     if epochs is not None:
         cfg.train.epochs = int(epochs)
     if activation is not None:
@@ -236,14 +241,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         if ckpt_path != ckpt.list_checkpoints(out)[0][1]:
             log.warning("%s: resuming from the older checkpoint %s", out, ckpt_path.name)
         if preset is None and config is None:
-            cfg = cfg_saved
-            if epochs is not None:
-                cfg.train.epochs = int(epochs)
-            if activation is not None:
-                cfg.model.activation = activation
-            if rotations is not None:
-                cfg.train.rotations = bool(rotations)
-            cfg = validate(cfg)
+            cfg = _apply_overrides(cfg_saved, epochs, activation, rotations)
         else:
             cfg = _resolve_config(preset, config, epochs, activation, rotations)
         diff = _diff_keys(_compat_dict(cfg), _compat_dict(cfg_saved)) + _diff_keys(
