@@ -18,13 +18,7 @@ from cellinr.nn.rotation import (
 from cellinr.nn.siren import ReLULayer, SineLayer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is shared: one thread avoids OpenMP contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_reference_parameter_count():

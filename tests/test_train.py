@@ -17,13 +17,7 @@ from cellinr.train.sampling import PointPool, frame_time, index_to_coords, sampl
 from cellinr.train.shape import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is shared: one thread avoids OpenMP contention (and keeps runs comparable)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ellipsoid_sdf(size: int, axes_vox: tuple[float, float, float], clamp: float) -> np.ndarray:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.errors import ConfigError, InputError, RunError
-from cellinr.texture.data import check_labels, condition_from_labels, load_masks
+from cellinr.errors import ConfigError, RunError
+from cellinr.texture.data import condition_from_labels, label_stack, load_masks
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,7 @@ def texture_labels(model: TextureModel, labels: np.ndarray, *, batch_size: int =
     """
     import torch
 
-    labels = check_labels(labels, "masks")
-    single = labels.ndim == 2
-    if single:
-        labels = labels[None]
-    if labels.ndim != 3:
-        raise InputError(f"masks: expected (Y, X) or (T, Y, X), got shape {labels.shape}")
+    labels, single = label_stack(labels, "masks")
     cond = condition_from_labels(labels)  # (T, 2, Y, X)
     m = model.config.size_multiple
     h, w = labels.shape[-2:]

@@ -96,6 +96,18 @@ def check_labels(array: np.ndarray, where: str) -> np.ndarray:
     return array.astype(np.int32)
 
 
+def label_stack(array: np.ndarray, where: str) -> tuple[np.ndarray, bool]:
+    """Validate labels given as (Y, X) or (T, Y, X); return a (T, Y, X) int32 stack and whether the
+    input was a single 2D image (so callers can return the same shape they were given)."""
+    labels = check_labels(array, where)
+    single = labels.ndim == 2
+    if single:
+        labels = labels[None]
+    if labels.ndim != 3:
+        raise InputError(f"{where}: expected (Y, X) or (T, Y, X), got shape {labels.shape}")
+    return labels, single
+
+
 def list_tiffs(folder: str | os.PathLike) -> list[Path]:
     """TIFF files of ``folder`` in natural order; :class:`InputError` when there are none."""
     folder = Path(folder)

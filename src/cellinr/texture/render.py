@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cellinr.errors import InputError, ParameterError
-from cellinr.texture.data import check_labels
+from cellinr.texture.data import check_labels, label_stack
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +168,7 @@ def render(
     if not 0.0 <= frame_correlation <= 1.0:
         raise ParameterError(f"frame_correlation must be in [0, 1], got {frame_correlation}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    labels = check_labels(labels, "labels")
-    single = labels.ndim == 2
-    if single:
-        labels = labels[None]
-    if labels.ndim != 3:
-        raise InputError(f"labels: expected (Y, X) or (N, Y, X), got shape {labels.shape}")
+    labels, single = label_stack(labels, "labels")
     shape2 = labels.shape[1:]
     n_labels = int(labels.max()) + 1
     if brightness is None:
