@@ -150,8 +150,8 @@ def main() -> None:
     device = torch.device(args.device)
 
     if args.run:
-        from cellinr.generate import sdf_unit_in_coords
-        from cellinr.io.run import load_run
+        from cellinr.generation.frontends import sdf_unit_in_coords
+        from cellinr.model.run import load_run
 
         run = load_run(args.run, device=str(device))
         field = run.field(0)
@@ -164,8 +164,8 @@ def main() -> None:
         (net, code), fit_s = timed(lambda: fit_reference_net(args.fit_steps, unit, args.seed))
         print(f"  fitted in {fit_s:.0f} s")
         if args.save_run:
-            from cellinr.config import preset
-            from cellinr.io.run import write_run_files
+            from cellinr.model.config import preset
+            from cellinr.model.run import write_run_files
 
             manifest = {"format": "cellinr-sdf-dataset", "size": args.train_size, "clamp": args.clamp,
                         "voxel_size_um": 1.0, "scale_um_per_unit": args.clamp, "sequences": []}

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, help="write the preview figures docs/simulate_<kind>.png there")
     args = parser.parse_args()
 
-    from cellinr.data.simulate import save_overview, simulate_sequence
+    from cellinr.data.simulation.phantoms import save_overview, simulate_sequence
 
     print(f"{'kind':<11} {'size':>5} {'frames':>6} {'seconds':>8} {'target':>7} {'ratio':>6}  voxels/s")
     for size in args.sizes:

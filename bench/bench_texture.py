@@ -90,7 +90,7 @@ def main(argv=None) -> int:
 
     from cellinr.io.tiff import read_tiff
     from cellinr.texture.apply import load_texture_model, texture_labels
-    from cellinr.texture.render import RenderParams, estimate_render_params, render
+    from cellinr.texture.renderer import RenderParams, estimate_render_params, render
 
     torch.set_num_threads(args.threads)
     real = read_tiff(img_path).data

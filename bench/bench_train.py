@@ -1,7 +1,7 @@
 """Benchmark of the shape model: reconstruction quality of the ``small`` preset on simulated cells.
 
 For each kind (deforming, dividing, filopodial): simulate 4 sequences x 10 frames at 64^3
-(``cellinr.data.simulate``), prepare the SDF data set (``cellinr.data.prepare``), train the
+(``cellinr.data.simulation.phantoms``), prepare the SDF data set (``cellinr.data.preparation``), train the
 ``small`` preset, evaluate the decoder densely on the 64^3 grid of every training frame and print
 the mean per-frame Dice against the training masks (SDF <= 0 of the data set). Then sine vs ReLU
 at equal budget on the filopodial kind, and the rotation experiment: rotated copies of one
@@ -28,8 +28,8 @@ KINDS = ("deforming", "dividing", "filopodial")
 
 
 def make_dataset(kind: str, folder: Path, *, sequences: int = 4, frames: int = 10, size: int = 64, seed: int = 0) -> Path:
-    from cellinr.data.prepare import prepare
-    from cellinr.data.simulate import simulate
+    from cellinr.data.preparation import prepare
+    from cellinr.data.simulation.phantoms import simulate
 
     sim = folder / f"sim_{kind}"
     ds = folder / f"ds_{kind}"
@@ -47,8 +47,8 @@ def rotated_dataset(folder: Path, *, copies: int = 4, frames: int = 10, size: in
     resampling artefacts. Copy 0 is unrotated. Returns the folder and (copies, 3, 3) rotations A_i:
     copy i shows the shape S(A_i^T x).
     """
-    from cellinr.data.prepare import mask_to_sdf
-    from cellinr.data.simulate import simulate_sequence
+    from cellinr.data.preparation import mask_to_sdf
+    from cellinr.data.simulation.phantoms import simulate_sequence
     from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
     from cellinr.nn.rotation import quaternion_to_matrix
 
@@ -90,9 +90,9 @@ def grid_points(size: int) -> torch.Tensor:
 
 def reconstruction_dice(run_dir: Path, ds_dir: Path, chunk: int = 65536) -> list[float]:
     """Per-frame Dice of (decoder SDF <= 0) vs (data-set SDF <= 0) on the data set's grid."""
-    from cellinr.io.run import load_run
+    from cellinr.model.run import load_run
     from cellinr.io.sdf_dataset import SDFDataset
-    from cellinr.train.sampling import frame_time
+    from cellinr.training.sampling import frame_time
 
     run = load_run(run_dir)
     ds = SDFDataset(ds_dir)
@@ -114,7 +114,7 @@ def reconstruction_dice(run_dir: Path, ds_dir: Path, chunk: int = 65536) -> list
 
 
 def train_run(ds: Path, out: Path, **kwargs) -> tuple[Path, float]:
-    from cellinr.train.shape import train
+    from cellinr.training.shape import train
 
     t0 = time.perf_counter()
     train(ds, out, overwrite=True, progress=False, **kwargs)
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
             print(f"{act:5s} mean Dice {np.mean(d):.4f} (min {np.min(d):.4f}), train {secs:.0f} s", flush=True)
 
     if "rotation" in parts:
-        from cellinr.io.run import load_run
+        from cellinr.model.run import load_run
         from cellinr.nn.rotation import rotation_angle
 
         ds, rots = rotated_dataset(work)

@@ -2,7 +2,7 @@
 
 For each kind: simulate -> prepare -> train (preset ``small``) -> reconstruct and measure the
 per-frame Dice against the training masks -> copy the run folder (without checkpoints) into
-``src/cellinr/models/<kind>/`` with a README giving the command, the data and the Dice.
+``src/cellinr/bundled/<kind>/`` with a README giving the command, the data and the Dice.
 
     python scripts/train_bundled_models.py --kinds deforming dividing filopodial
 """
@@ -35,18 +35,18 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cellinr_bundled"))
     parser.add_argument("--run", type=Path, help="package this finished run (one kind) instead of training")
     parser.add_argument("--data", type=Path, help="with --run: the prepared data set it was trained on")
-    parser.add_argument("--dest", type=Path, default=ROOT / "src/cellinr/models")
+    parser.add_argument("--dest", type=Path, default=ROOT / "src/cellinr/bundled")
     args = parser.parse_args(argv)
 
     import torch
 
-    from cellinr.data.prepare import prepare
-    from cellinr.data.simulate import simulate
-    from cellinr.generate import reconstruct
+    from cellinr.data.preparation import prepare
+    from cellinr.data.simulation.phantoms import simulate
+    from cellinr.generation.frontends import reconstruct
     from cellinr.io.sdf_dataset import SDFDataset
     from cellinr.io.tiff import read_tiff
-    from cellinr.measure.overlap import dice
-    from cellinr.train.shape import train
+    from cellinr.measurement.overlap import dice
+    from cellinr.training.shape import train
 
     torch.set_num_threads(args.threads)
     for kind in args.kinds:
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
             f"A `{args.preset}`-preset SIREN auto-decoder trained on {args.sequences} simulated `{kind}` sequences "
             f"(`cellinr simulate --kind {kind} --sequences {args.sequences} --frames {args.frames} --size {args.size} "
             f"--seed {args.seed}`), prepared with `cellinr prepare --size {args.size}`.\n\n"
-            f"- Data provenance: procedural phantoms from `cellinr.data.simulate` (no external data).\n"
+            f"- Data provenance: procedural phantoms from `cellinr.data.simulation.phantoms` (no external data).\n"
             + (f"- Training command: `{command}` (CPU, {args.threads} threads, {t2 - t1:.0f} s).\n" if args.run is None else
                f"- Training: the same recipe as `{command}`, run by `python bench/bench_train.py --parts quality` "
                f"(seed 0, 1 CPU thread on a shared, heavily loaded 2-core machine: {t2 - t1:.0f} s, not a "

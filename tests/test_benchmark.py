@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellinr.benchmark import benchmark
+from cellinr.benchmarking import benchmark
 from cellinr.cli import main
 from cellinr.errors import InputError, OutputExistsError, RunError
 from cellinr.io.ctc import check_ctc_sequence, read_ctc_sequence
@@ -81,14 +81,14 @@ def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
     again = benchmark(source, inner, seed=3, overwrite=True)
     assert [s["name"] for s in json.loads((again / "benchmark.json").read_text())["sequences"]] == [
         "cell_000", "cell_001"]
-    from cellinr.io.readers import describe
+    from cellinr.io.sources import describe
 
     text = describe(out)
     assert "benchmark folder" in text and "sequences: 2" in text and "2D divisions: 2" in text
 
 
 def test_benchmark_cli_with_model_and_bad_inputs(source, tmp_path, capsys):
-    bundled = Path(__file__).resolve().parents[1] / "src/cellinr/models/texture_dsb2018"
+    bundled = Path(__file__).resolve().parents[1] / "src/cellinr/bundled/texture_dsb2018"
     if (bundled / "texture_model.json").exists():
         assert main(["benchmark", str(source / "cell_000.tif"), "--out", str(tmp_path / "b"),
                      "--texture", "dsb2018", "--device", "cpu"]) == 0
@@ -132,7 +132,7 @@ def test_benchmark_like_real_pair(source, tmp_path):
 
 def test_benchmark_of_simulated_division_matches_ground_truth(tmp_path):
     """`cellinr simulate --kind dividing` -> benchmark --3d: the CTC 3D tracks divide when the simulator says."""
-    from cellinr.data.simulate import simulate
+    from cellinr.data.simulation.phantoms import simulate
 
     sim = simulate(tmp_path / "sim", kind="dividing", sequences=3, frames=8, size=32, seed=1)
     out = benchmark(sim, tmp_path / "bench", three_d=True)

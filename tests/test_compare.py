@@ -8,10 +8,10 @@ import pytest
 from cellinr.cli import main
 from cellinr.errors import InputError, OutputExistsError, ParameterError
 from cellinr.io.tiff import write_tiff
-from cellinr.measure.compare import compare, coverage_mmd, one_nn_accuracy
-from cellinr.measure.descriptors import describe_sequence, read_rows
+from cellinr.measurement.comparison import compare, coverage_mmd, one_nn_accuracy
+from cellinr.measurement.descriptors import describe_sequence, read_rows
 
-simulate = pytest.importorskip("cellinr.data.simulate")
+simulate = pytest.importorskip("cellinr.data.simulation.phantoms")
 
 
 def simulated_rows(kind, indices, *, frames=2, size=32, seed=0):
@@ -136,7 +136,7 @@ def _random_rotation(rng):
 
 
 def test_rotation_metrics_closed_form():
-    from cellinr.measure.rotation import infer_groups, rotation_metrics
+    from cellinr.evaluation.rotations import infer_groups, rotation_metrics
 
     rng = np.random.default_rng(0)
     names, codes, learned, applied = [], [], [], {}
@@ -195,7 +195,7 @@ def _ellipsoid_masks(size, radii, rotation, frames=2):
 
 def test_rotation_report_end_to_end(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    train = pytest.importorskip("cellinr.train.shape").train
+    train = pytest.importorskip("cellinr.training.shape").train
     torch.set_num_threads(1)
     rng = np.random.default_rng(3)
     shapes, names, applied = [], [], {}
@@ -224,8 +224,8 @@ def test_rotation_report_end_to_end(tmp_path, capsys):
 
 def test_compare_activations_smoke(tmp_path):
     torch = pytest.importorskip("torch")
-    pytest.importorskip("cellinr.train.shape")
-    from cellinr.measure.activations import compare_activations, count_protrusions
+    pytest.importorskip("cellinr.training.shape")
+    from cellinr.evaluation.activations import compare_activations, count_protrusions
 
     torch.set_num_threads(1)
     size = 20

@@ -8,7 +8,7 @@ import pytest
 from cellinr.cli import main
 from cellinr.io.ctc import check_ctc_sequence, read_ctc_sequence
 from cellinr.io.tiff import read_tiff
-from cellinr.models import bundled_shape_models, bundled_texture_model, resolve_run
+from cellinr.model.registry import bundled_shape_models, bundled_texture_model, resolve_run
 
 
 def test_bundled_models_are_installed_and_documented():

@@ -5,7 +5,7 @@ import pytest
 
 from cellinr.cli import main
 from cellinr.errors import DatasetError, OutputExistsError
-from cellinr.io.atomic import atomic_dir
+from cellinr._util.atomic import atomic_dir
 from cellinr.io.sdf_dataset import SDFDataset, new_manifest, write_manifest, write_sequence
 from cellinr.io.tiff import read_tiff, write_tiff
 

@@ -14,9 +14,9 @@ from scipy import ndimage, stats
 
 from cellinr.cli import main
 from cellinr.errors import OutputExistsError, ParameterError, RunError
-from cellinr.generate import fit, fit_gaussian, generate, interpolate, reconstruct, sample_latents
+from cellinr.generation.frontends import fit, fit_gaussian, generate, interpolate, reconstruct, sample_latents
 from cellinr.geometry.grid import evaluate_dense, evaluate_fast, grid_points
-from cellinr.io.run import load_run, write_run_files
+from cellinr.model.run import load_run, write_run_files
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import read_tiff
 from cellinr.nn.rotation import euler_xyz_to_matrix, random_rotations, rotation_angle
@@ -44,7 +44,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, one_thread):
-    from cellinr.config import preset
+    from cellinr.model.config import preset
     from cellinr.nn.decoder import AutoDecoder
 
     torch.manual_seed(0)
@@ -380,7 +380,7 @@ def test_reconstruct_a_run_trained_by_cellinr_train(tmp_path):
     """End to end with the real training loop (tiny preset): the run folder it writes is accepted."""
     from cellinr.geometry.grid import time_coords
     from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
-    from cellinr.train.shape import train
+    from cellinr.training.shape import train
 
     size, clamp = 16, 4.0
     seqs = []

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cellinr.config import preset
+from cellinr.model.config import preset
 from cellinr.nn.decoder import AutoDecoder, count_parameters, layer_dims
 from cellinr.nn.rotation import (
     RotationTable,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cellinr.errors import InputError
-from cellinr.measure.overlap import OVERLAP_KEYS, overlap_metrics, overlap_sequence
+from cellinr.measurement.overlap import OVERLAP_KEYS, overlap_metrics, overlap_sequence
 
 
 def ball(shape, centre_um, r_um, spacing=(1.0, 1.0, 1.0)):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cellinr.cli import main
-from cellinr.data.prepare import mask_to_sdf, prepare
+from cellinr.data.preparation import mask_to_sdf, prepare
 from cellinr.errors import InputError, OutputExistsError, ParameterError
-from cellinr.io.readers import describe
+from cellinr.io.sources import describe
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import write_tiff
 
@@ -368,9 +368,9 @@ def test_real_cells3d_nuclei_volumes(tmp_path):
 
 
 def test_info_run_folder(tmp_path, capsys):
-    run_module = pytest.importorskip("cellinr.io.run", reason="run folders not available yet")
+    run_module = pytest.importorskip("cellinr.model.run", reason="run folders not available yet")
     torch = pytest.importorskip("torch")
-    from cellinr.config import preset
+    from cellinr.model.config import preset
     from cellinr.nn.decoder import AutoDecoder
 
     config = preset("tiny")

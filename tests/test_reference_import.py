@@ -8,8 +8,8 @@ import torch
 
 from cellinr.cli import main
 from cellinr.errors import OutputExistsError, RunError
-from cellinr.io.reference import import_reference
-from cellinr.io.run import load_run
+from cellinr.model.reference import import_reference
+from cellinr.model.run import load_run
 
 L = 16
 DIMS = [64, 64, 96, 64]
@@ -133,7 +133,7 @@ def test_import_errors_and_cli(experiment, tmp_path, capsys):
 
 
 def test_imported_run_reconstructs_with_fast_and_dense(experiment, tmp_path):
-    from cellinr.generate import reconstruct
+    from cellinr.generation.frontends import reconstruct
     from cellinr.io.tiff import read_tiff
 
     exp = experiment[0]

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from cellinr.cli import main
-from cellinr.data.simulate import CUBE_UM, simulate, simulate_sequence
+from cellinr.data.simulation.phantoms import CUBE_UM, simulate, simulate_sequence
 from cellinr.errors import OutputExistsError, ParameterError
 from cellinr.io.tiff import read_tiff
 
@@ -222,7 +222,7 @@ def test_sdf_is_distance_like(kind):
 
 
 def test_primitives_exact():
-    from cellinr.data.sdf_primitives import capsule, fibonacci_sphere, harmonic_sum, smin
+    from cellinr.data.simulation.primitives import capsule, fibonacci_sphere, harmonic_sum, smin
 
     rng = np.random.default_rng(0)
     p = rng.uniform(-1, 1, size=(500, 3))

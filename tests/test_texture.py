@@ -14,8 +14,8 @@ from cellinr.nn.pix2pixhd import (
 )
 from cellinr.texture.apply import load_texture_model, texture_labels
 from cellinr.texture.data import condition_from_labels, instance_boundaries, load_masks, load_pairs
-from cellinr.texture.render import RenderParams, estimate_render_params, render
-from cellinr.train.texture import train_texture
+from cellinr.texture.renderer import RenderParams, estimate_render_params, render
+from cellinr.training.texture import train_texture
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
 
@@ -235,7 +235,7 @@ def test_render_is_deterministic_and_params_are_recovered():
 
 def test_like_pair_from_one_npz(tmp_path):
     """--like IMAGE MASK may name one .npz holding both arrays (images + labels), like texture train."""
-    from cellinr.texture.render import params_like
+    from cellinr.texture.renderer import params_like
 
     images, labels = _tiny_data(n=2, size=48)
     np.savez(tmp_path / "pair.npz", images=images, labels=labels)

@@ -8,13 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 from cellinr.cli import main
-from cellinr.config import PRESETS, from_yaml, load_config, preset, save_config, to_yaml
+from cellinr.model.config import PRESETS, from_yaml, load_config, preset, save_config, to_yaml
 from cellinr.errors import ConfigError, DatasetError, DeviceError, OutputExistsError, RunError
-from cellinr.io.run import load_run
+from cellinr.model.run import load_run
 from cellinr.io.sdf_dataset import SDFDataset, new_manifest, write_manifest, write_sequence
-from cellinr.train.checkpoint import list_checkpoints
-from cellinr.train.sampling import PointPool, frame_time, index_to_coords, sample_frame, window_batches
-from cellinr.train.shape import train
+from cellinr.training.checkpoint import list_checkpoints
+from cellinr.training.sampling import PointPool, frame_time, index_to_coords, sample_frame, window_batches
+from cellinr.training.shape import train
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -271,7 +271,7 @@ def test_cli_train(dataset, tmp_path, capsys):
 
 # -- data parallel ------------------------------------------------------------------------------
 def test_ddp_two_gloo_processes_match_single_process(dataset, tmp_path):
-    from cellinr.train.distributed import launch_local
+    from cellinr.training.distributed import launch_local
 
     cfg = {"sampling": {"fraction": 0.03, "frames_per_step": 2}, "train": {"epochs": 3, "checkpoint_every": 3}}
     kwargs = dict(preset="tiny", config=cfg, rotations=True, device="cpu", seed=1, progress=False)
@@ -289,7 +289,7 @@ def test_ddp_two_gloo_processes_match_single_process(dataset, tmp_path):
 def _initial(key):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        from cellinr.train.shape import ShapeModel
+        from cellinr.training.shape import ShapeModel
 
         cfg = preset("tiny")
         cfg.train.rotations = True

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.io.atomic import atomic_path
+from cellinr._util.atomic import atomic_path
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

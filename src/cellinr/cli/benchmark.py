@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.benchmark import benchmark
+    from cellinr.benchmarking import benchmark
 
     out = benchmark(args.source, args.out, texture=args.texture, like=args.like, three_d=args.three_d,
                     seed=args.seed, overwrite=args.overwrite, device=args.device)

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.measure.compare import compare
+    from cellinr.measurement.comparison import compare
 
     out = compare(
         args.real, args.synthetic, args.out, spacing=args.spacing, descriptors=args.descriptors,

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.measure.activations import compare_activations
+    from cellinr.evaluation.activations import compare_activations
 
     out = compare_activations(
         args.dataset, args.out, preset=args.preset, epochs=args.epochs, device=args.device, seed=args.seed,

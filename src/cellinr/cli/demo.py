@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.demo import demo
+    from cellinr.demonstration import demo
 
     demo(
         args.out, sequences=args.sequences, size=args.size, frames=args.frames, kinds=args.kinds,

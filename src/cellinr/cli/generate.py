@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from cellinr.errors import ParameterError
-    from cellinr.generate import generate
+    from cellinr.generation.frontends import generate
 
     if (args.run_dir is None) == (args.model is None):
         raise ParameterError("give either RUN_DIR or --model NAME (exactly one)")

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.io.reference import import_reference
+    from cellinr.model.reference import import_reference
 
     print(import_reference(args.experiment, args.out, model_file=args.model_file, axes=args.axes,
                            overwrite=args.overwrite))

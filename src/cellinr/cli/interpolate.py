@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cellinr.generate import interpolate
+    from cellinr.generation.frontends import interpolate
 
     records = interpolate(
         args.run_dir, args.out, start=args.start, end=args.end, steps=args.steps, size=args.size, dims=args.dims,

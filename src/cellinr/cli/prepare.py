@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.data.prepare import prepare
+    from cellinr.data.preparation import prepare
     from cellinr.io.sdf_dataset import SDFDataset
 
     out = prepare(

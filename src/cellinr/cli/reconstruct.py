@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cellinr.generate import reconstruct
+    from cellinr.generation.frontends import reconstruct
 
     records = reconstruct(
         args.run_dir, args.out, size=args.size, dims=args.dims, frames=args.frames, formats=args.formats,

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.measure.rotation import rotation_report
+    from cellinr.evaluation.rotations import rotation_report
 
     out = rotation_report(args.run_dir, args.out, groups=args.groups, overwrite=args.overwrite)
     print(f"report: {out / 'report.html'}")

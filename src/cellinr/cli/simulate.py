@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.data.simulate import simulate
+    from cellinr.data.simulation.phantoms import simulate
 
     simulate(args.out, kind=args.kind, sequences=args.sequences, frames=args.frames, size=args.size,
              seed=args.seed, overwrite=args.overwrite)  # logs what it wrote

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if action == "train":
         from cellinr.nn.pix2pixhd import TextureNetConfig
-        from cellinr.train.texture import train_texture
+        from cellinr.training.texture import train_texture
 
         net = TextureNetConfig.pix2pixhd() if args.preset == "pix2pixhd" else TextureNetConfig()
         overrides = {"ngf": args.ngf, "n_downsample": args.n_downsample, "n_blocks": args.n_blocks,
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         out = apply_texture(args.model, args.masks, args.out, device=args.device, overwrite=args.overwrite)
         print(f"textured images: {out}")
     else:
-        from cellinr.texture.render import render_masks
+        from cellinr.texture.renderer import render_masks
 
         out = render_masks(args.masks, args.out, like=args.like, seed=args.seed, overwrite=args.overwrite)
         print(f"rendered images: {out}")

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.train.shape import train
+    from cellinr.training.shape import train
 
     out = train(
         args.dataset, args.out, preset=args.preset, config=args.config, epochs=args.epochs,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.io.atomic import atomic_path
+from cellinr._util.atomic import atomic_path
 
 MESH_FORMATS = ("ply", "obj", "stl")
 

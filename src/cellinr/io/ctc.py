@@ -223,7 +223,7 @@ def write_ctc_frame(
 
 def write_man_track(root: str | os.PathLike, index: int, tracks: list[Track]) -> Path:
     """Write ``NN_GT/TRA/man_track.txt`` of sequence ``index``."""
-    from cellinr.io.atomic import atomic_write_text
+    from cellinr._util.atomic import atomic_write_text
 
     path = Path(root) / f"{sequence_name(index)}_GT" / "TRA" / "man_track.txt"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -163,7 +163,7 @@ def new_manifest(**fields) -> dict:
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict) -> Path:
-    from cellinr.io.atomic import atomic_write_text
+    from cellinr._util.atomic import atomic_write_text
 
     path = Path(folder) / MANIFEST
     atomic_write_text(path, json.dumps(manifest, indent=2))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import InputError
-from cellinr.io.atomic import atomic_path
+from cellinr._util.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

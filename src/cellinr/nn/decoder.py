@@ -132,7 +132,7 @@ class AutoDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, config) -> AutoDecoder:
-        """Build from a :class:`cellinr.config.ModelConfig`."""
+        """Build from a :class:`cellinr.model.config.ModelConfig`."""
         return cls(
             latent_dim=config.latent_dim, hidden=config.hidden, latent_in=config.latent_in,
             xyz_in_all=config.xyz_in_all, activation=config.activation, omega_0=config.omega_0,

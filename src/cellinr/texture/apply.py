@@ -2,7 +2,7 @@
 
 Loading never executes code: the network configuration is JSON and the weights are safetensors
 (a ``generator.pt`` state dict is read with ``torch.load(weights_only=True)`` when no safetensors file
-exists). Bundled models are found by name (``dsb2018`` -> ``cellinr/models/texture_dsb2018``).
+exists). Bundled models are found by name (``dsb2018`` -> ``cellinr/bundled/texture_dsb2018``).
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import ConfigError, RunError
+from cellinr.model.registry import TEXTURE_MARKER as MODEL_JSON, bundled_texture_models, resolve_texture_model
 from cellinr.texture.data import condition_from_labels, label_stack, load_masks
 
 log = logging.getLogger(__name__)
 
 MODEL_KIND = "cellinr-texture-model"
-MODEL_JSON = "texture_model.json"
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "models"
 
 
 @dataclass
@@ -51,28 +50,8 @@ class TextureModel:
     device: object
 
 
-def bundled_texture_models() -> list[str]:
-    """Names of the texture models shipped with the package."""
-    if not BUNDLED_DIR.is_dir():
-        return []
-    return sorted(p.name[len("texture_"):] for p in BUNDLED_DIR.iterdir()
-                  if p.is_dir() and p.name.startswith("texture_") and (p / MODEL_JSON).exists())
-
-
-def resolve_texture_model(model: str | os.PathLike) -> Path:
-    """A texture model folder from a path or a bundled model name."""
-    path = Path(model)
-    if path.exists():
-        return path
-    name = str(model)
-    if name in bundled_texture_models():
-        return BUNDLED_DIR / f"texture_{name}"
-    names = ", ".join(bundled_texture_models()) or "none"
-    raise RunError(f"{model}: no such texture model folder (bundled models: {names})")
-
-
 def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> TextureModel:
-    """Load a texture model folder (or a bundled name) written by :func:`cellinr.train.texture.train_texture`.
+    """Load a texture model folder (or a bundled name) written by :func:`cellinr.training.texture.train_texture`.
 
     Raises
     ------
@@ -82,7 +61,7 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
     """
     import torch
 
-    from cellinr.device import resolve_device
+    from cellinr._util.device import resolve_device
     from cellinr.nn.pix2pixhd import TextureNetConfig, build_generator
 
     path = resolve_texture_model(model)
@@ -183,7 +162,7 @@ def apply_texture(
     out : path
         Output folder, written atomically (an existing one needs ``overwrite``).
     """
-    from cellinr.io.atomic import atomic_dir
+    from cellinr._util.atomic import atomic_dir
     from cellinr.io.tiff import write_tiff
 
     tm = load_texture_model(model, device=device)

@@ -1,0 +1,212 @@
+"""Synthetic segmentation and tracking benchmarks from 3D+t masks.
+
+For every mask sequence (T, Z, Y, X) of the source: maximum-intensity projection (MIP) over Z ->
+2D masks over time -> tracks (connected components linked by overlap, divisions give daughters new
+ids) -> textured images (the non-learned renderer or a pix2pixHD texture model) -> lossless TIFF pairs
+and the Cell Tracking Challenge layout. With ``three_d`` the 3D masks are also tracked, rendered slice
+by slice and written in the CTC 3D layout. (Wiesner et al., MedIA 2024: the synthetic benchmark is the
+MIP of each generated 3D mask, textured by pix2pixHD.)
+
+Output folder::
+
+    benchmark.json                         sources, texture method and parameters, sequences, tracks
+    sequences/<name>_image.tif             (T, Y, X) textured MIP time-lapse
+    sequences/<name>_mask.tif              (T, Y, X) uint16 tracked instance labels
+    ctc/01/t000.tif, ctc/01_GT/SEG/..., ctc/01_GT/TRA/...   the same, CTC 2D layout (one NN per sequence)
+    ctc3d/01/t000.tif, ...                 with ``three_d``: (Z, Y, X) frames, CTC 3D layout
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cellinr.errors import InputError, ParameterError
+
+log = logging.getLogger(__name__)
+
+
+def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
+    """The 3D and 3D+t mask TIFFs of ``source`` (a file, or a folder searched recursively).
+
+    Files whose axes are 2D or 2D+t (MIPs, previews) are skipped when reading; names are the file stems,
+    prefixed by their sub-folder when stems repeat.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{source}: not found")
+    if source.is_file():
+        return [(source.stem, source)]
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff")
+                   and not any(part.startswith(".") for part in p.relative_to(source).parts))
+    if not files:
+        raise InputError(f"{source}: no TIFF files in folder")
+    stems = [p.stem for p in files]
+    names = []
+    for p in files:
+        rel = p.relative_to(source).with_suffix("")
+        names.append(p.stem if stems.count(p.stem) == 1 else "_".join(rel.parts))
+    return list(zip(names, files))
+
+
+def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | None, bool] | None:
+    """(labels, spacing, is_3d): (T, Z, Y, X) labels of a 3D / 3D+t mask (is_3d True) or (T, Y, X) of a
+    2D / 2D+t mask such as a MIP (is_3d False); None for other files in a folder."""
+    from cellinr.io.tiff import read_tiff
+    from cellinr.texture.data import check_labels
+
+    img = read_tiff(path)
+    data, axes = img.data, img.axes
+    if "C" in axes and data.shape[axes.index("C")] == 1:
+        data = np.squeeze(data, axis=axes.index("C"))
+        axes = axes.replace("C", "")
+    if axes in ("ZYX", "YX"):
+        data = data[None]
+    if axes not in ("TZYX", "ZYX", "TYX", "YX"):
+        if single_file:
+            raise InputError(f"{path}: expected a 3D+t (T, Z, Y, X) or 3D (Z, Y, X) mask, got axes {axes} "
+                             f"and shape {data.shape}")
+        log.info("%s: skipped (axes %s are not TZYX, ZYX, TYX or YX)", path, axes)
+        return None
+    is_3d = "Z" in axes
+    if np.issubdtype(data.dtype, np.integer) and data.dtype.itemsize <= 2:
+        # uint8 / uint16 masks are valid labels as they are; no int32 copy of a large 3D+t stack
+        if np.issubdtype(data.dtype, np.signedinteger) and data.min() < 0:
+            raise InputError(f"{path}: masks must hold non-negative labels, got minimum {data.min()}")
+        return data, img.spacing, is_3d
+    return check_labels(data, str(path)), img.spacing, is_3d
+
+
+def benchmark(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    texture: str | os.PathLike = "render",
+    like: tuple | list | None = None,
+    three_d: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    device: str = "auto",
+) -> Path:
+    """Turn 3D+t masks into a textured 2D (and optionally 3D) benchmark with CTC ground truth.
+
+    Parameters
+    ----------
+    source : path
+        A generated output folder or any folder (or file) of mask TIFFs, (T, Z, Y, X) or (Z, Y, X);
+        binary masks or instance labels. 2D / 2D+t TIFFs in the folder (MIPs) are skipped, unless
+        there are no 3D masks at all: then they are used as the MIPs (not with ``three_d``).
+    out : path
+        Benchmark folder, built atomically (an existing one needs ``overwrite``).
+    texture : "render", a texture model folder or a bundled model name (e.g. "dsb2018")
+        How masks become images. 3D volumes are always rendered by the renderer, slice by slice.
+    like : (image path, mask path), optional
+        A real 2D image and its mask to estimate the renderer's parameters from.
+    three_d : bool
+        Also write the textured 3D volumes with their 3D masks in the CTC 3D layout (``ctc3d``).
+    seed : int
+        Sequence k is textured with seed (seed, k): the same seed gives identical files.
+    device : str
+        Device of a texture model.
+
+    Returns
+    -------
+    Path of the benchmark folder.
+    """
+    from tqdm import tqdm
+
+    from cellinr import __version__
+    from cellinr._util.atomic import atomic_dir
+    from cellinr.io.ctc import track_masks, write_ctc_frame, write_ctc_sequence, write_man_track
+    from cellinr.io.tiff import write_tiff
+    from cellinr.texture.renderer import RenderParams, cell_brightness, params_like, render
+
+    if like is not None and len(like) != 2:
+        raise ParameterError(f"--like needs IMAGE and MASK, got {len(like)} values")
+    params = params_like(*like) if like is not None else RenderParams()
+    model = None
+    if str(texture) != "render":
+        from cellinr.texture.apply import load_texture_model
+
+        model = load_texture_model(texture, device=device)
+    source = Path(source)
+    found = find_mask_sequences(source)
+    # a benchmark written inside its source (rerun with overwrite) is not read as more masks
+    out_abs = Path(out).resolve()
+    found = [(name, path) for name, path in found if out_abs not in path.resolve().parents]
+    if not found:
+        raise InputError(f"{source}: no mask TIFFs outside the output folder {out}")
+    entries: list[dict] = []
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+
+        def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool) -> None:
+            if not masks.any():
+                raise InputError(f"{path}: all frames are empty")
+            index = len(entries) + 1
+            rng = np.random.default_rng([seed, k])
+            # (T, Y, X) MIP; binary masks stay binary, labels keep their ids
+            mip = masks.max(axis=1) if is_3d else masks
+            labels2d, tracks2d = track_masks(mip)
+            if model is None:
+                images2d = render(labels2d, params, seed=rng)
+            else:
+                from cellinr.texture.apply import texture_labels
+
+                images2d = texture_labels(model, labels2d)
+            # the projections keep the source's pixel size (Y, X); Z is the source's, for the record
+            write_tiff(tmp / "sequences" / f"{name}_image.tif", images2d, axes="TYX", spacing=spacing)
+            write_tiff(tmp / "sequences" / f"{name}_mask.tif", labels2d, axes="TYX", spacing=spacing)
+            write_ctc_sequence(tmp / "ctc", index, images2d, labels2d, tracks2d, spacing=spacing)
+            entry = {
+                "name": name, "source": str(path), "ctc": f"{index:02d}", "frames": int(masks.shape[0]),
+                "shape_zyx" if is_3d else "shape_yx": list(masks.shape[1:]),
+                "spacing_zyx_um": list(spacing) if spacing else None,
+                "tracks_2d": [[t.label, t.begin, t.end, t.parent] for t in tracks2d],
+                "divisions_2d": len({t.parent for t in tracks2d if t.parent}),  # mothers, not daughters
+            }
+            if three_d:
+                labels3d, tracks3d = track_masks(masks)
+                brightness = cell_brightness(params, int(labels3d.max()) + 1, rng)
+                for t in range(len(labels3d)):  # frame by frame: a 3D+t stack of images may not fit in RAM
+                    volume = render(labels3d[t], params, seed=rng, brightness=brightness)
+                    write_ctc_frame(tmp / "ctc3d", index, t, volume, labels3d[t], n_frames=len(labels3d),
+                                    spacing=spacing)
+                write_man_track(tmp / "ctc3d", index, tracks3d)
+                entry["tracks_3d"] = [[t.label, t.begin, t.end, t.parent] for t in tracks3d]
+                entry["divisions_3d"] = len({t.parent for t in tracks3d if t.parent})
+            entries.append(entry)
+
+        flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks
+        for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
+            read = _read_masks(path, single_file=source.is_file())
+            if read is None:
+                continue
+            if not read[2]:
+                flat.append((k, name, path))
+                continue
+            process(k, name, path, *read)
+            del read
+        if not entries and flat and not three_d:
+            log.info("%s: no 3D masks; using the %d 2D+t masks (MIPs) as they are", source, len(flat))
+            for k, name, path in flat:
+                process(k, name, path, *_read_masks(path, single_file=False))
+        if not entries:
+            what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
+            raise InputError(f"{source}: no {what} found")
+        info = {
+            "kind": "cellinr-benchmark",
+            "source": str(source),
+            "texture": "render" if model is None else str(model.path),
+            "render_params": params.to_dict() if (model is None or three_d) else None,
+            "like": [str(p) for p in like] if like is not None else None,
+            "three_d": three_d,
+            "seed": seed,
+            "sequences": entries,
+            "cellinr_version": __version__,
+        }
+        (tmp / "benchmark.json").write_text(json.dumps(info, indent=2) + "\n")
+    return Path(out)

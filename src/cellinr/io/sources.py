@@ -1,0 +1,856 @@
+"""Open any supported input as a lazy source of 3D frames.
+
+Supported inputs (see :func:`open_source`):
+
+- a TIFF file: ImageJ hyperstack, OME-TIFF or plain multi-page, 3D (ZYX) or 3D+t (TZYX);
+- a folder of per-frame 3D TIFFs, including the Cell Tracking Challenge layouts
+  (``mask###.tif``, ``man_track###.tif``, ``man_seg###.tif``; frames ordered by their number);
+- NumPy ``.npy`` (memory-mapped) and ``.npz`` files (``dataset`` names the array);
+- HDF5 files (``dataset`` names the dataset), including the authors' SDF training files with dataset
+  ``sdf_vid`` written by MATLAB (h5py sees the axes reversed, "XYZT") and this package's own ``sdf``
+  files (``*.h5`` of a prepared data set).
+
+Every source has ``n_frames``, ``frame_shape`` (Z, Y, X), ``spacing`` (Z, Y, X microns or None),
+``axes`` (the stored axes) and ``read_frame(t, roi=None)``, which reads one (Z, Y, X) frame or a
+box of it without loading the rest. ``kind`` is "labels" (integer masks or instance labels) or
+"sdf" (signed distances, negative inside; :meth:`FrameSource.read_labels` thresholds them at 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cellinr.errors import InputError, ParameterError
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+NPY_SUFFIXES = (".npy", ".npz")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+#: The dataset name of the reference implementation's SDF files.
+REFERENCE_SDF_KEY = "sdf_vid"
+#: Cell Tracking Challenge per-frame file patterns, in order of preference.
+CTC_PATTERNS = (
+    ("mask", re.compile(r"^mask(\d+)\.tiff?$", re.IGNORECASE)),
+    ("man_track", re.compile(r"^man_track(\d+)\.tiff?$", re.IGNORECASE)),
+    ("man_seg", re.compile(r"^man_seg(\d+)\.tiff?$", re.IGNORECASE)),
+)
+_SPATIAL = "ZYX"
+_KNOWN_AXES = "TZCYXS"
+
+Roi = tuple[slice, slice, slice]
+
+
+def parse_spacing(
+    spacing: Sequence[float] | float | None, *, name: str = "spacing"
+) -> tuple[float, float, float] | None:
+    """Validate a voxel size: three positive finite values (Z, Y, X) microns, or one for all axes."""
+    if spacing is None:
+        return None
+    values = [spacing] if np.isscalar(spacing) else list(spacing)
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name}: expected numbers Z Y X, got {spacing!r}") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise ParameterError(f"{name}: expected 3 values Z Y X (microns), got {len(values)}: {values}")
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        raise ParameterError(f"{name}: values must be positive, got {values}")
+    return (values[0], values[1], values[2])
+
+
+def resolve_axes(stored_axes: str | None, shape: tuple[int, ...], override: str | None, *, where: str) -> str:
+    """Name every stored dimension with one of T, Z, Y, X (or a size-1 axis to drop).
+
+    Parameters
+    ----------
+    stored_axes : the file's own axes (tifffile letters) or None when the format has none.
+    shape : the stored shape.
+    override : the user's ``--axes``, one letter per stored dimension.
+    where : the file name for error messages.
+
+    Returns
+    -------
+    axes : str
+        Same length as ``shape``; contains Z, Y and X, maybe T; other letters only on size-1 dims.
+    """
+    ndim = len(shape)
+    if override is not None:
+        axes = override.strip().upper()
+        if len(axes) != ndim:
+            raise ParameterError(f"{where}: --axes {override!r} has {len(axes)} letters but the data has "
+                                 f"{ndim} dimensions {tuple(shape)}")
+        if len(set(axes)) != len(axes):
+            raise ParameterError(f"{where}: --axes {override!r} repeats a letter")
+        bad = [c for c in axes if not c.isalpha()]
+        if bad:
+            raise ParameterError(f"{where}: --axes {override!r}: use letters such as T, Z, Y, X")
+    elif stored_axes is None or any(c not in _KNOWN_AXES for c in stored_axes):
+        unknown = sum(c not in _KNOWN_AXES for c in (stored_axes or ""))
+        named = stored_axes or ""
+        if stored_axes is not None and unknown == 1 and "Z" not in named and {"Y", "X"} <= set(named):
+            axes = "".join(c if c in _KNOWN_AXES else "Z" for c in named)
+        elif ndim == 3:
+            axes = "ZYX"
+        elif ndim == 4:
+            axes = "TZYX"
+        else:
+            raise InputError(f"{where}: data has {ndim} dimensions {tuple(shape)}; expected 3 (ZYX) or "
+                             "4 (TZYX); pass --axes to name them, e.g. --axes TZCYX")
+    else:
+        axes = stored_axes.upper()
+    for letter in _SPATIAL:
+        if letter not in axes:
+            raise InputError(f"{where}: axes {axes!r} (shape {tuple(shape)}) have no {letter} axis; "
+                             "prepare needs 3D volumes; pass --axes to name the dimensions")
+    for letter, size in zip(axes, shape):
+        if letter not in "TZYX" and size != 1:
+            raise InputError(f"{where}: axis {letter} has length {size}; only T, Z, Y, X may be longer "
+                             "than 1 (pass a single-channel mask, or --axes to rename the axes)")
+    return axes
+
+
+class FrameSource:
+    """A lazy sequence of 3D frames read from one input.
+
+    Attributes
+    ----------
+    path : Path
+    format : str
+        "tiff", "tiff-folder", "npy", "npz", "hdf5" or "sdf_vid".
+    kind : str
+        "labels" (integer masks or labels) or "sdf" (signed distances, negative inside).
+    axes : str
+        Axes of the stored array after resolution (e.g. "TZYX", "XYZT" for MATLAB files).
+    shape : tuple of int
+        The stored shape.
+    dtype : numpy dtype
+    n_frames : int
+    frame_shape : (Z, Y, X) ints
+    spacing : (Z, Y, X) microns or None
+        Voxel size from the metadata or the ``spacing`` argument.
+    spacing_from : str
+        "argument", "metadata" or "unknown".
+    frame_labels : list of str
+        A name per frame (file names for folders, "t=K" otherwise).
+    dataset : str or None
+        The HDF5 dataset or NPZ array name.
+    """
+
+    def __init__(self, path: Path, *, format: str, kind: str, axes: str, shape: tuple[int, ...], dtype,
+                 spacing, spacing_from: str, dataset: str | None = None):
+        self.path = path
+        self.format = format
+        self.kind = kind
+        self.axes = axes
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.spacing = spacing
+        self.spacing_from = spacing_from
+        self.dataset = dataset
+        sizes = dict(zip(axes, self.shape))
+        self.n_frames = int(sizes.get("T", 1))
+        self.frame_shape: tuple[int, int, int] = tuple(int(sizes[a]) for a in _SPATIAL)  # type: ignore[assignment]
+        self.frame_labels = [f"t={t}" for t in range(self.n_frames)]
+
+    # subclasses implement _read(t, roi) -> (Z, Y, X) array
+    def _read(self, t: int, roi: Roi) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read_frame(self, t: int, roi: Roi | None = None) -> np.ndarray:
+        """Read frame ``t`` (or the box ``roi`` of it) as a (Z, Y, X) array, without loading other frames."""
+        if not 0 <= t < self.n_frames:
+            raise IndexError(f"frame {t} out of range for {self.n_frames} frames")
+        if roi is None:
+            roi = (slice(None),) * 3
+        data = self._read(t, tuple(roi))
+        return np.asarray(data)
+
+    def read_labels(self, t: int, roi: Roi | None = None) -> np.ndarray:
+        """Read frame ``t`` as non-negative integer labels (Z, Y, X).
+
+        "sdf" sources are thresholded (inside = value <= 0 -> 1). Boolean masks become uint8.
+
+        Raises
+        ------
+        InputError
+            Non-integer or negative values (naming the file and frame).
+        """
+        data = self.read_frame(t, roi)
+        where = f"{self.path}: {self.frame_labels[t]}"
+        if self.kind == "sdf":
+            return (data <= 0).astype(np.uint8)
+        if data.dtype == bool:
+            return data.astype(np.uint8)
+        if data.dtype.kind == "f":
+            if not np.all(np.isfinite(data)):
+                raise InputError(f"{where}: labels contain NaN or infinite values")
+            if np.any(data != np.round(data)):
+                bad = data[data != np.round(data)].flat[0]
+                raise InputError(f"{where}: labels must be integers, found {bad:g} "
+                                 "(pass a mask or label image, not intensities)")
+            if data.size and data.min() < 0:
+                raise InputError(f"{where}: labels must be non-negative, found {data.min():g}")
+            return data.astype(np.int64 if data.size and data.max() > 2**31 else np.int32)
+        if data.dtype.kind not in "iu":
+            raise InputError(f"{where}: unsupported data type {data.dtype} for labels")
+        if data.dtype.kind == "i" and data.size and data.min() < 0:
+            raise InputError(f"{where}: labels must be non-negative, found {data.min()}")
+        return data
+
+    @property
+    def voxel_volume_um3(self) -> float:
+        z, y, x = self.spacing or (1.0, 1.0, 1.0)
+        return z * y * x
+
+    def close(self) -> None:
+        """Release open files."""
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def summary(self) -> dict:
+        """A JSON-serialisable description (used in manifests and by ``cellinr info``)."""
+        return {
+            "path": str(self.path), "format": self.format, "kind": self.kind, "dataset": self.dataset,
+            "axes": self.axes, "shape": list(self.shape), "dtype": str(self.dtype), "n_frames": self.n_frames,
+            "frame_shape": list(self.frame_shape),
+            "spacing_um": list(self.spacing) if self.spacing is not None else None,
+            "spacing_from": self.spacing_from,
+        }
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.path)!r}, format={self.format!r}, axes={self.axes!r}, "
+                f"n_frames={self.n_frames}, frame_shape={self.frame_shape}, spacing={self.spacing})")
+
+
+class ArrayFrameSource(FrameSource):
+    """Frames of one array-like (numpy array or memmap, h5py dataset, :class:`TiffArray`) with axes."""
+
+    def __init__(self, path: Path, array, *, closer=None, **kwargs):
+        super().__init__(path, shape=array.shape, dtype=array.dtype, **kwargs)
+        self._array = array
+        self._closer = closer
+
+    def _read(self, t: int, roi: Roi) -> np.ndarray:
+        key, kept = [], []
+        for axis in self.axes:
+            if axis == "T":
+                key.append(t)
+            elif axis in _SPATIAL:
+                key.append(roi[_SPATIAL.index(axis)])
+                kept.append(axis)
+            else:
+                key.append(0)
+        try:
+            data = np.asarray(self._array[tuple(key)])
+        except InputError:
+            raise
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise InputError(f"{self.path}: cannot read {self.frame_labels[t]} ({type(exc).__name__}: {exc})") from None
+        return np.transpose(data, [kept.index(a) for a in _SPATIAL])
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+            self._closer = None
+        self._array = None
+
+
+class TiffFolderSource(FrameSource):
+    """A folder of per-frame 3D TIFFs (one file per time point), read one file at a time."""
+
+    def __init__(self, path: Path, files: list[Path], numbers: list[int] | None, *, axes_override: str | None,
+                 spacing, pattern: str):
+        from cellinr.io.tiff import open_tiff
+
+        shapes = []
+        first_axes = None
+        file_spacing = None
+        for i, f in enumerate(files):
+            with open_tiff(f) as arr:
+                axes = resolve_axes(arr.axes, arr.shape, axes_override, where=str(f))
+                if "T" in axes and dict(zip(axes, arr.shape))["T"] != 1:
+                    raise InputError(f"{f}: a folder must hold one 3D frame per file, this file has "
+                                     f"{dict(zip(axes, arr.shape))['T']} time points")
+                frame_shape = tuple(dict(zip(axes, arr.shape))[a] for a in _SPATIAL)
+                shapes.append(frame_shape)
+                if i == 0:
+                    first_axes, file_spacing, dtype = axes, arr.spacing, arr.dtype
+                elif frame_shape != shapes[0]:
+                    raise InputError(f"{path}: frames of different shapes: {f.name} is {frame_shape} (ZYX), "
+                                     f"{files[0].name} is {shapes[0]}")
+        spacing_from = "argument" if spacing is not None else ("metadata" if file_spacing else "unknown")
+        super().__init__(path, format="tiff-folder", kind="labels", axes="T" + _SPATIAL,
+                         shape=(len(files), *shapes[0]), dtype=dtype,
+                         spacing=spacing if spacing is not None else file_spacing, spacing_from=spacing_from)
+        self.files = files
+        self.pattern = pattern
+        self.time_indices = numbers if numbers is not None else list(range(len(files)))
+        self.frame_labels = [f.name for f in files]
+        self._file_axes = first_axes
+
+    def _read(self, t: int, roi: Roi) -> np.ndarray:
+        from cellinr.io.tiff import open_tiff
+
+        with open_tiff(self.files[t]) as arr:
+            axes = resolve_axes(arr.axes, arr.shape, None, where=str(self.files[t])) \
+                if self._file_axes is None else self._file_axes
+            src = ArrayFrameSource(self.files[t], arr, format="tiff", kind="labels", axes=axes,
+                                   spacing=None, spacing_from="unknown")
+            return src._read(0, roi)
+
+
+def _list_frame_files(folder: Path) -> tuple[list[Path], list[int] | None, str]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES
+                   and not p.name.startswith("."))
+    for name, pattern in CTC_PATTERNS:
+        matched = [(int(m.group(1)), p) for p in files if (m := pattern.match(p.name))]
+        if matched:
+            matched.sort()
+            return [p for _, p in matched], [n for n, _ in matched], name
+    if not files:
+        subdirs = [d.name for d in folder.iterdir() if d.is_dir()]
+        hint = f" (sub-folders: {', '.join(sorted(subdirs))}; pass one of them)" if subdirs else ""
+        raise InputError(f"{folder}: folder holds no TIFF files{hint}")
+
+    def natural(p: Path):
+        return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", p.name)]
+
+    files.sort(key=natural)
+    return files, None, "*.tif"
+
+
+def _hdf5_datasets(group, prefix: str = "") -> list[str]:
+    import h5py
+
+    names = []
+    for key, item in group.items():
+        if isinstance(item, h5py.Dataset):
+            names.append(prefix + key)
+        elif isinstance(item, h5py.Group):
+            names.extend(_hdf5_datasets(item, prefix + key + "/"))
+    return names
+
+
+def _attr_text(value) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SU" and value.size == 1:
+        return _attr_text(value.item())
+    return None
+
+
+def _hdf5_spacing(dset) -> tuple[float, float, float] | None:
+    for key in ("spacing", "element_size_um", "voxel_size_um", "spacing_um"):
+        if key in dset.attrs:
+            value = dset.attrs[key]
+            text = _attr_text(value)
+            if text is not None:
+                import json
+
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    continue
+            try:
+                return parse_spacing(np.asarray(value, dtype=float).ravel().tolist()[-3:])
+            except ParameterError:
+                continue
+    return None
+
+
+def _open_hdf5(path: Path, dataset: str | None, axes: str | None, spacing) -> FrameSource:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read HDF5 ({exc})") from None
+    try:
+        names = _hdf5_datasets(f)
+        if dataset is None:
+            if REFERENCE_SDF_KEY in f:
+                dataset = REFERENCE_SDF_KEY
+            elif len(names) == 1:
+                dataset = names[0]
+            else:
+                listing = ", ".join(names) if names else "none"
+                raise InputError(f"{path}: pass --dataset NAME to pick a dataset (datasets: {listing})")
+        if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
+            listing = ", ".join(names) if names else "none"
+            raise InputError(f"{path}: no dataset {dataset!r} in the file (datasets: {listing})")
+        dset = f[dataset]
+        base = dataset.rsplit("/", 1)[-1]
+        is_reference = base == REFERENCE_SDF_KEY
+        kind = "sdf" if base in (REFERENCE_SDF_KEY, "sdf") and dset.dtype.kind == "f" else "labels"
+        stored_axes = _attr_text(dset.attrs.get("axes")) if "axes" in dset.attrs else None
+        if stored_axes is None and is_reference and dset.ndim == 4:
+            # MATLAB writes column-major, so h5py sees (X, Y, Z, T); a file written from Python in
+            # (T, Z, Y, X) order is recognised by its one-frame chunks on the first axis.
+            chunks = dset.chunks
+            stored_axes = "TZYX" if chunks and chunks[0] == 1 and chunks[-1] != 1 else "XYZT"
+        elif stored_axes is None and is_reference and dset.ndim == 3:
+            stored_axes = "XYZ"
+        if stored_axes is not None and len(stored_axes) != dset.ndim:
+            stored_axes = None
+        resolved = resolve_axes(stored_axes.upper() if stored_axes else None, dset.shape, axes, where=str(path))
+        file_spacing = _hdf5_spacing(dset)
+        if kind == "sdf" and file_spacing is None and "voxel_size_um" in dset.attrs:
+            file_spacing = parse_spacing(float(dset.attrs["voxel_size_um"]))
+    except BaseException:
+        f.close()
+        raise
+    spacing_from = "argument" if spacing is not None else ("metadata" if file_spacing else "unknown")
+    return ArrayFrameSource(
+        path, dset, closer=f.close, format="sdf_vid" if is_reference else "hdf5", kind=kind, axes=resolved,
+        spacing=spacing if spacing is not None else file_spacing, spacing_from=spacing_from, dataset=dataset,
+    )
+
+
+def _open_numpy(path: Path, dataset: str | None, axes: str | None, spacing) -> FrameSource:
+    try:
+        if path.suffix.lower() == ".npy":
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            fmt = "npy"
+            if dataset is not None:
+                raise ParameterError(f"{path}: --dataset applies to .npz and HDF5 files, not .npy")
+        else:
+            fmt = "npz"
+            with np.load(path, allow_pickle=False) as npz:
+                keys = list(npz.files)
+                if dataset is None:
+                    preferred = [k for k in ("labels", "label", "masks", "mask") if k in keys]
+                    if len(keys) == 1:
+                        dataset = keys[0]
+                    elif preferred:
+                        dataset = preferred[0]
+                    else:
+                        raise InputError(f"{path}: pass --dataset NAME to pick an array (arrays: {', '.join(keys)})")
+                if dataset not in keys:
+                    raise InputError(f"{path}: no array {dataset!r} in the file (arrays: {', '.join(keys)})")
+                array = npz[dataset]
+    except (InputError, ParameterError):
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read NumPy file ({type(exc).__name__}: {exc})") from None
+    resolved = resolve_axes(None, array.shape, axes, where=str(path))
+    return ArrayFrameSource(path, array, format=fmt, kind="labels", axes=resolved, spacing=spacing,
+                            spacing_from="argument" if spacing is not None else "unknown", dataset=dataset)
+
+
+def _open_tiff_file(path: Path, axes: str | None, spacing) -> FrameSource:
+    from cellinr.io.tiff import open_tiff
+
+    arr = open_tiff(path)
+    try:
+        resolved = resolve_axes(arr.axes, arr.shape, axes, where=str(path))
+    except BaseException:
+        arr.close()
+        raise
+    spacing_from = "argument" if spacing is not None else ("metadata" if arr.spacing else "unknown")
+    return ArrayFrameSource(path, arr, closer=arr.close, format="tiff", kind="labels", axes=resolved,
+                            spacing=spacing if spacing is not None else arr.spacing, spacing_from=spacing_from)
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike], *, axes: str | None = None) -> list[Path]:
+    """Replace each folder of whole 3D+t TIFF sequences (e.g. ``cellinr simulate`` output) by its files.
+
+    Folders of per-frame 3D TIFFs (one time point per file) are kept as one input.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            try:
+                files, numbers, pattern = _list_frame_files(p)
+            except InputError:
+                out.append(p)  # open_source reports the problem
+                continue
+            if pattern == "*.tif":
+                whole = sequence_files(p, files, axes=axes)
+                if whole is not None:
+                    out.extend(whole)
+                    continue
+        out.append(p)
+    return out
+
+
+def sequence_files(folder: Path, files: list[Path], *, axes: str | None = None) -> list[Path] | None:
+    """The 3D(+t) TIFFs of a folder of whole sequences, or None for a folder of per-frame 3D TIFFs.
+
+    A folder holds whole sequences when a file has more than one time point, or when it is marked as
+    the output of ``cellinr simulate`` / ``generate`` (``simulation.json``, ``cellinr-*.json``, or a
+    ``<name>.json`` beside every TIFF), so single-frame sequences are not taken for the frames of one.
+    Files without a Z axis there (maximum projections such as ``<name>_mip.tif``) are skipped.
+    """
+    from cellinr.io.tiff import open_tiff
+
+    marked = ((folder / "simulation.json").is_file() or any(folder.glob("cellinr-*.json"))
+              or all(f.with_suffix(".json").is_file() for f in files))
+    volumes, multi = [], False
+    for f in files:
+        with open_tiff(f) as arr:  # an unreadable file raises here, whatever the folder
+            stored_axes, shape = arr.axes, arr.shape
+        try:
+            sizes = dict(zip(resolve_axes(stored_axes, shape, axes, where=str(f)), shape))
+        except (InputError, ParameterError):
+            if not marked and not multi:
+                return None  # a per-frame folder: TiffFolderSource reports the problem
+            log.info("%s: skipped (not a 3D or 3D+t mask)", f)
+            continue
+        multi = multi or sizes.get("T", 1) > 1
+        volumes.append(f)
+        if not marked and not multi:
+            return None  # per-frame 3D TIFFs (the first file decides, as before)
+    if not volumes:
+        return None
+    return volumes
+
+
+def open_source(
+    path: str | os.PathLike,
+    *,
+    axes: str | None = None,
+    spacing: Sequence[float] | None = None,
+    dataset: str | None = None,
+) -> FrameSource:
+    """Open an input file or folder as a lazy :class:`FrameSource`.
+
+    Parameters
+    ----------
+    path : a TIFF, .npy, .npz or HDF5 file, or a folder of per-frame 3D TIFFs.
+    axes : str, optional
+        Names of the stored dimensions (e.g. "TZYX", "ZTYX", "XYZT"), overriding the metadata.
+        Letters other than T, Z, Y, X mark size-1 dimensions to drop.
+    spacing : (z, y, x) microns, optional
+        Voxel size, overriding the metadata.
+    dataset : str, optional
+        HDF5 dataset or NPZ array name. An HDF5 file with a ``sdf_vid`` dataset is read as the
+        reference implementation's SDF file.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable path, unsupported layout, dataset not found, wrong dimensions.
+    ParameterError
+        Bad ``spacing`` or ``axes``.
+    """
+    path = Path(path)
+    spacing = parse_spacing(spacing, name="--spacing")
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if dataset is not None:
+            raise ParameterError(f"{path}: --dataset applies to HDF5 and .npz files, not folders")
+        files, numbers, pattern = _list_frame_files(path)
+        return TiffFolderSource(path, files, numbers, axes_override=axes, spacing=spacing, pattern=pattern)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        if dataset is not None:
+            raise ParameterError(f"{path}: --dataset applies to HDF5 and .npz files, not TIFF")
+        return _open_tiff_file(path, axes, spacing)
+    if suffix in NPY_SUFFIXES:
+        return _open_numpy(path, dataset, axes, spacing)
+    if suffix in HDF5_SUFFIXES:
+        return _open_hdf5(path, dataset, axes, spacing)
+    import h5py
+
+    if h5py.is_hdf5(path):
+        return _open_hdf5(path, dataset, axes, spacing)
+    raise InputError(f"{path}: unsupported file type {suffix or '(no suffix)'}; expected TIFF, .npy, .npz, "
+                     "HDF5 or a folder of TIFF frames")
+
+
+def _describe_dataset(path: Path) -> str:
+    from cellinr.io.sdf_dataset import SDFDataset
+
+    ds = SDFDataset(path)
+    m = ds.manifest
+    frames = [s.frames for s in ds.sequences]
+    lines = [
+        f"prepared SDF data set: {path}",
+        f"  format {m.get('format')} v{m.get('format_version')}, written by cellinr {m.get('tool_version')}",
+        f"  sequences: {len(ds)}   frames per sequence: {min(frames)}-{max(frames)} (total {sum(frames)})",
+        f"  cube: {m.get('size')}^3 voxels   voxel size: {_num(m.get('voxel_size_um'))} um   "
+        f"clamp: {_num(m.get('clamp'))} voxels   1 unit = {_num(m.get('scale_um_per_unit'))} um",
+    ]
+    for src in m.get("sources", []):
+        sp = src.get("spacing_used_um") or src.get("spacing_um")
+        sp_text = " x ".join(f"{v:.4g}" for v in sp) if sp else "?"
+        lines.append(f"  source: {src.get('path')} ({src.get('format')}, axes {src.get('axes')}, "
+                     f"{src.get('n_frames')} frames, voxel {sp_text} um)")
+    if m.get("excluded"):
+        lines.append(f"  excluded cells: {len(m['excluded'])} (first: {m['excluded'][0].get('name')}: "
+                     f"{m['excluded'][0].get('reason')})")
+    shown = ds.sequences[:10]
+    for s in shown:
+        vol = s.extra.get("volume_um3")
+        vol_text = f", volume {_num(float(np.mean(vol)))} um^3" if vol else ""
+        lines.append(f"    {s.name}: {s.frames} frames, label {s.extra.get('label')}{vol_text}")
+    if len(ds) > len(shown):
+        lines.append(f"    ... and {len(ds) - len(shown)} more")
+    return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "?" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _describe_output_folder(path: Path) -> str | None:
+    """Summary of a benchmark folder or a texture model folder (recognised by their JSON), else None."""
+    import json
+
+    for name, kind in (("benchmark.json", "cellinr-benchmark"), ("texture_model.json", "cellinr-texture-model")):
+        try:
+            info = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(info, dict) or info.get("kind") != kind:
+            continue
+        if kind == "cellinr-benchmark":
+            seqs = info.get("sequences") or []
+            divisions = sum(int(s.get("divisions_2d", 0)) for s in seqs)
+            lines = [f"benchmark folder: {path}",
+                     f"  source: {info.get('source')}   texture: {info.get('texture')}   seed: {info.get('seed')}",
+                     f"  sequences: {len(seqs)} (CTC 2D layout in ctc/"
+                     + (", 3D layout in ctc3d/" if info.get("three_d") else "") + f"); 2D divisions: {divisions}"]
+            for s in seqs[:10]:
+                lines.append(f"    {s.get('ctc')}: {s.get('name')}, {s.get('frames')} frames, "
+                             f"{len(s.get('tracks_2d', []))} tracks")
+            if len(seqs) > 10:
+                lines.append(f"    ... and {len(seqs) - 10} more")
+        else:
+            net, norm = info.get("net") or {}, info.get("normalisation") or {}
+            training = info.get("training") or {}
+            lines = [f"texture model folder: {path}",
+                     f"  written by cellinr {info.get('cellinr_version', '?')}; epochs done: "
+                     f"{info.get('epochs_done')} of {training.get('epochs', '?')}",
+                     f"  generator: ngf {net.get('ngf')}, {net.get('n_downsample')} down-samplings, "
+                     f"{net.get('n_blocks')} residual blocks, {net.get('n_local_enhancers', 0)} local enhancers",
+                     f"  output: {norm.get('dtype')} in {norm.get('lo')}-{norm.get('hi')}; "
+                     f"crop size {training.get('size')}"]
+        return "\n".join(lines)
+    return None
+
+
+def _describe_run(path: Path) -> str | None:
+    """Summary of a run folder through ``cellinr.model.run.load_run`` when it exists, else of its config files."""
+    try:
+        from cellinr.model.run import load_run
+    except ImportError:
+        load_run = None
+    if load_run is not None and (path / "run.json").is_file():
+        run = load_run(path)  # a RunError (one line) when the folder is incomplete
+        lines = [f"run folder: {path}"]
+        version = getattr(run, "version", "")
+        lines.append(f"  written by cellinr {version or '?'}; model sha256 {str(getattr(run, 'model_hash', ''))[:12]}")
+        names = list(getattr(run, "names", []))
+        frames = list(getattr(run, "frames", []))
+        span = f", frames {min(frames)}-{max(frames)}" if frames else ""
+        lines.append(f"  training sequences: {len(names)}{span}")
+        latents = getattr(run, "latents", None)
+        if latents is not None and hasattr(latents, "shape"):
+            lines.append(f"  latent codes: {tuple(latents.shape)}")
+        decoder = getattr(run, "decoder", None)
+        if decoder is not None and hasattr(decoder, "parameters"):
+            lines.append(f"  decoder parameters: {sum(p.numel() for p in decoder.parameters()):,}")
+        manifest = getattr(run, "manifest", None) or {}
+        if manifest:
+            lines.append(f"  data: cube {manifest.get('size')}^3, voxel {_num(manifest.get('voxel_size_um'))} um, "
+                         f"1 unit = {_num(manifest.get('scale_um_per_unit'))} um")
+        info = getattr(run, "info", None) or {}
+        for key in ("epochs", "seed", "grid_shape"):
+            if key in info:
+                lines.append(f"  {key}: {info[key]}")
+        if names:
+            more = f", ... ({len(names) - 8} more)" if len(names) > 8 else ""
+            lines.append("  sequences: " + ", ".join(names[:8]) + more)
+        return "\n".join(lines)
+    known = _describe_output_folder(path)
+    if known is not None:
+        return known
+    configs = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".yaml", ".yml"))
+    if not configs:
+        return None
+    lines = [f"folder: {path} (configuration files)"]
+    for p in configs:
+        try:
+            if p.suffix.lower() == ".json":
+                import json
+
+                content = json.loads(p.read_text(encoding="utf-8"))
+            else:
+                import yaml
+
+                content = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except Exception as exc:  # any parse problem: just say so
+            lines.append(f"  {p.name}: unreadable ({type(exc).__name__})")
+            continue
+        if isinstance(content, dict):
+            keys = ", ".join(list(map(str, content))[:12]) + (", ..." if len(content) > 12 else "")
+            lines.append(f"  {p.name}: {len(content)} keys ({keys})")
+        else:
+            lines.append(f"  {p.name}: {type(content).__name__}")
+    return "\n".join(lines)
+
+
+def _describe_sequence_folder(path: Path, files: list[Path], *, axes: str | None, spacing) -> str:
+    """Summary of a folder of whole 3D(+t) sequences (``cellinr simulate`` / ``generate`` output)."""
+    lines = [f"folder of {len(files)} mask sequences (one 3D+t TIFF each): {path}"]
+    for f in files[:10]:
+        with open_source(f, axes=axes, spacing=spacing) as src:
+            sp = " x ".join(f"{v:.4g}" for v in src.spacing) + " um" if src.spacing else "voxel size unknown"
+            lines.append(f"  {f.name}: {src.n_frames} frames of {src.frame_shape} (Z, Y, X), {src.dtype}, {sp}")
+    if len(files) > 10:
+        lines.append(f"  ... and {len(files) - 10} more")
+    if (path / "simulation.json").is_file():
+        lines.append("  simulation.json: written by cellinr simulate (ground truth in <name>.json)")
+    return "\n".join(lines)
+
+
+def _describe_2d(path: Path, *, axes: str | None, dataset: str | None) -> str | None:
+    """Summary of a 2D (YX) or 2D+t (TYX) image file, or of a folder of them; None for anything else."""
+    from cellinr.io.tiff import read_tiff
+
+    folder = path if path.is_dir() else None
+    if folder is not None:
+        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES
+                        and not p.name.startswith(".")), key=lambda p: [int(s) if s.isdigit() else s
+                                                                        for s in re.split(r"(\d+)", p.name)])
+        if not files:
+            return None
+        path = files[0]
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TIFF_SUFFIXES:
+            img = read_tiff(path, axes=axes)
+            data, file_axes, spacing = img.data, img.axes, img.spacing
+        elif suffix in NPY_SUFFIXES:
+            if suffix == ".npy":
+                data = np.load(path, mmap_mode="r", allow_pickle=False)
+            else:
+                with np.load(path, allow_pickle=False) as loaded:
+                    # the array open_source would pick: --dataset, a labels/masks array, or the only one
+                    preferred = [k for k in ("labels", "label", "masks", "mask") if k in loaded.files]
+                    single = loaded.files[0] if len(loaded.files) == 1 else None
+                    key = dataset or (preferred[0] if preferred else single)
+                    if key not in loaded.files:
+                        return None
+                    data = loaded[key]
+            file_axes, spacing = (axes or ("YX" if data.ndim == 2 else "")).upper(), None
+        else:
+            return None
+    except (InputError, OSError, ValueError):
+        return None
+    if data.ndim == 2:
+        file_axes = "YX"
+    if data.ndim not in (2, 3) or "Z" in file_axes or len(file_axes) != data.ndim:
+        return None
+    what = "2D image" if data.ndim == 2 else f"stack of {data.shape[0]} 2D images ({file_axes})"
+    if folder is not None:
+        what = f"folder of {what}s" if data.ndim == 2 else f"folder of {what}"
+    lines = [f"input: {folder if folder is not None else path} ({what}; not a 3D input for prepare, "
+             "usable by texture and benchmark)"]
+    if folder is not None:
+        lines.append(f"  folder of {len(files)} TIFF files, first {path.name}")
+    lines.append(f"  shape {data.shape}, axes {file_axes}, dtype {data.dtype}")
+    if spacing is not None:
+        lines.append(f"  pixel size (Y, X): {spacing[1]:.4g} x {spacing[2]:.4g} um")
+    if data.dtype.kind in "iub":
+        values = np.unique(data)
+        lines.append(f"  {int((values > 0).sum())} distinct values > 0 (labels, if a mask), "
+                     f"range {data.min()}-{data.max()}")
+    else:
+        lines.append(f"  range {float(data.min()):.4g}-{float(data.max()):.4g}")
+    return "\n".join(lines)
+
+
+def describe(
+    path: str | os.PathLike,
+    *,
+    axes: str | None = None,
+    spacing: Sequence[float] | None = None,
+    dataset: str | None = None,
+    stats: bool = False,
+) -> str:
+    """A readable summary of an input file or folder, a prepared data set, or a run folder.
+
+    Parameters
+    ----------
+    path : the thing to describe.
+    axes, spacing, dataset : as in :func:`open_source`, for inputs.
+    stats : read every frame of an input and report label counts (otherwise only the first frame).
+    """
+    from cellinr.io.sdf_dataset import MANIFEST
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir() and (path / "run.json").is_file():
+        text = _describe_run(path)
+        if text is not None:
+            return text
+    if path.is_dir() and (path / MANIFEST).is_file() and not (path / "config.yaml").is_file():
+        return _describe_dataset(path)
+    if path.is_dir():
+        has_frames = any(p.suffix.lower() in TIFF_SUFFIXES for p in path.iterdir())
+        if not has_frames:
+            text = _describe_run(path)
+            if text is not None:
+                return text
+        elif dataset is None:
+            files, _, pattern = _list_frame_files(path)
+            whole = sequence_files(path, files, axes=axes) if pattern == "*.tif" else None
+            if whole is not None:
+                return _describe_sequence_folder(path, whole, axes=axes, spacing=spacing)
+    try:
+        src = open_source(path, axes=axes, spacing=spacing, dataset=dataset)
+    except InputError as exc:
+        text = _describe_2d(path, axes=axes, dataset=dataset)  # 2D / 2D+t images: texture inputs
+        if text is None:
+            raise
+        log.debug("%s: not a 3D input (%s)", path, exc)
+        return text
+    with src:
+        lines = [
+            f"input: {path}",
+            f"  format: {src.format}" + (f" (dataset {src.dataset})" if src.dataset else "")
+            + (f", files {src.pattern}" if isinstance(src, TiffFolderSource) else ""),
+            f"  stored shape {src.shape}, axes {src.axes}, dtype {src.dtype}, kind {src.kind}",
+            f"  frames: {src.n_frames}   frame shape (Z, Y, X): {src.frame_shape}",
+            "  voxel size (Z, Y, X): " + (f"{tuple(round(s, 6) for s in src.spacing)} um ({src.spacing_from})"
+                                          if src.spacing else "unknown (pass --spacing Z Y X)"),
+        ]
+        frames = range(src.n_frames) if stats else range(min(1, src.n_frames))
+        ids: set[int] = set()
+        per_frame = []
+        for t in frames:
+            labels = src.read_labels(t)
+            values = np.unique(labels)
+            ids.update(int(v) for v in values if v > 0)
+            fg = float(np.count_nonzero(labels)) / max(labels.size, 1)
+            per_frame.append((int((values > 0).sum()), fg))
+            if t < 10:
+                lines.append(f"  {src.frame_labels[t]}: {per_frame[-1][0]} labels, foreground {100 * fg:.2f} %")
+        if len(per_frame) > 10:
+            counts = [n for n, _ in per_frame]
+            lines.append(f"  ... labels per frame over all {len(per_frame)} frames: {min(counts)}-{max(counts)}")
+        if stats:
+            lines.append(f"  distinct label ids over all frames: {len(ids)}")
+            empty = [t for t, (n, _) in enumerate(per_frame) if n == 0]
+            if empty:
+                lines.append(f"  empty frames: {len(empty)} (first {src.frame_labels[empty[0]]})")
+    return "\n".join(lines)

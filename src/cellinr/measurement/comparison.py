@@ -1,0 +1,572 @@
+"""Compare two sets of cell shapes (e.g. real and synthetic) by their shape descriptors.
+
+What is computed (and written to ``REPORT_DIR``):
+
+- Per descriptor: the 1-Wasserstein distance (:func:`scipy.stats.wasserstein_distance`, in the
+  descriptor's unit and divided by the pooled standard deviation) and the two-sample
+  Kolmogorov-Smirnov statistic and p-value (:func:`scipy.stats.ks_2samp`). Frame-level descriptors
+  use every frame; per-sequence descriptors (growth rates) one value per sequence; the shape change
+  every frame pair.
+- Multivariate two-sample score: leave-one-out 1-nearest-neighbour accuracy (1-NNA; Lopez-Paz and
+  Oquab 2017), balanced over the two sets (the mean of their accuracies, so unequal set sizes do not
+  move it away from 0.5), on standardised vectors of the frame-level descriptors (z-scores with the pooled mean and
+  standard deviation of both sets). 0.5 means the sets are indistinguishable, 1.0 fully separable.
+  Frames of one sequence are near-duplicates, so the neighbour search leaves out the whole sequence
+  of the query frame (leave-one-sequence-out); otherwise two samples of one distribution would score
+  near 1.
+- Generative-shape metrics (Achlioptas et al. 2018, "Learning representations and generative models
+  for 3D point clouds"), per sequence: each sequence becomes its trajectory of standardised
+  descriptor vectors, linearly resampled to :data:`TRAJECTORY_POINTS` points of normalised time
+  (a single-frame sequence is a constant trajectory); the distance between two sequences is the root
+  mean square over time of the Euclidean distance of their vectors. Coverage (COV): the fraction of
+  reference (first-set) sequences that are the nearest reference of at least one second-set
+  sequence (1 ideal). Minimum matching distance (MMD): the mean over reference sequences of the
+  distance to the closest second-set sequence (0 ideal; in standard-deviation units). The
+  sequence-level 1-NNA is reported as well.
+- Figures: distributions (violins with points and quartiles), time courses (mean ± sd over normalised
+  time), a PCA embedding of the standardised frame vectors, and example masks (maximum-intensity
+  projections) when masks were given; a Markdown and an HTML report; metrics.json and CSV tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cellinr.errors import InputError, ParameterError
+from cellinr.measurement.descriptors import (
+    DESCRIPTORS_2D,
+    DESCRIPTORS_3D,
+    SEQUENCE_DESCRIPTORS_2D,
+    SEQUENCE_DESCRIPTORS_3D,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Normalised time points of the per-sequence descriptor trajectories (coverage / MMD).
+TRAJECTORY_POINTS = 10
+#: Examples shown per set in the gallery figure.
+GALLERY_EXAMPLES = 8
+#: Per-sequence descriptors (one value per sequence in the statistics).
+PER_SEQUENCE = ("growth_rate_um3_per_frame", "growth_rate_um2_per_frame", "relative_growth_rate_per_frame")
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+class ShapeSet:
+    """Descriptor rows of one set of shapes plus a few example projections for the gallery."""
+
+    def __init__(self, name: str, rows: list[dict], examples: list[tuple[str, np.ndarray]] | None = None,
+                 source: str = ""):
+        self.name = name
+        self.rows = rows
+        self.examples = examples or []
+        self.source = source
+
+    @property
+    def ndim(self) -> int:
+        dims = {int(r.get("ndim", 3)) for r in self.rows}
+        if len(dims) != 1:
+            raise InputError(f"{self.name}: mixes 2D and 3D shapes")
+        return dims.pop()
+
+    @property
+    def sequences(self) -> list[str]:
+        return list(dict.fromkeys(str(r["sequence"]) for r in self.rows))
+
+
+def load_shape_set(
+    source, name: str, *, spacing: Sequence[float] | None = None, axes: str | None = None, workers: int = 1,
+) -> ShapeSet:
+    """Descriptors of a set given as mask TIFF(s), descriptor CSV(s) or a list of rows.
+
+    Parameters
+    ----------
+    source : path or list of dict
+        A mask TIFF, a folder of mask TIFFs, a descriptor CSV written by ``cellinr measure``, a folder
+        of such CSVs, or rows as returned by :func:`cellinr.measurement.descriptors.measure`.
+    name : the set's name in messages and figures
+    workers : mask files measured in parallel
+    """
+    from cellinr.measurement.descriptors import MASK_SUFFIXES, measure_files, read_rows
+
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise InputError(f"{name}: no descriptor rows given")
+        return ShapeSet(name, [dict(r) for r in source])
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{name}: {path}: no such file or folder")
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return ShapeSet(name, read_rows(path), source=str(path))
+    if path.is_dir():
+        visible = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        csvs = sorted(p for p in visible if p.suffix.lower() == ".csv")
+        tiffs = [p for p in visible if p.suffix.lower() in MASK_SUFFIXES]
+        if not csvs and not tiffs:
+            raise InputError(f"{name}: {path}: folder holds no mask TIFFs (*.tif) or descriptor tables (*.csv)")
+        if csvs and not tiffs:
+            rows = []
+            for csv_path in csvs:
+                rows.extend(read_rows(csv_path))
+            return ShapeSet(name, rows, source=str(path))
+    elif path.suffix.lower() not in MASK_SUFFIXES:
+        raise InputError(f"{name}: {path}: expected a mask TIFF, a descriptor CSV or a folder of them")
+    rows, examples = measure_files(path, spacing=spacing, axes=axes, examples=GALLERY_EXAMPLES, workers=workers,
+                                   desc=f"measuring {name}")
+    return ShapeSet(name, rows, examples, source=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+
+
+def _values(rows: list[dict], key: str) -> np.ndarray:
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r.get(key, float("nan"))))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return np.asarray(out, dtype=float)
+
+
+def descriptor_samples(shape_set: ShapeSet, key: str) -> np.ndarray:
+    """Finite values of a descriptor: per frame, or one per sequence for per-sequence descriptors."""
+    rows = shape_set.rows
+    if key in PER_SEQUENCE:
+        seen = {}
+        for r in rows:
+            seen.setdefault(str(r["sequence"]), r)
+        rows = list(seen.values())
+    v = _values(rows, key)
+    return v[np.isfinite(v)]
+
+
+def available_descriptors(ndim: int) -> tuple[str, ...]:
+    """Descriptors that :func:`compare` knows for 2D or 3D shapes."""
+    if ndim == 2:
+        return (*DESCRIPTORS_2D, *SEQUENCE_DESCRIPTORS_2D)
+    return (*DESCRIPTORS_3D, *SEQUENCE_DESCRIPTORS_3D)
+
+
+def univariate_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Wasserstein-1 (raw and over the pooled sd) and Kolmogorov-Smirnov statistic and p-value."""
+    from scipy import stats
+
+    pooled = np.concatenate([a, b])
+    sd = float(pooled.std()) if len(pooled) > 1 else float("nan")
+    w1 = float(stats.wasserstein_distance(a, b))
+    ks = stats.ks_2samp(a, b)
+    return {
+        "n_a": len(a), "n_b": len(b),
+        "mean_a": float(a.mean()), "sd_a": float(a.std()),
+        "mean_b": float(b.mean()), "sd_b": float(b.std()),
+        "wasserstein": w1,
+        "wasserstein_sd": w1 / sd if sd > 0 else (0.0 if w1 == 0 else float("inf")),
+        "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
+    }
+
+
+def one_nn_accuracy(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Leave-one-out 1-nearest-neighbour two-sample accuracy (0.5: indistinguishable, 1: separable).
+
+    The accuracy is balanced (the mean of the two sets' accuracies), so that its value for two samples
+    of one distribution is 0.5 whatever the set sizes (plain accuracy tends to the larger set's share).
+
+    Parameters
+    ----------
+    x : (Na, D) and y : (Nb, D) float ndarrays
+        Samples of the two sets (already standardised).
+    groups : (Na + Nb,) ndarray, optional
+        Group id of each sample (e.g. its sequence); samples of the query's group are left out of
+        its neighbour search, not only the query itself.
+    """
+    data = np.concatenate([x, y])
+    is_b = np.r_[np.zeros(len(x), bool), np.ones(len(y), bool)]
+    d = _pairwise(data, data)
+    if groups is None:
+        np.fill_diagonal(d, np.inf)
+    else:
+        groups = np.asarray(groups)
+        d[groups[:, None] == groups[None, :]] = np.inf
+    nearest = np.argmin(d, axis=1)
+    # a query whose own set offers no candidate (its set is one sequence) must pick the other set:
+    # scoring it would push the accuracy towards 0, so it is left out (NaN if a whole set is)
+    own = np.where(is_b[None, :] == is_b[:, None], d, np.inf)
+    valid = np.isfinite(d[np.arange(len(d)), nearest]) & np.isfinite(own.min(axis=1))
+    if not valid.any():
+        return float("nan")
+    correct = is_b[nearest] == is_b
+    # balanced over the two sets: with unequal set sizes plain accuracy is not 0.5 under the null
+    if not all((valid & (is_b == side)).any() for side in (False, True)):
+        return float("nan")
+    rates = [correct[valid & (is_b == side)].mean() for side in (False, True)]
+    return float(np.mean(rates))
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.clip(sq, 0.0, None))
+
+
+def coverage_mmd(d_ref_gen: np.ndarray) -> tuple[float, float]:
+    """Coverage and minimum matching distance from a (reference, generated) distance matrix."""
+    if d_ref_gen.size == 0:
+        return float("nan"), float("nan")
+    matched = np.unique(np.argmin(d_ref_gen, axis=0))
+    return len(matched) / d_ref_gen.shape[0], float(d_ref_gen.min(axis=1).mean())
+
+
+def _frame_matrix(shape_set: ShapeSet, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D) frame descriptor matrix, the sequence of each row, and the normalised time."""
+    x = np.stack([_values(shape_set.rows, k) for k in keys], axis=1) if keys else np.zeros((len(shape_set.rows), 0))
+    seqs = np.array([str(r["sequence"]) for r in shape_set.rows])
+    times = _values(shape_set.rows, "time")
+    times = np.where(np.isfinite(times), times, 0.0)
+    return x, seqs, times
+
+
+def _trajectories(x: np.ndarray, seqs: np.ndarray, times: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Per-sequence trajectories (S, K, D) resampled to K normalised time points."""
+    grid = np.linspace(0.0, 1.0, TRAJECTORY_POINTS)
+    names = list(dict.fromkeys(seqs.tolist()))
+    out = np.empty((len(names), TRAJECTORY_POINTS, x.shape[1]))
+    for i, name in enumerate(names):
+        sel = seqs == name
+        t, v = times[sel], x[sel]
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        for j in range(x.shape[1]):
+            out[i, :, j] = np.interp(grid, t, v[:, j]) if len(t) > 1 else v[0, j]
+    return names, out
+
+
+def _trajectory_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    diff = a[:, None, :, :] - b[None, :, :, :]
+    return np.sqrt((diff**2).sum(-1).mean(-1))
+
+
+# --------------------------------------------------------------------------------------------
+# main entry
+
+
+def compare(
+    real,
+    synthetic,
+    out: str | os.PathLike,
+    *,
+    spacing: Sequence[float] | None = None,
+    descriptors: Sequence[str] | None = None,
+    names: tuple[str, str] = ("real", "synthetic"),
+    axes: str | None = None,
+    figures: bool = True,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> Path:
+    """Compare two sets of shapes and write a report with figures to ``out``.
+
+    Parameters
+    ----------
+    real, synthetic : path or list of dict
+        Mask TIFF(s) (a file or folder; binary masks or instance labels, ZYX / TZYX / YX / TYX),
+        descriptor CSV(s) from ``cellinr measure``, or descriptor rows. The first set is the reference
+        for coverage and MMD.
+    out : report folder (created; must not exist unless ``overwrite``)
+    spacing : (z, y, x) microns, optional
+        Voxel size for masks whose files say nothing (overrides the metadata).
+    descriptors : names, optional
+        Descriptors to compare; default all that both sets have (see :func:`available_descriptors`).
+    names : the two sets' names in the report
+    figures : draw the PNG figures (False: tables and metrics only, much faster)
+    workers : mask files measured in parallel (processes)
+
+    Returns
+    -------
+    Path
+        The report folder, holding ``report.md``, ``report.html``, ``metrics.json``,
+        ``descriptor_stats.csv``, ``descriptors_<name>.csv`` and ``figures/*.png``.
+    """
+    from cellinr._util.atomic import atomic_dir, atomic_write_text
+    from cellinr.measurement.descriptors import write_rows
+
+    if len(names) != 2 or names[0] == names[1]:
+        raise ParameterError(f"names: need two different set names, got {names}")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        from cellinr.errors import OutputExistsError
+
+        raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
+    if descriptors is not None:
+        every = set(available_descriptors(2)) | set(available_descriptors(3))
+        unknown = [d for d in descriptors if d not in every]
+        if unknown:
+            raise ParameterError(
+                f"descriptors: unknown {', '.join(unknown)}; known: {', '.join(available_descriptors(3))} "
+                f"(3D) and {', '.join(d for d in available_descriptors(2) if d not in available_descriptors(3))} (2D)"
+            )
+    sets = [load_shape_set(src, nm, spacing=spacing, axes=axes, workers=workers)
+            for src, nm in zip((real, synthetic), names)]
+    ndims = [s.ndim for s in sets]
+    if ndims[0] != ndims[1]:
+        raise InputError(f"{names[0]} holds {ndims[0]}D shapes but {names[1]} holds {ndims[1]}D shapes")
+    ndim = ndims[0]
+    known = available_descriptors(ndim)
+    if descriptors is not None:
+        unknown = [d for d in descriptors if d not in known]
+        if unknown:
+            raise ParameterError(
+                f"descriptors: unknown {', '.join(unknown)} for {ndim}D shapes; known: {', '.join(known)}"
+            )
+        wanted = list(dict.fromkeys(descriptors))
+    else:
+        wanted = list(known)
+    keys = [k for k in wanted if all(len(descriptor_samples(s, k)) >= 1 for s in sets)]
+    skipped = [k for k in wanted if k not in keys]
+    if not keys:
+        raise InputError(f"no descriptor has values in both sets (asked for {', '.join(wanted)})")
+
+    stats_rows = []
+    for k in keys:
+        a, b = (descriptor_samples(s, k) for s in sets)
+        stats_rows.append({"descriptor": k, **univariate_stats(a, b)})
+
+    # multivariate: frame-level descriptors with spread and without missing values
+    frame_keys = [k for k in keys if k not in PER_SEQUENCE and k != "shape_change"]
+    mats = [_frame_matrix(s, frame_keys) for s in sets]
+    pooled = np.concatenate([m[0] for m in mats])
+    finite_cols = [j for j, k in enumerate(frame_keys) if np.isfinite(pooled[:, j]).mean() > 0.5]
+    sd = np.nanstd(pooled, axis=0)
+    use_cols = [j for j in finite_cols if sd[j] > 0]
+    vec_keys = [frame_keys[j] for j in use_cols]
+    multi: dict = {"descriptors": vec_keys}
+    embed_points = None
+    if vec_keys:
+        mu = np.nanmean(pooled[:, use_cols], axis=0)
+        sdv = sd[use_cols]
+        std = []
+        for x, seqs, times in mats:
+            z = (x[:, use_cols] - mu) / sdv
+            keep = np.all(np.isfinite(z), axis=1)
+            std.append((z[keep], seqs[keep], times[keep]))
+        multi["frames_dropped"] = int(sum(len(m[0]) for m in mats) - sum(len(z[0]) for z in std))
+        if all(len(z[0]) for z in std):
+            (xa, sa, ta), (xb, sb, tb) = std
+            groups = np.r_[np.char.add("a:", sa.astype(str)), np.char.add("b:", sb.astype(str))]
+            multi["one_nn_accuracy"] = one_nn_accuracy(xa, xb, groups)
+            multi["n_frames"] = [len(xa), len(xb)]
+            names_a, traj_a = _trajectories(xa, sa, ta)
+            names_b, traj_b = _trajectories(xb, sb, tb)
+            multi["n_sequences"] = [len(names_a), len(names_b)]
+            d_ab = _trajectory_distances(traj_a, traj_b)
+            cov, mmd = coverage_mmd(d_ab)
+            multi["coverage"] = cov
+            multi["mmd"] = mmd
+            flat_a = traj_a.reshape(len(names_a), -1) / math.sqrt(TRAJECTORY_POINTS)
+            flat_b = traj_b.reshape(len(names_b), -1) / math.sqrt(TRAJECTORY_POINTS)
+            multi["one_nn_accuracy_sequences"] = one_nn_accuracy(flat_a, flat_b)
+            # PCA of the pooled standardised frame vectors for the embedding figure
+            both = np.concatenate([xa, xb])
+            centre = both.mean(0)
+            _, sing, vt = np.linalg.svd(both - centre, full_matrices=False)
+            comps = vt[: min(2, len(vt))]
+            explained = (sing**2 / max((sing**2).sum(), 1e-300))[: len(comps)]
+            proj = [(m - centre) @ comps.T for m in (xa, xb)]
+            if proj[0].shape[1] == 1:
+                proj = [np.c_[p, np.zeros(len(p))] for p in proj]
+                explained = np.r_[explained, 0.0]
+            embed_points = (proj, explained)
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        fig_dir = tmp / "figures"
+        fig_dir.mkdir()
+        for s in sets:
+            write_rows(tmp / f"descriptors_{_safe(s.name)}.csv", s.rows)
+        _write_stats_csv(tmp / "descriptor_stats.csv", stats_rows, names)
+        figs = _figures(fig_dir, sets, keys, stats_rows, names, embed_points, multi) if figures else {}
+        metrics = {
+            "sets": {s.name: {"source": s.source, "sequences": len(s.sequences), "frames": len(s.rows)} for s in sets},
+            "ndim": ndim,
+            "descriptors": keys,
+            "skipped_descriptors": skipped,
+            "univariate": {r["descriptor"]: {k: v for k, v in r.items() if k != "descriptor"} for r in stats_rows},
+            "multivariate": multi,
+        }
+        atomic_write_text(tmp / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n")
+        _write_report(tmp, sets, names, keys, skipped, stats_rows, multi, figs)
+    logger.info("report written to %s", out)
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        x = float(obj)
+        return None if math.isnan(x) else (str(x) if math.isinf(x) else x)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _write_stats_csv(path: Path, stats_rows: list[dict], names: Sequence[str]) -> None:
+    import csv
+
+    from cellinr._util.atomic import atomic_path
+
+    cols = ["descriptor", "n_a", "mean_a", "sd_a", "n_b", "mean_b", "sd_b",
+            "wasserstein", "wasserstein_sd", "ks_statistic", "ks_pvalue"]
+    header = [c.replace("_a", f"_{names[0]}").replace("_b", f"_{names[1]}") if c.endswith(("_a", "_b")) else c
+              for c in cols]
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for r in stats_rows:
+                w.writerow([r[c] for c in cols])
+
+
+def _figures(fig_dir: Path, sets, keys, stats_rows, names, embed_points, multi) -> dict[str, str]:
+    from cellinr.measurement import report as rp
+
+    figures: dict[str, str] = {}
+    by_key = {r["descriptor"]: r for r in stats_rows}
+    values = {k: [descriptor_samples(s, k) for s in sets] for k in keys}
+    titles = {
+        k: f"{rp.label_of(k)}\nW1/sd={rp.format_number(by_key[k]['wasserstein_sd'], 2)}  "
+           f"KS={rp.format_number(by_key[k]['ks_statistic'], 2)}"
+        for k in keys
+    }
+    rp.distribution_grid(values, names, fig_dir / "distributions.png", titles=titles)
+    figures["distributions"] = "figures/distributions.png"
+
+    # time courses: only when some sequence has several frames
+    time_keys = [k for k in keys if k not in PER_SEQUENCE]
+    if any(_values(s.rows, "n_frames").max(initial=1) > 1 for s in sets) and time_keys:
+        n_bins = int(min(10, max(_values(s.rows, "n_frames").max(initial=1) for s in sets)))
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        curves = {}
+        moving = [_values(s.rows, "n_frames").max(initial=1) > 1 for s in sets]
+        legend = [nm if mv else f"{nm} (single frames, not shown)" for nm, mv in zip(names, moving)]
+        for k in time_keys:
+            per_set = []
+            for s, mv in zip(sets, moving):
+                t = _values(s.rows, "time")
+                v = _values(s.rows, k) if mv else np.full(len(s.rows), np.nan)
+                idx = np.clip(np.digitize(t, edges[1:-1]), 0, n_bins - 1)
+                mean = np.full(n_bins, np.nan)
+                sd = np.full(n_bins, np.nan)
+                for b in range(n_bins):
+                    sel = (idx == b) & np.isfinite(v)
+                    if sel.any():
+                        mean[b], sd[b] = v[sel].mean(), v[sel].std()
+                per_set.append((centres, mean, sd))
+            curves[k] = per_set
+        rp.timecourse_grid(curves, legend, fig_dir / "timecourses.png")
+        figures["timecourses"] = "figures/timecourses.png"
+
+    if embed_points is not None:
+        proj, explained = embed_points
+        rp.embedding_plot(
+            proj, names, fig_dir / "embedding.png",
+            title=f"standardised descriptors, PCA; 1-NN accuracy {rp.format_number(multi.get('one_nn_accuracy'), 3)}",
+            xlabel=f"PC 1 ({100 * explained[0]:.0f} % variance)", ylabel=f"PC 2 ({100 * explained[1]:.0f} % variance)",
+        )
+        figures["embedding"] = "figures/embedding.png"
+
+    if any(s.examples for s in sets):
+        rows = [[np.pad(img, 2) for _, img in s.examples] for s in sets]
+        captions = [[name for name, _ in s.examples] for s in sets]
+        labels = [s.name for s in sets]
+        rp.image_grid(rows, fig_dir / "examples.png", row_labels=labels, captions=captions,
+                      title="examples (middle frame, maximum-intensity projection along Z)")
+        figures["examples"] = "figures/examples.png"
+    return figures
+
+
+def _write_report(folder: Path, sets, names, keys, skipped, stats_rows, multi, figures) -> None:
+    from cellinr.measurement.report import Report, format_number
+
+    rep = Report(f"Shape comparison: {names[0]} vs {names[1]}")
+    rep.paragraph(
+        f"`{names[0]}`: {len(sets[0].sequences)} sequences, {len(sets[0].rows)} frames"
+        + (f" from `{sets[0].source}`" if sets[0].source else "")
+        + f". `{names[1]}`: {len(sets[1].sequences)} sequences, {len(sets[1].rows)} frames"
+        + (f" from `{sets[1].source}`" if sets[1].source else "") + "."
+    )
+    rep.heading("Summary")
+    fmt = lambda k: format_number(multi.get(k), 3)  # noqa: E731
+    rep.table(
+        ["score", "value", "ideal", "meaning"],
+        [
+            ["1-NN accuracy (frames, leave-one-sequence-out)", fmt("one_nn_accuracy"), "0.5",
+             "0.5: sets indistinguishable; 1.0: fully separable"],
+            ["1-NN accuracy (sequences)", fmt("one_nn_accuracy_sequences"), "0.5", "same, on whole trajectories"],
+            [f"coverage of {names[0]} by {names[1]}", fmt("coverage"), "1",
+             f"fraction of {names[0]} sequences that are some {names[1]} sequence's nearest match"],
+            ["minimum matching distance", fmt("mmd"), "0",
+             f"mean distance of each {names[0]} sequence to its closest {names[1]} sequence (sd units)"],
+        ],
+    )
+    if any(isinstance(multi.get(k), float) and math.isnan(multi[k])
+           for k in ("one_nn_accuracy", "one_nn_accuracy_sequences")):
+        rep.paragraph("1-NN accuracy is undefined (–) when a set holds a single sequence: its frames have no "
+                      "neighbour of their own set outside their sequence.")
+    if multi.get("descriptors"):
+        rep.paragraph(
+            "Multivariate scores use standardised (pooled z-score) vectors of: "
+            + ", ".join(f"`{k}`" for k in multi["descriptors"])
+            + (f"; {multi['frames_dropped']} frames with missing values dropped."
+               if multi.get("frames_dropped") else ".")
+        )
+    else:
+        rep.paragraph("No descriptor varies across the sets, so no multivariate score was computed.")
+    rep.heading("Per-descriptor statistics")
+    rep.table(
+        ["descriptor", f"{names[0]} mean ± sd", f"{names[1]} mean ± sd", "n", "W1", "W1 / sd", "KS", "KS p"],
+        [
+            [r["descriptor"], f"{format_number(r['mean_a'])} ± {format_number(r['sd_a'])}",
+             f"{format_number(r['mean_b'])} ± {format_number(r['sd_b'])}", f"{r['n_a']} / {r['n_b']}",
+             r["wasserstein"], r["wasserstein_sd"], r["ks_statistic"], r["ks_pvalue"]]
+            for r in stats_rows
+        ],
+    )
+    rep.paragraph(
+        "W1: 1-Wasserstein distance in the descriptor's unit; W1 / sd: the same over the pooled standard "
+        "deviation; KS: two-sample Kolmogorov-Smirnov statistic and p-value. Growth rates count one value per "
+        "sequence, the shape change (1 - Dice of consecutive frames) one per frame pair, the rest one per frame."
+    )
+    if skipped:
+        rep.paragraph("Skipped (no values in one of the sets): " + ", ".join(f"`{k}`" for k in skipped) + ".")
+    captions = {
+        "distributions": "Distributions per descriptor (violins, points, quartile bar and median).",
+        "timecourses": "Time courses: mean ± sd over normalised time (0 = first frame, 1 = last frame).",
+        "embedding": "First two principal components of the standardised frame descriptor vectors.",
+        "examples": "Example masks of each set.",
+    }
+    rep.heading("Figures")
+    for key, rel in figures.items():
+        rep.image(rel, captions.get(key, key))
+    rep.heading("Method")
+    rep.paragraph(
+        "Descriptors: `cellinr.measurement.descriptors` (voxel-count volume, smoothed marching-cubes surface, "
+        "inertia-tensor axes, convex hull, Euler number, discrete mesh curvatures). Coverage and MMD follow "
+        "Achlioptas et al. (2018) on per-sequence descriptor trajectories resampled to "
+        f"{TRAJECTORY_POINTS} normalised time points (RMS over time of the Euclidean distance of standardised vectors)."
+    )
+    rep.write(folder)

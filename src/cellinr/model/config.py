@@ -1,0 +1,363 @@
+"""Typed, nested configuration of the shape model and its training, with named presets.
+
+A :class:`Config` holds a :class:`ModelConfig` (the auto-decoder), a :class:`SamplingConfig` (how
+training points are drawn from the SDF data set) and a :class:`TrainConfig` (optimisation). It is
+saved as ``config.yaml`` in every run folder and reloaded exactly (``load_config(save_config(c)) == c``).
+Unknown keys and values of the wrong type raise :class:`cellinr.errors.ConfigError` naming the key.
+
+Presets (:data:`PRESETS`):
+
+``reference``
+    The reference implementation's defaults (Wiesner et al., MedIA 2024; see METHOD.md): 10 hidden
+    layers [128,128,128,320,128,128,320,128,128,128], latent_in (4, 7), xyz_in_all, sine activation
+    with omega_0 = 30, 192-d codes, 15,000 epochs, lr 1e-4 (network) / 1e-3 (codes) halved every
+    350 epochs, learned rotations (optimised for the first 1000 epochs), 3 % of the grid per frame (70 % from SDF <= 0.3), 2 frames per step (about 1 M
+    points), new points every 50 epochs (the reference drew them once); the point pool of the full
+    33 x 30 x 256^3 data set is 3.0 GB (float16 values).
+``small``
+    CPU-friendly: 4 sequences x 10 frames at 64^3 train to a usable model (reconstruction Dice
+    0.95-0.97 on the simulated kinds) in about 10-14 minutes on one CPU thread: 5 hidden layers
+    [96, 96, 128, 96, 96] with latent_in (3), 64-d codes (about 30k multiply-adds per point), 5 % of
+    the grid per frame, 200 epochs of 20 steps, learning rates 5e-4 / 2e-3 halved every 50 epochs.
+``tiny``
+    Seconds-long runs for tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+from cellinr.errors import ConfigError
+
+ACTIVATIONS = ("sine", "relu")
+ROTATION_PARAMS = ("quaternion", "6d")
+SAMPLING_SCHEMES = ("reference", "band")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
+@dataclass
+class ModelConfig:
+    """The auto-decoder f(z, x, y, z, t) -> SDF (DeepSDF layout with SIREN layers)."""
+
+    latent_dim: int = 192
+    """Length L of the per-sequence latent code z."""
+    hidden: list[int] = field(default_factory=lambda: [128, 128, 128, 320, 128, 128, 320, 128, 128, 128])
+    """Nominal widths of the hidden layers (the width of each layer's concatenated input)."""
+    latent_in: list[int] = field(default_factory=lambda: [4, 7])
+    """Linear-layer indices before which the full input [z; x; y; z; t] is concatenated again."""
+    xyz_in_all: bool = True
+    """Concatenate (x, y, z, t) to the input of every other hidden layer (and the output layer)."""
+    activation: str = "sine"
+    """Hidden activation: ``sine`` (SIREN, sin(omega_0 x)) or ``relu`` (the baseline)."""
+    omega_0: float = 30.0
+    """SIREN frequency factor omega_0 (sine activation only)."""
+    latent_init_std: float = 1.0
+    """Codes are initialised N(0, (latent_init_std / sqrt(L))^2)."""
+
+
+@dataclass
+class SamplingConfig:
+    """How training points are drawn from each frame of the SDF data set.
+
+    Points are voxel centres of the data set's grid. Each frame contributes
+    ``round(fraction * Z * Y * X)`` points: ``near_fraction`` of them from the "near" voxels and
+    the rest from all other voxels (with replacement). The pool of sampled points is rebuilt from
+    the HDF5 files every ``resample_every`` epochs, frame by frame, so only one frame of raw data is
+    in memory at a time (plus the compact pool: 6 bytes per point with ``pool_dtype: float16``).
+    """
+
+    scheme: str = "reference"
+    """``reference``: near = SDF <= near_threshold (inside and near the surface);
+    ``band``: near = |SDF| <= band (a band around the surface)."""
+    fraction: float = 0.03
+    """Fraction of the grid's voxels sampled per frame."""
+    near_fraction: float = 0.7
+    """Share of a frame's points drawn from the near voxels."""
+    near_threshold: float = 0.3
+    """Normalised SDF threshold of the ``reference`` scheme."""
+    band: float = 0.1
+    """Half-width (normalised SDF units) of the ``band`` scheme."""
+    frames_per_step: int = 2
+    """Frames per optimisation step, over all processes together (the global batch)."""
+    resample_every: int = 1
+    """Draw new points every this many epochs; the frames forming each step change at the same
+    time (the order of the steps changes every epoch)."""
+    pool_dtype: str = "float16"
+    """Storage type of the sampled SDF values in the pool (``float16`` or ``float32``)."""
+    ram_budget_gb: float = 6.0
+    """Upper bound for the point pool of one process; a larger pool is an error."""
+    cache_gb: float = 1.0
+    """Keep the raw frames in memory (no re-reading) when one process's frames fit in this size."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of the network, the latent codes and the per-sequence rotations."""
+
+    epochs: int = 15000
+    """Passes over all frames."""
+    lr_net: float = 1e-4
+    """Adam learning rate of the network."""
+    lr_codes: float = 1e-3
+    """Adam learning rate of the latent codes."""
+    lr_rotations: float = 1e-3
+    """Adam learning rate of the rotation parameters."""
+    lr_step_net: int = 350
+    """The network's learning rate is multiplied by ``lr_gamma`` every this many epochs."""
+    lr_step_codes: int = 350
+    """Step size (epochs) of the codes' schedule."""
+    lr_step_rotations: int = 350
+    """Step size (epochs) of the rotations' schedule."""
+    lr_gamma: float = 0.5
+    """Learning-rate decay factor of all three step schedules."""
+    clamp: Union[float, None] = None
+    """Clamp prediction and target to +-clamp before the L1 loss (DeepSDF); none if null."""
+    code_reg: float = 1e-4
+    """Weight lambda of the latent regulariser lambda * mean ||z||."""
+    code_reg_warmup: int = 100
+    """The regulariser weight ramps up linearly over this many epochs."""
+    grad_clip: Union[float, None] = None
+    """Clip the network's gradient norm to this value; none if null."""
+    rotations: bool = False
+    """Learn one rotation per sequence (the SO(3) disentanglement)."""
+    rotation_param: str = "quaternion"
+    """Parametrisation of learned rotations: ``quaternion`` or ``6d``."""
+    rotation_epochs: int = 1000
+    """Rotations are optimised during the first this many epochs, then frozen."""
+    precision: str = "fp32"
+    """Arithmetic on CUDA: ``fp32``, ``tf32`` (TF32 matmuls), ``bf16`` or ``fp16`` (autocast; fp16
+    with a gradient scaler). CPU and MPS always use fp32. bf16 rounds the coordinates to 8 bits
+    (about half a voxel at 256^3), so prefer tf32 or fp16 for sine networks."""
+    checkpoint_every: int = 100
+    """Write a checkpoint every this many epochs (and at the end)."""
+    keep_checkpoints: int = 3
+    """Number of most recent checkpoints kept."""
+
+
+@dataclass
+class Config:
+    """Everything that defines a training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "reference"
+    """Name of the preset this configuration started from (informative)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+def _reference() -> Config:
+    # the reference sampled points once and kept them; re-reading 990 frames of 256^3 costs minutes,
+    # so new points every 50 epochs (a few seconds per epoch amortised)
+    return Config(
+        sampling=SamplingConfig(resample_every=50), train=TrainConfig(rotations=True), preset="reference"
+    )
+
+
+def _small() -> Config:
+    return Config(
+        model=ModelConfig(latent_dim=64, hidden=[96, 96, 128, 96, 96], latent_in=[3], omega_0=30.0),
+        sampling=SamplingConfig(fraction=0.05, frames_per_step=2, resample_every=2, pool_dtype="float32"),
+        train=TrainConfig(
+            epochs=200, lr_net=5e-4, lr_codes=2e-3, lr_rotations=2e-3, lr_step_net=50, lr_step_codes=50,
+            lr_step_rotations=50, code_reg_warmup=10, rotation_epochs=75, checkpoint_every=10,
+        ),
+        preset="small",
+    )
+
+
+def _tiny() -> Config:
+    return Config(
+        model=ModelConfig(latent_dim=8, hidden=[32, 32, 32], latent_in=[2]),
+        sampling=SamplingConfig(fraction=0.05, frames_per_step=2, pool_dtype="float32"),
+        train=TrainConfig(
+            epochs=4, lr_net=1e-3, lr_codes=1e-2, lr_rotations=1e-2, lr_step_net=2, lr_step_codes=2,
+            lr_step_rotations=2, code_reg_warmup=2, rotation_epochs=2, checkpoint_every=2,
+        ),
+        preset="tiny",
+    )
+
+
+#: Named presets: name -> factory returning a fresh Config.
+PRESETS: dict[str, typing.Callable[[], Config]] = {"reference": _reference, "small": _small, "tiny": _tiny}
+
+
+def preset(name: str) -> Config:
+    """Return a fresh copy of the preset ``name`` (one of :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset {name!r}: unknown; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and (de)serialisation
+
+_CHOICES = {
+    ("model", "activation"): ACTIVATIONS,
+    ("sampling", "scheme"): SAMPLING_SCHEMES,
+    ("sampling", "pool_dtype"): ("float16", "float32"),
+    ("train", "rotation_param"): ROTATION_PARAMS,
+    ("train", "precision"): PRECISIONS,
+}
+
+
+def _convert(value, tp, key: str):
+    """Check ``value`` against the type annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key {key}: expected {tp}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"config key {key}: expected one of {typing.get_args(tp)}, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp} for {key}")  # a bug in this module
+
+
+def _from_dict(cls, data, prefix: str, base):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key {prefix or '<top>'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"config key {where}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        current = getattr(base, f.name)
+        if f.name not in data:
+            values[f.name] = copy.deepcopy(current)
+        elif dataclasses.is_dataclass(tp):
+            values[f.name] = _from_dict(tp, data[f.name], key, current)
+        else:
+            values[f.name] = _convert(data[f.name], tp, key)
+    return cls(**values)
+
+
+def validate(config: Config) -> Config:
+    """Check types, choices and ranges of ``config``; return it. Raises ConfigError naming the key."""
+    config = _from_dict(Config, config.to_dict(), "", config)
+    for (section, name), choices in _CHOICES.items():
+        value = getattr(getattr(config, section), name)
+        if value not in choices:
+            raise ConfigError(f"config key {section}.{name}: {value!r} is not one of {', '.join(choices)}")
+    m, s, t = config.model, config.sampling, config.train
+    positive = {
+        "model.latent_dim": m.latent_dim, "sampling.frames_per_step": s.frames_per_step,
+        "sampling.resample_every": s.resample_every, "train.checkpoint_every": t.checkpoint_every,
+        "train.keep_checkpoints": t.keep_checkpoints, "train.lr_step_net": t.lr_step_net,
+        "train.lr_step_codes": t.lr_step_codes, "train.lr_step_rotations": t.lr_step_rotations,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key {key}: must be positive, got {value}")
+    if t.epochs < 0:
+        raise ConfigError(f"config key train.epochs: must be >= 0, got {t.epochs}")
+    if not m.hidden or any(w <= 0 for w in m.hidden):
+        raise ConfigError(f"config key model.hidden: needs positive widths, got {m.hidden}")
+    if not 0 < s.fraction <= 1:
+        raise ConfigError(f"config key sampling.fraction: must be in (0, 1], got {s.fraction}")
+    if not 0 <= s.near_fraction <= 1:
+        raise ConfigError(f"config key sampling.near_fraction: must be in [0, 1], got {s.near_fraction}")
+    n_layers = len(m.hidden)
+    for k in m.latent_in:
+        if not 1 <= k <= n_layers:
+            raise ConfigError(f"config key model.latent_in: layer {k} outside 1..{n_layers}")
+    # DeepSDF convention: the layer before a latent_in layer outputs hidden[k-1] - (L + 4) units.
+    from cellinr.nn.decoder import layer_dims
+
+    try:
+        layer_dims(m.latent_dim, m.hidden, m.latent_in, m.xyz_in_all)
+    except ValueError as exc:
+        raise ConfigError(f"config key model.hidden: {exc}") from None
+    return config
+
+
+def config_from_dict(data: dict, base: Config | None = None) -> Config:
+    """Build a Config from a (possibly partial) nested dict; missing keys come from ``base``."""
+    base = Config() if base is None else base
+    return validate(_from_dict(Config, data, "", base))
+
+
+def to_yaml(config: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def from_yaml(text: str, base: Config | None = None, *, source: str = "config") -> Config:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    try:
+        return config_from_dict(data, base)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def save_config(config: Config, path: str | os.PathLike) -> Path:
+    """Write ``config`` as YAML (atomically)."""
+    from cellinr._util.atomic import atomic_write_text
+
+    atomic_write_text(path, to_yaml(config))
+    return Path(path)
+
+
+def load_config(path: str | os.PathLike, base: Config | None = None) -> Config:
+    """Read a YAML config; keys it lacks come from ``base`` (default: the reference preset)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    return from_yaml(text, base, source=str(path))

@@ -1,0 +1,181 @@
+"""The run folder: a self-describing trained shape model.
+
+Layout of ``RUN_DIR``::
+
+    config.yaml            the full Config (cellinr.model.config), reloaded exactly
+    model.safetensors      the AutoDecoder state dict
+    latents.safetensors    "latents" (N, L) float32, "rotations" (N, 3, 3) float32 (identity when not
+                           learned), and "rotation_params" when rotations were learned
+    run.json               format, package version, sequence names and frame counts, grid shape,
+                           epochs, seed, sha256 of model.safetensors; written last (marks completion)
+    manifest.json          copy of the SDF data set's manifest (size, clamp, voxel_size_um, scale_um_per_unit)
+    log.csv, loss.png      training log and loss curve
+    checkpoints/           epoch_NNNNNNN.pt, for --resume
+
+Loading reads safetensors and JSON/YAML only, so it never executes code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cellinr.errors import ConfigError, RunError
+
+FORMAT_NAME = "cellinr-run"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.safetensors"
+LATENTS_FILE = "latents.safetensors"
+RUN_FILE = "run.json"
+MANIFEST_FILE = "manifest.json"
+LOG_FILE = "log.csv"
+LOSS_PLOT = "loss.png"
+REQUIRED = (CONFIG_FILE, MODEL_FILE, LATENTS_FILE, RUN_FILE)
+
+
+@dataclass
+class Run:
+    """A loaded run folder (see :func:`load_run`)."""
+
+    path: Path
+    config: object  # cellinr.model.config.Config
+    decoder: object  # cellinr.nn.decoder.AutoDecoder, eval mode
+    latents: object  # (N, L) float32 tensor
+    rotations: object  # (N, 3, 3) float32 tensor
+    names: list[str]
+    frames: list[int]
+    manifest: dict = field(default_factory=dict)
+    model_hash: str = ""
+    version: str = ""
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def field(self, index: int):
+        """The SDF function of training sequence ``index`` (see ``AutoDecoder.field``)."""
+        return self.decoder.field(self.latents[index], self.rotations[index])
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_run_files(
+    folder: str | os.PathLike, *, config, decoder, latents, rotations, names, frames, manifest: dict | None,
+    info: dict | None = None, rotation_params=None,
+) -> Path:
+    """Write config, weights, codes, rotations, manifest copy and ``run.json`` (last) into ``folder``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from cellinr import __version__
+    from cellinr.model.config import save_config
+    from cellinr._util.atomic import atomic_path, atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_config(config, folder / CONFIG_FILE)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in decoder.state_dict().items()}
+    with atomic_path(folder / MODEL_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT_NAME})
+    tensors = {
+        "latents": latents.detach().to("cpu", torch.float32).contiguous(),
+        "rotations": rotations.detach().to("cpu", torch.float32).contiguous(),
+    }
+    if rotation_params is not None:
+        tensors["rotation_params"] = rotation_params.detach().to("cpu", torch.float32).contiguous()
+    with atomic_path(folder / LATENTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT_NAME})
+    if manifest is not None:
+        atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    record = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "version": __version__,
+        "names": list(names), "frames": [int(f) for f in frames],
+        "model_sha256": sha256_file(folder / MODEL_FILE), **(info or {}),
+    }
+    atomic_write_text(folder / RUN_FILE, json.dumps(record, indent=2))
+    return folder
+
+
+def load_run(path: str | os.PathLike, device="cpu") -> Run:
+    """Load a run folder written by ``cellinr train`` or ``cellinr import-reference``.
+
+    Parameters
+    ----------
+    path : the run folder.
+    device : where to put the decoder, codes and rotations.
+
+    Raises
+    ------
+    RunError : the folder is missing, incomplete (e.g. training not finished) or inconsistent.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from cellinr.model.config import load_config
+    from cellinr.nn.decoder import AutoDecoder
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path}: run folder not found")
+    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if missing:
+        hint = " (training not finished? continue it with --resume)" if (path / "checkpoints").is_dir() else ""
+        raise RunError(f"{path}: incomplete run folder, missing {', '.join(missing)}{hint}")
+    try:
+        info = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path / RUN_FILE}: unreadable ({exc})") from None
+    if info.get("format") != FORMAT_NAME:
+        raise RunError(f"{path / RUN_FILE}: not a {FORMAT_NAME} record")
+    try:
+        config = load_config(path / CONFIG_FILE)
+    except ConfigError as exc:
+        raise RunError(f"{path}: bad config: {exc}") from None
+    device = torch.device(device)
+    try:
+        state = load_file(str(path / MODEL_FILE), device="cpu")
+        tensors = load_file(str(path / LATENTS_FILE), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise RunError(f"{path}: unreadable weights ({exc})") from None
+    decoder = AutoDecoder.from_config(config.model)
+    try:
+        decoder.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise RunError(f"{path / MODEL_FILE}: weights do not match config.yaml ({first})") from None
+    decoder.to(device).eval()
+    if "latents" not in tensors or "rotations" not in tensors:
+        raise RunError(f"{path / LATENTS_FILE}: needs tensors 'latents' and 'rotations'")
+    latents, rotations = tensors["latents"], tensors["rotations"]
+    names, frames = list(info.get("names", [])), [int(f) for f in info.get("frames", [])]
+    n = len(names)
+    if latents.shape != (n, config.model.latent_dim) or rotations.shape != (n, 3, 3) or len(frames) != n:
+        raise RunError(
+            f"{path}: inconsistent run: {n} names, {len(frames)} frame counts, latents {tuple(latents.shape)}, "
+            f"rotations {tuple(rotations.shape)} (latent_dim {config.model.latent_dim})"
+        )
+    manifest = {}
+    if (path / MANIFEST_FILE).is_file():
+        try:
+            manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunError(f"{path / MANIFEST_FILE}: unreadable ({exc})") from None
+    model_hash = sha256_file(path / MODEL_FILE)
+    if info.get("model_sha256") not in (None, model_hash):
+        raise RunError(f"{path / MODEL_FILE}: checksum differs from run.json (file changed or corrupted)")
+    return Run(
+        path=path, config=config, decoder=decoder, latents=latents.to(device), rotations=rotations.to(device),
+        names=names, frames=frames, manifest=manifest, model_hash=model_hash, version=str(info.get("version", "")),
+        info=info,
+    )

@@ -1,0 +1,460 @@
+"""Training the shape model: auto-decoder, latent codes and per-sequence rotations.
+
+Loss per step (Wiesner et al.; DeepSDF): ``mean |clamp(f(z_s, R_s x, t)) - clamp(sdf)| +
+lambda * w(epoch) * mean_frames ||z_s||`` with the regulariser weight warmed up linearly,
+``w = min(1, (epoch + 1) / code_reg_warmup)``. Three Adam optimisers (network, codes, rotations),
+each with its own learning rate and step schedule; rotations are optimised during the first
+``rotation_epochs`` epochs and frozen afterwards.
+
+A run is resumable: checkpoints (:mod:`cellinr.training.checkpoint`) hold everything the loop
+depends on, and the training data of each step are a pure function of (seed, epoch) (see
+:mod:`cellinr.training.sampling`), so a resumed run ends with exactly the parameters of an
+uninterrupted one (same device and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cellinr.model.config import Config, config_from_dict, load_config, preset as get_preset, validate
+from cellinr.errors import CellinrError, OutputExistsError, RunError
+from cellinr.nn.decoder import AutoDecoder
+from cellinr.nn.rotation import RotationTable
+from cellinr.training import checkpoint as ckpt
+from cellinr.training import distributed as dist_utils
+from cellinr.training.sampling import PointPool, index_to_coords
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ("epoch", "loss", "l1", "reg", "lr_net", "lr_codes", "lr_rotations", "seconds")
+_OWNED = ("config.yaml", "model.safetensors", "latents.safetensors", "run.json", "manifest.json", "log.csv", "loss.png")
+
+
+class ShapeModel(nn.Module):
+    """Decoder, latent table and (optionally) rotation table: the trainable parameters of a run.
+
+    Kept in one module so DistributedDataParallel averages the gradients of all of them.
+    """
+
+    def __init__(self, config: Config, n_sequences: int):
+        super().__init__()
+        m = config.model
+        self.decoder = AutoDecoder.from_config(m)
+        self.latents = nn.Embedding(n_sequences, m.latent_dim)
+        nn.init.normal_(self.latents.weight, 0.0, m.latent_init_std / m.latent_dim**0.5)
+        self.rotations = RotationTable(n_sequences, config.train.rotation_param) if config.train.rotations else None
+
+    def rotation_matrices(self) -> torch.Tensor:
+        n = self.latents.num_embeddings
+        if self.rotations is None:
+            return torch.eye(3, device=self.latents.weight.device).expand(n, 3, 3)
+        return self.rotations()
+
+    def forward(self, seq: torch.Tensor, times: torch.Tensor, xyz: torch.Tensor):
+        """``seq`` (b,), ``times`` (b,), ``xyz`` (b, n, 3) -> (prediction (b, n), codes (b, L))."""
+        codes = self.latents(seq)
+        if self.rotations is not None:
+            xyz = xyz @ self.rotations(seq).transpose(1, 2)
+        t = times[:, None, None].expand(*xyz.shape[:2], 1)
+        return self.decoder.forward_frames(codes, torch.cat([xyz, t], dim=-1)), codes
+
+
+def _data_fingerprint(dataset) -> dict:
+    return {
+        "names": dataset.names,
+        "frames": [s.frames for s in dataset.sequences],
+        "shapes": [list(s.shape) for s in dataset.sequences],
+    }
+
+
+def _compat_dict(config: Config) -> dict:
+    """What must not change when resuming (all but epochs, checkpoint cadence and memory limits)."""
+    d = config.to_dict()
+    for key in ("epochs", "checkpoint_every", "keep_checkpoints"):
+        d["train"].pop(key)
+    for key in ("ram_budget_gb", "cache_gb"):
+        d["sampling"].pop(key)
+    d.pop("preset")
+    return d
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _resolve_config(preset, config, epochs, activation, rotations) -> Config:
+    base = get_preset(preset or "small")
+    if config is None:
+        cfg = base
+    elif isinstance(config, Config):
+        cfg = validate(config)
+    elif isinstance(config, dict):
+        cfg = config_from_dict(config, base)
+    else:
+        cfg = load_config(config, base)
+    return _apply_overrides(cfg, epochs, activation, rotations)
+
+
+def _apply_overrides(cfg: Config, epochs, activation, rotations) -> Config:
+    """Apply the command-line overrides (None: keep the config's value) and validate."""
+    if epochs is not None:
+        cfg.train.epochs = int(epochs)
+    if activation is not None:
+        cfg.model.activation = activation
+    if rotations is not None:
+        cfg.train.rotations = bool(rotations)
+    return validate(cfg)
+
+
+def _plot_loss(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from cellinr._util.atomic import atomic_path
+
+    if not rows:
+        return
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ep = [int(r["epoch"]) for r in rows]
+    for key in ("loss", "l1"):
+        ax.plot(ep, [float(r[key]) for r in rows], label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+
+
+def _read_log(path: Path, max_epoch: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= max_epoch]
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    from cellinr._util.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _precision_context(device: torch.device, precision: str):
+    if device.type == "cuda" and precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return lambda: torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext
+
+
+def train(
+    dataset_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    config: Config | dict | str | os.PathLike | None = None,
+    epochs: int | None = None,
+    activation: str | None = None,
+    rotations: bool | None = None,
+    device: str = "auto",
+    seed: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> Path:
+    """Train a shape model on a prepared SDF data set; returns the run folder.
+
+    Parameters
+    ----------
+    dataset_dir : folder of a prepared SDF data set (``manifest.json`` + HDF5 sequences).
+    out : run folder to create (or to continue with ``resume``).
+    preset : ``reference``, ``small`` (default for new runs) or ``tiny`` (cellinr.model.config.PRESETS).
+    config : a Config, a nested dict or a YAML file; its keys override the preset.
+    epochs, activation, rotations : override ``train.epochs``, ``model.activation``, ``train.rotations``.
+    device : ``auto``, ``cpu``, ``cuda`` or ``mps``; under torchrun each process uses GPU LOCAL_RANK.
+    seed : run seed (default 0); the same seed gives the same run.
+    resume : continue the run in ``out`` from its newest readable checkpoint. The saved config is
+        used; given options may only change ``train.epochs`` (anything else: RunError).
+    overwrite : replace the run files in an existing ``out``.
+    progress : show a progress bar (default: when on a terminal).
+
+    Raises
+    ------
+    DatasetError : data set missing, incomplete, or with NaN/Inf values.
+    ConfigError : bad config keys or values.
+    RunError : ``resume`` on a missing or incompatible run.
+    DeviceError : an explicitly requested device is not available.
+    OutputExistsError : ``out`` holds files and neither ``resume`` nor ``overwrite`` is given.
+    """
+    from cellinr._util.device import resolve_device
+    from cellinr.io.sdf_dataset import SDFDataset
+
+    out = Path(out)
+    dataset = SDFDataset(dataset_dir)
+    device = resolve_device(device)
+    info, device = dist_utils.init_distributed(device)
+    try:
+        return _train(
+            dataset, out, info=info, device=device, preset=preset, config=config, epochs=epochs,
+            activation=activation, rotations=rotations, seed=seed, resume=resume, overwrite=overwrite,
+            progress=progress,
+        )
+    finally:
+        dist_utils.cleanup(info)
+
+
+def _train(dataset, out: Path, *, info, device, preset, config, epochs, activation, rotations, seed, resume,
+           overwrite, progress) -> Path:
+    fingerprint = _data_fingerprint(dataset)
+    state = None
+    if resume:
+        if not out.is_dir():
+            raise RunError(f"{out}: no run folder to resume")
+        if not (out / "config.yaml").is_file():
+            raise RunError(f"{out}: not a run folder (no config.yaml)")
+        cfg_saved = load_config(out / "config.yaml")
+        ckpt_path, state = ckpt.load_latest(out, map_location="cpu")
+        if ckpt_path != ckpt.list_checkpoints(out)[0][1]:
+            log.warning("%s: resuming from the older checkpoint %s", out, ckpt_path.name)
+        if preset is None and config is None:
+            cfg = _apply_overrides(cfg_saved, epochs, activation, rotations)
+        else:
+            cfg = _resolve_config(preset, config, epochs, activation, rotations)
+        diff = _diff_keys(_compat_dict(cfg), _compat_dict(cfg_saved)) + _diff_keys(
+            _compat_dict(cfg), state.get("compat", {}).get("config", {})
+        )
+        if diff:
+            raise RunError(f"{out}: cannot resume: the config differs from the run's in {', '.join(sorted(set(diff)))}")
+        if state.get("compat", {}).get("data") != fingerprint:
+            raise RunError(f"{out}: cannot resume: the run was trained on a different data set (names/frames/shape)")
+        run_seed = int(state["seed"])
+        if seed is not None and int(seed) != run_seed:
+            raise RunError(f"{out}: cannot resume: the run used seed {run_seed}, not {seed}")
+    else:
+        cfg = _resolve_config(preset, config, epochs, activation, rotations)
+        run_seed = 0 if seed is None else int(seed)
+        error = None
+        if info.is_main:
+            try:
+                _prepare_out(out, cfg, dataset, overwrite)
+            except CellinrError as exc:
+                error = exc
+        message = dist_utils.broadcast_object(None if error is None else str(error), info)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RunError(f"process 0 failed: {message}")
+    dist_utils.barrier(info)
+
+    tc = cfg.train
+    n_seq = len(dataset)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run_seed)
+        model = ShapeModel(cfg, n_seq)
+    model.to(device)
+    opt_net = torch.optim.Adam(model.decoder.parameters(), lr=tc.lr_net)
+    opt_codes = torch.optim.Adam(model.latents.parameters(), lr=tc.lr_codes)
+    optimisers = {"net": opt_net, "codes": opt_codes}
+    if model.rotations is not None:
+        optimisers["rotations"] = torch.optim.Adam(model.rotations.parameters(), lr=tc.lr_rotations)
+    steps = {"net": tc.lr_step_net, "codes": tc.lr_step_codes, "rotations": tc.lr_step_rotations}
+    schedulers = {
+        k: torch.optim.lr_scheduler.StepLR(o, step_size=steps[k], gamma=tc.lr_gamma) for k, o in optimisers.items()
+    }
+    use_scaler = device.type == "cuda" and tc.precision == "fp16"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
+    autocast = _precision_context(device, tc.precision)
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        for k, o in optimisers.items():
+            o.load_state_dict(state["optimisers"][k])
+            schedulers[k].load_state_dict(state["schedulers"][k])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start_epoch = int(state["epoch"])
+        log.info("resuming %s at epoch %d", out, start_epoch)
+
+    pool = PointPool(dataset, cfg.sampling, seed=run_seed, rank=info.rank, world_size=info.world_size)
+    shape = pool.shape
+    if info.is_main:
+        log.info(
+            "training %d sequences, %d frames, %d points per frame, %d steps per epoch, pool %.1f MB",
+            n_seq, len(pool.frames), pool.points_per_frame, len(pool), pool.pool_bytes / 2**20,
+        )
+    net = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    rows = _read_log(out / "log.csv", start_epoch) if info.is_main else []
+    if info.is_main and state is not None:
+        _write_log(out / "log.csv", rows)
+
+    tf32_before = torch.backends.cuda.matmul.allow_tf32
+    if device.type == "cuda" and tc.precision == "tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    bar = None
+    if info.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=tc.epochs, initial=min(start_epoch, tc.epochs), unit="epoch", desc="train",
+            disable=(None if progress is None else not progress), dynamic_ncols=True,
+        )
+    try:
+        for epoch in range(start_epoch, tc.epochs):
+            t0 = time.perf_counter()
+            net.train()
+            reg_weight = tc.code_reg * min(1.0, (epoch + 1) / max(1, tc.code_reg_warmup))
+            rot_active = model.rotations is not None and epoch < tc.rotation_epochs
+            totals = torch.zeros(3, device=device)  # summed on the device: no host sync per step
+            n_steps = 0
+            for seq, times, index, value in pool.steps(epoch):
+                seq_t = torch.from_numpy(seq).to(device)
+                times_t = torch.from_numpy(times).to(device)
+                xyz = index_to_coords(torch.from_numpy(index).to(device), shape)
+                target = torch.from_numpy(value).to(device=device, dtype=torch.float32)
+                model.zero_grad(set_to_none=True)
+                with autocast():
+                    pred, codes = net(seq_t, times_t, xyz)
+                pred = pred.float()
+                if tc.clamp is not None:
+                    pred = pred.clamp(-tc.clamp, tc.clamp)
+                    target = target.clamp(-tc.clamp, tc.clamp)
+                l1 = (pred - target).abs().mean()
+                reg = codes.float().norm(dim=1).mean()
+                loss = l1 + reg_weight * reg
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                active = [optimisers["net"], optimisers["codes"]] + ([optimisers["rotations"]] if rot_active else [])
+                if tc.grad_clip is not None:
+                    if scaler is not None:
+                        scaler.unscale_(opt_net)
+                    torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), tc.grad_clip)
+                for o in active:
+                    if scaler is not None:
+                        scaler.step(o)
+                    else:
+                        o.step()
+                if scaler is not None:
+                    scaler.update()
+                totals += torch.stack([loss.detach(), l1.detach(), reg_weight * reg.detach()])
+                n_steps += 1
+            for s in schedulers.values():
+                s.step()
+            totals /= max(1, n_steps)
+            totals = dist_utils.all_reduce_mean(totals, info).cpu()
+            done = epoch + 1
+            if not torch.isfinite(totals).all():
+                raise RunError(
+                    f"{out}: training diverged in epoch {done} (loss is not finite); lower the learning rates "
+                    "(train.lr_net, train.lr_codes) or enable train.grad_clip"
+                )
+            if info.is_main:
+                row = {
+                    "epoch": done, "loss": f"{totals[0].item():.6g}", "l1": f"{totals[1].item():.6g}",
+                    "reg": f"{totals[2].item():.6g}", "lr_net": f"{opt_net.param_groups[0]['lr']:.6g}",
+                    "lr_codes": f"{opt_codes.param_groups[0]['lr']:.6g}",
+                    "lr_rotations": f"{optimisers['rotations'].param_groups[0]['lr']:.6g}" if "rotations" in optimisers else "",
+                    "seconds": f"{time.perf_counter() - t0:.3f}",
+                }
+                rows.append(row)
+                with open(out / "log.csv", "a", newline="", encoding="utf-8") as f:
+                    csv.DictWriter(f, fieldnames=LOG_COLUMNS).writerow(row)
+                bar.set_postfix(loss=f"{totals[0].item():.4g}", l1=f"{totals[1].item():.4g}")
+                bar.update(1)
+                if done % tc.checkpoint_every == 0 or done == tc.epochs:
+                    _save_state(out, done, model, optimisers, schedulers, scaler, cfg, fingerprint, run_seed, tc)
+                    _plot_loss(rows, out / "loss.png")
+            dist_utils.barrier(info)
+    finally:
+        if bar is not None:
+            bar.close()
+        torch.backends.cuda.matmul.allow_tf32 = tf32_before
+
+    if info.is_main:
+        from cellinr.model.run import write_run_files
+
+        if not ckpt.list_checkpoints(out) or ckpt.list_checkpoints(out)[0][0] < max(start_epoch, tc.epochs):
+            _save_state(out, max(start_epoch, tc.epochs), model, optimisers, schedulers, scaler, cfg, fingerprint,
+                        run_seed, tc)
+        _plot_loss(rows, out / "loss.png")
+        with torch.no_grad():
+            write_run_files(
+                out, config=cfg, decoder=model.decoder, latents=model.latents.weight,
+                rotations=model.rotation_matrices(), names=dataset.names,
+                frames=[s.frames for s in dataset.sequences], manifest=dataset.manifest,
+                rotation_params=None if model.rotations is None else model.rotations.weight,
+                info={
+                    "epochs": max(start_epoch, tc.epochs), "seed": run_seed, "shape": list(shape),
+                    "dataset": str(dataset.path), "world_size": info.world_size, "device": device.type,
+                    "final_loss": float(rows[-1]["loss"]) if rows else None,
+                },
+            )
+    dist_utils.barrier(info)
+    return out
+
+
+def _prepare_out(out: Path, cfg: Config, dataset, overwrite: bool) -> None:
+    from cellinr.model.config import save_config
+    from cellinr._util.atomic import atomic_write_text
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it or --resume to continue")
+        if not out.is_dir():
+            raise OutputExistsError(f"{out}: exists and is not a folder")
+        for name in _OWNED:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / ckpt.CHECKPOINT_DIR, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    atomic_write_text(out / "manifest.json", json.dumps(dataset.manifest, indent=2))
+    _write_log(out / "log.csv", [])
+
+
+def _save_state(out, epoch, model, optimisers, schedulers, scaler, cfg, fingerprint, seed, tc) -> Path:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    state = {
+        "epoch": epoch,
+        "seed": seed,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimisers": {k: o.state_dict() for k, o in optimisers.items()},
+        "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "rng": rng,
+        "sampler": {"seed": seed, "note": "points are a function of (seed, epoch)"},
+        "compat": {"config": _compat_dict(cfg), "data": fingerprint},
+    }
+    return ckpt.save_checkpoint(out, epoch, state, keep=tc.keep_checkpoints)
