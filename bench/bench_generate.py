@@ -150,12 +150,11 @@ def main() -> None:
     device = torch.device(args.device)
 
     if args.run:
-        from cellinr.generation.frontends import sdf_unit_in_coords
         from cellinr.model.run import load_run
 
         run = load_run(args.run, device=str(device))
         field = run.field(0)
-        unit = sdf_unit_in_coords(run)
+        unit = run.sdf_unit
         print(f"network: run {args.run} (sequence {run.names[0]})")
     else:
         unit = args.clamp * 2 / (args.train_size - 1)

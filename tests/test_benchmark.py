@@ -81,7 +81,7 @@ def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
     again = benchmark(source, inner, seed=3, overwrite=True)
     assert [s["name"] for s in json.loads((again / "benchmark.json").read_text())["sequences"]] == [
         "cell_000", "cell_001"]
-    from cellinr.io.sources import describe
+    from cellinr.summary import describe
 
     text = describe(out)
     assert "benchmark folder" in text and "sequences: 2" in text and "2D divisions: 2" in text

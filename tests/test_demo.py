@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from cellinr.cli import main
 from cellinr.io.ctc import check_ctc_sequence, read_ctc_sequence

@@ -14,7 +14,9 @@ from scipy import ndimage, stats
 
 from cellinr.cli import main
 from cellinr.errors import OutputExistsError, ParameterError, RunError
-from cellinr.generation.frontends import fit, fit_gaussian, generate, interpolate, reconstruct, sample_latents
+from cellinr.generation.frontends import generate, interpolate, reconstruct
+from cellinr.generation.samplers import fit_gaussian, sample_latents
+from cellinr.training.fitting import fit
 from cellinr.geometry.grid import evaluate_dense, evaluate_fast, grid_points
 from cellinr.model.run import load_run, write_run_files
 from cellinr.io.sdf_dataset import SDFDataset
@@ -177,7 +179,7 @@ def test_generate_outputs_and_same_seed_identical_files(tiny_run, tmp_path):
     np.testing.assert_allclose(img.spacing, (spacing,) * 3, rtol=1e-5)
     mip = read_tiff(tmp_path / "a/cell_0000_mip.tif")
     np.testing.assert_array_equal(mip.data, img.data.max(axis=1))
-    from cellinr.geometry.mesh import read_mesh
+    from cellinr.io.meshes import read_mesh
 
     mesh = read_mesh(tmp_path / "a/meshes/cell_0000/t0003.ply")  # x, y, z in microns
     assert mesh.faces.shape[0] > 100 and mesh.volume() > 0

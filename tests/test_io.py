@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from cellinr.errors import InputError, ParameterError
-from cellinr.io.sources import describe, open_source, parse_spacing
+from cellinr.io.sources import open_source, parse_spacing
+from cellinr.summary import describe
 from cellinr.io.tiff import open_tiff, read_tiff, write_tiff
 
 

@@ -10,7 +10,7 @@ import pytest
 from cellinr.cli import main
 from cellinr.data.preparation import mask_to_sdf, prepare
 from cellinr.errors import InputError, OutputExistsError, ParameterError
-from cellinr.io.sources import describe
+from cellinr.summary import describe
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import write_tiff
 

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from cellinr.generation.frontends import fit
+    from cellinr.training.fitting import fit
 
     results = fit(
         args.run_dir, args.dataset_dir, args.out, steps=args.steps, rotations=args.rotations, points=args.points,

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.io.sources import describe
+    from cellinr.summary import describe
 
     print(describe(args.path, axes=args.axes, spacing=args.spacing, dataset=args.dataset, stats=args.stats))
     return 0

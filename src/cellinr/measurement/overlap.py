@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cellinr.geometry import regions
 from cellinr.errors import InputError, ParameterError
 
 #: Keys of :func:`overlap_metrics`, in column order.
@@ -47,9 +48,7 @@ def _check_pair(a: np.ndarray, b: np.ndarray, name_a: str = "a", name_b: str = "
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice coefficient 2 |A & B| / (|A| + |B|) (1 when both masks are empty)."""
-    a, b = _check_pair(a, b)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
+    return regions.dice(*_check_pair(a, b))
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,8 +22,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cellinr.errors import ConfigError, RunError
+import numpy as np
+
+from cellinr.errors import ConfigError, ParameterError, RunError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cellinr.model.config import Config
+    from cellinr.nn.decoder import AutoDecoder
 
 FORMAT_NAME = "cellinr-run"
 FORMAT_VERSION = 1
@@ -39,13 +48,20 @@ REQUIRED = (CONFIG_FILE, MODEL_FILE, LATENTS_FILE, RUN_FILE)
 
 @dataclass
 class Run:
-    """A loaded run folder (see :func:`load_run`)."""
+    """A loaded run folder (see :func:`load_run`) and the quantities derived from its files.
+
+    The decoder evaluates ``f(z, R x, t)`` on coordinates in [-1, 1]: the training cube of
+    ``training_size`` voxels per axis (``manifest["size"]``), whose SDF was clipped at
+    ``manifest["clamp"]`` voxels and divided by it.
+    """
 
     path: Path
-    config: object  # cellinr.model.config.Config
-    decoder: object  # cellinr.nn.decoder.AutoDecoder, eval mode
-    latents: object  # (N, L) float32 tensor
-    rotations: object  # (N, 3, 3) float32 tensor
+    config: Config
+    decoder: AutoDecoder
+    latents: torch.Tensor
+    """(N, L) float32 learned codes, on the run's device."""
+    rotations: torch.Tensor
+    """(N, 3, 3) float32 learned rotations (identity when none were learned)."""
     names: list[str]
     frames: list[int]
     manifest: dict = field(default_factory=dict)
@@ -59,6 +75,69 @@ class Run:
     def field(self, index: int):
         """The SDF function of training sequence ``index`` (see ``AutoDecoder.field``)."""
         return self.decoder.field(self.latents[index], self.rotations[index])
+
+    # -- derived quantities ------------------------------------------------------------------
+    @property
+    def training_size(self) -> int | None:
+        """Edge (voxels) of the training cube, or None when the manifest does not record it."""
+        size = self.manifest.get("size") or max(self.manifest.get("dims") or [0]) or None
+        return None if size is None else int(size)
+
+    @property
+    def sdf_unit(self) -> float:
+        """Length of one SDF unit in coordinate units: ``clamp * 2 / (size - 1)``."""
+        size, clamp = self.training_size, self.manifest.get("clamp")
+        if not size or not clamp or size < 2:
+            raise RunError(f"{self.path}: the run's manifest lacks 'size' or 'clamp'")
+        return float(clamp) * 2.0 / (size - 1)
+
+    @property
+    def voxel_size_um(self) -> tuple[float, float, float] | None:
+        """Voxel size (Z, Y, X) microns of the training cube, or None when unknown."""
+        vox = self.manifest.get("voxel_size_um")
+        if vox is None:
+            return None
+        z, y, x = np.broadcast_to(np.asarray(vox, dtype=np.float64), (3,))
+        return float(z), float(y), float(x)
+
+    def output_spacing(self, dims: tuple[int, int, int]) -> tuple[float, float, float] | None:
+        """Voxel size (Z, Y, X) microns of an output grid ``dims`` spanning the training cube.
+
+        An axis of D voxels has voxel size ``voxel_size_um * (size - 1) / (D - 1)``.
+        """
+        vox, size = self.voxel_size_um, self.training_size
+        if vox is None or not size:
+            return None
+        z, y, x = (float(v * (size - 1) / (d - 1)) if d > 1 else float(v) for v, d in zip(vox, dims))
+        return z, y, x
+
+    @property
+    def codes(self) -> np.ndarray:
+        """(N, L) float32 learned codes as a NumPy array."""
+        return self.latents.detach().cpu().numpy().astype(np.float32)
+
+    @property
+    def rotation_matrices(self) -> np.ndarray:
+        """(N, 3, 3) float64 learned rotations as a NumPy array."""
+        return self.rotations.detach().cpu().numpy().astype(np.float64)
+
+    @property
+    def max_frames(self) -> int:
+        """The largest training frame count (1 when unknown)."""
+        return int(max(self.frames)) if self.frames else 1
+
+    def code_index(self, key: str | int) -> int:
+        """Index of a learned code given a sequence name or an index (negative counts from the end)."""
+        if isinstance(key, str) and key in self.names:
+            return self.names.index(key)
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            shown = ", ".join(self.names[:5]) + (", ..." if len(self.names) > 5 else "")
+            raise ParameterError(f"{key!r}: not a sequence name of the run (names: {shown})") from None
+        if not -len(self.names) <= index < len(self.names):
+            raise ParameterError(f"{key}: code index out of range (the run has {len(self.names)} codes)")
+        return index % len(self.names)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

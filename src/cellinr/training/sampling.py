@@ -39,38 +39,51 @@ def frame_time(t: int, n_frames: int) -> float:
     return 0.0 if n_frames <= 1 else -1.0 + 2.0 * t / (n_frames - 1)
 
 
-def sample_frame(
-    sdf: np.ndarray, n_points: int, *, scheme: str = "reference", near_fraction: float = 0.7,
-    near_threshold: float = 0.3, band: float = 0.1, rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n_points`` voxels of one frame.
+class NearFarIndex:
+    """The voxels of one frame split into "near" and "far" by a sampling scheme, ready to draw from.
 
     Parameters
     ----------
     sdf : (Z, Y, X) float32 ndarray, normalised SDF (negative inside).
     scheme : ``reference`` (near = SDF <= near_threshold) or ``band`` (near = |SDF| <= band).
+    """
+
+    def __init__(self, sdf: np.ndarray, *, scheme: str = "reference", near_threshold: float = 0.3,
+                 band: float = 0.1):
+        self.flat = np.asarray(sdf).reshape(-1)
+        near = self.flat <= near_threshold if scheme == "reference" else np.abs(self.flat) <= band
+        self.near = np.flatnonzero(near)
+        self.far = np.flatnonzero(~near)
+
+    def draw(self, n_points: int, near_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n_points`` flat voxel indices (with replacement) and their SDF values (float32)."""
+        n_near = int(round(near_fraction * n_points))
+        if len(self.far) == 0:
+            n_near = n_points
+        elif len(self.near) == 0:
+            n_near = 0
+        parts = []
+        if n_near:
+            parts.append(self.near[rng.integers(0, len(self.near), n_near)])
+        if n_points - n_near:
+            parts.append(self.far[rng.integers(0, len(self.far), n_points - n_near)])
+        index = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return index, self.flat[index].astype(np.float32)
+
+
+def sample_frame(
+    sdf: np.ndarray, n_points: int, *, scheme: str = "reference", near_fraction: float = 0.7,
+    near_threshold: float = 0.3, band: float = 0.1, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``n_points`` voxels of one frame (see :class:`NearFarIndex`).
 
     Returns
     -------
     index : (n_points,) int64 flat voxel indices (C order).
     value : (n_points,) float32 SDF values at those voxels.
     """
-    flat = sdf.reshape(-1)
-    near = flat <= near_threshold if scheme == "reference" else np.abs(flat) <= band
-    near_idx = np.flatnonzero(near)
-    far_idx = np.flatnonzero(~near)
-    n_near = int(round(near_fraction * n_points))
-    if len(far_idx) == 0:
-        n_near = n_points
-    elif len(near_idx) == 0:
-        n_near = 0
-    parts = []
-    if n_near:
-        parts.append(near_idx[rng.integers(0, len(near_idx), n_near)])
-    if n_points - n_near:
-        parts.append(far_idx[rng.integers(0, len(far_idx), n_points - n_near)])
-    index = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return index, flat[index].astype(np.float32)
+    split = NearFarIndex(sdf, scheme=scheme, near_threshold=near_threshold, band=band)
+    return split.draw(n_points, near_fraction, rng)
 
 
 def window_batches(n_frames: int, frames_per_step: int, seed: int, window: int) -> np.ndarray:

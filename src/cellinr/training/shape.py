@@ -32,6 +32,7 @@ from cellinr.nn.decoder import AutoDecoder
 from cellinr.nn.rotation import RotationTable
 from cellinr.training import checkpoint as ckpt
 from cellinr.training import distributed as dist_utils
+from cellinr.training.loss import code_regulariser, regulariser_weight, sdf_l1
 from cellinr.training.sampling import PointPool, index_to_coords
 
 log = logging.getLogger(__name__)
@@ -332,7 +333,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         for epoch in range(start_epoch, tc.epochs):
             t0 = time.perf_counter()
             net.train()
-            reg_weight = tc.code_reg * min(1.0, (epoch + 1) / max(1, tc.code_reg_warmup))
+            reg_weight = regulariser_weight(tc.code_reg, epoch, tc.code_reg_warmup)
             rot_active = model.rotations is not None and epoch < tc.rotation_epochs
             totals = torch.zeros(3, device=device)  # summed on the device: no host sync per step
             n_steps = 0
@@ -344,12 +345,8 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                 model.zero_grad(set_to_none=True)
                 with autocast():
                     pred, codes = net(seq_t, times_t, xyz)
-                pred = pred.float()
-                if tc.clamp is not None:
-                    pred = pred.clamp(-tc.clamp, tc.clamp)
-                    target = target.clamp(-tc.clamp, tc.clamp)
-                l1 = (pred - target).abs().mean()
-                reg = codes.float().norm(dim=1).mean()
+                l1 = sdf_l1(pred, target, tc.clamp)
+                reg = code_regulariser(codes)
                 loss = l1 + reg_weight * reg
                 if scaler is not None:
                     scaler.scale(loss).backward()
