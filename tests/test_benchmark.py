@@ -102,7 +102,7 @@ def test_benchmark_cli_with_model_and_bad_inputs(source, tmp_path, capsys):
     assert "not a texture model" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InputError, match="no TIFF files"):
+    with pytest.raises(InputError, match="no mask files"):
         benchmark(empty, tmp_path / "b4")
     mips = dividing_sequence().max(axis=1)
     write_tiff(empty / "mip.tif", mips, axes="TYX")
@@ -116,7 +116,7 @@ def test_benchmark_cli_with_model_and_bad_inputs(source, tmp_path, capsys):
     with pytest.raises(InputError, match="all frames are empty"):
         benchmark(empty, tmp_path / "b7")
     write_tiff(tmp_path / "float.tif", np.full((2, 4, 8, 8), 0.5, np.float32), axes="TZYX")
-    with pytest.raises(InputError, match="non-integer"):
+    with pytest.raises(InputError, match="labels must be integers"):
         benchmark(tmp_path / "float.tif", tmp_path / "b6")
     assert not (tmp_path / "b6").exists()
 

@@ -9,9 +9,9 @@ from cellinr.cli import main
 from cellinr.errors import InputError, OutputExistsError, ParameterError
 from cellinr.io.tiff import write_tiff
 from cellinr.measurement.comparison import compare, coverage_mmd, one_nn_accuracy
-from cellinr.measurement.descriptors import describe_sequence, read_rows
+from cellinr.data import simulation as simulate
+from cellinr.measurement.tables import describe_sequence, read_rows
 
-simulate = pytest.importorskip("cellinr.data.simulation.phantoms")
 
 
 def simulated_rows(kind, indices, *, frames=2, size=32, seed=0):
@@ -194,8 +194,8 @@ def _ellipsoid_masks(size, radii, rotation, frames=2):
 
 
 def test_rotation_report_end_to_end(tmp_path, capsys):
-    torch = pytest.importorskip("torch")
-    train = pytest.importorskip("cellinr.training.shape").train
+    import torch
+    from cellinr.training.shape import train
     torch.set_num_threads(1)
     rng = np.random.default_rng(3)
     shapes, names, applied = [], [], {}
@@ -223,8 +223,7 @@ def test_rotation_report_end_to_end(tmp_path, capsys):
 
 
 def test_compare_activations_smoke(tmp_path):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("cellinr.training.shape")
+    import torch
     from cellinr.evaluation.activations import compare_activations, count_protrusions
 
     torch.set_num_threads(1)

@@ -8,14 +8,8 @@ import pytest
 from cellinr.cli import main
 from cellinr.errors import InputError, ParameterError
 from cellinr.io.tiff import write_tiff
-from cellinr.measurement.descriptors import (
-    DESCRIPTORS_2D,
-    DESCRIPTORS_3D,
-    describe_mask,
-    describe_sequence,
-    measure,
-    read_rows,
-)
+from cellinr.measurement.descriptors import DESCRIPTORS_2D, DESCRIPTORS_3D, describe_mask
+from cellinr.measurement.tables import describe_sequence, measure, read_rows
 
 
 def ellipsoid(shape, centre_um, radii_um, spacing=(1.0, 1.0, 1.0)):
@@ -161,7 +155,7 @@ def test_measure_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["measure", str(tmp_path / "empty"), "--out", str(tmp_path / "t.csv")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "no mask TIFFs" in err and len(err.splitlines()) == 1
+    assert "holds no masks" in err and len(err.splitlines()) == 1
     write_tiff(tmp_path / "m.tif", np.ones((4, 5, 6), np.uint8), axes="ZYX")
     assert main(["measure", str(tmp_path / "m.tif"), "--out", str(tmp_path / "t.csv"), "--spacing", "1", "2"]) == 2
     assert "spacing" in capsys.readouterr().err

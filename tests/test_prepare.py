@@ -368,8 +368,9 @@ def test_real_cells3d_nuclei_volumes(tmp_path):
 
 
 def test_info_run_folder(tmp_path, capsys):
-    run_module = pytest.importorskip("cellinr.model.run", reason="run folders not available yet")
-    torch = pytest.importorskip("torch")
+    import torch
+
+    from cellinr.model import run as run_module
     from cellinr.model.config import preset
     from cellinr.nn.decoder import AutoDecoder
 

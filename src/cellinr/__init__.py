@@ -34,7 +34,7 @@ _API = {
     "render_masks": "cellinr.texture.renderer:render_masks",
     "estimate_render_params": "cellinr.texture.renderer:estimate_render_params",
     "benchmark": "cellinr.benchmarking:benchmark",
-    "measure": "cellinr.measurement.descriptors:measure",
+    "measure": "cellinr.measurement.tables:measure",
     "compare": "cellinr.measurement.comparison:compare",
     "compare_activations": "cellinr.evaluation.activations:compare_activations",
     "rotation_report": "cellinr.evaluation.rotations:rotation_report",

@@ -31,20 +31,32 @@ log = logging.getLogger(__name__)
 
 
 def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
-    """The 3D and 3D+t mask TIFFs of ``source`` (a file, or a folder searched recursively).
+    """The mask sequences of ``source``: a file (any format :func:`cellinr.io.sources.open_source` reads),
+    a folder of per-frame masks (CTC layout), or a folder searched recursively for mask TIFFs (or, when
+    it holds none, HDF5 / NumPy files).
 
     Files whose axes are 2D or 2D+t (MIPs, previews) are skipped when reading; names are the file stems,
     prefixed by their sub-folder when stems repeat.
     """
+    from cellinr.io.masks import MASK_SUFFIXES, mask_inputs
+    from cellinr.io.sources import TIFF_SUFFIXES
+
     source = Path(source)
     if not source.exists():
         raise InputError(f"{source}: not found")
     if source.is_file():
         return [(source.stem, source)]
-    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".tif", ".tiff")
-                   and not any(part.startswith(".") for part in p.relative_to(source).parts))
+    inputs = mask_inputs(source) if any(source.glob("*.tif*")) else []
+    if inputs == [source]:  # one per-frame sequence
+        return [(source.name, source)]
+
+    def visible(suffixes):
+        return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                      and not any(part.startswith(".") for part in p.relative_to(source).parts))
+
+    files = visible(TIFF_SUFFIXES) or visible(MASK_SUFFIXES)
     if not files:
-        raise InputError(f"{source}: no TIFF files in folder")
+        raise InputError(f"{source}: no mask files (TIFF, HDF5, NumPy) in folder")
     stems = [p.stem for p in files]
     names = []
     for p in files:
@@ -56,29 +68,20 @@ def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
 def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | None, bool] | None:
     """(labels, spacing, is_3d): (T, Z, Y, X) labels of a 3D / 3D+t mask (is_3d True) or (T, Y, X) of a
     2D / 2D+t mask such as a MIP (is_3d False); None for other files in a folder."""
-    from cellinr.io.tiff import read_tiff
-    from cellinr.texture.data import check_labels
+    from cellinr.io.sources import open_source
 
-    img = read_tiff(path)
-    data, axes = img.data, img.axes
-    if "C" in axes and data.shape[axes.index("C")] == 1:
-        data = np.squeeze(data, axis=axes.index("C"))
-        axes = axes.replace("C", "")
-    if axes in ("ZYX", "YX"):
-        data = data[None]
-    if axes not in ("TZYX", "ZYX", "TYX", "YX"):
+    try:
+        src = open_source(path, ndim=None)
+    except InputError as exc:
         if single_file:
-            raise InputError(f"{path}: expected a 3D+t (T, Z, Y, X) or 3D (Z, Y, X) mask, got axes {axes} "
-                             f"and shape {data.shape}")
-        log.info("%s: skipped (axes %s are not TZYX, ZYX, TYX or YX)", path, axes)
+            raise
+        log.info("%s: skipped (%s)", path, exc)
         return None
-    is_3d = "Z" in axes
-    if np.issubdtype(data.dtype, np.integer) and data.dtype.itemsize <= 2:
-        # uint8 / uint16 masks are valid labels as they are; no int32 copy of a large 3D+t stack
-        if np.issubdtype(data.dtype, np.signedinteger) and data.min() < 0:
-            raise InputError(f"{path}: masks must hold non-negative labels, got minimum {data.min()}")
-        return data, img.spacing, is_3d
-    return check_labels(data, str(path)), img.spacing, is_3d
+    with src:
+        spacing = src.spacing
+        if spacing is not None and src.ndim == 2:
+            spacing = (1.0, *spacing)
+        return src.read_all_labels(), spacing, src.ndim == 3
 
 
 def benchmark(

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellinr.measurement.descriptors import measure
+    from cellinr.measurement.tables import measure
 
     rows = measure(args.path, args.out, spacing=args.spacing, axes=args.axes, workers=args.workers,
                    overwrite=args.overwrite)

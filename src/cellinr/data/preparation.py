@@ -616,7 +616,7 @@ def prepare(
                      "voxel_size": voxel_size, "scale": scale, "axes": axes, "dataset": dataset},
             sources=[{**src.summary(), "spacing_used_um": list(sp),
                       **({"time_indices": src.time_indices, "pattern": src.pattern}
-                         if hasattr(src, "time_indices") else {})}
+                         if hasattr(src, "pattern") else {})}
                      for src, sp in zip(sources, spacings)],
             sequences=[], excluded=excluded,
         )

@@ -235,7 +235,7 @@ def compare_activations(
 
     rp.image_grid(figure_rows, out / "figure.png", row_labels=row_labels, col_labels=col_labels, cell=1.5,
                   title="maximum-intensity projections over time: ground truth | sine | ReLU")
-    from cellinr.measurement.descriptors import write_rows
+    from cellinr.measurement.tables import write_rows
 
     write_rows(out / "table.csv", rows)
     _write_csv(out / "summary.csv", summary)

@@ -270,7 +270,7 @@ def rotation_report(
                               xlabel="angular error [degrees]", title="relative rotation error of copies",
                               bins=np.arange(0.0, 181.0, 5.0), density=False)
             figures["rotation_errors.png"] = "Angular error between the recovered relative rotations of copies."
-        from cellinr.measurement.descriptors import write_rows
+        from cellinr.measurement.tables import write_rows
 
         write_rows(tmp / "sequences.csv", res["per_sequence"])
         metrics = {"run": str(run_dir), "rotations_learned": learned, "codes": res["codes"],

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import InputError, ParameterError
+from cellinr.io.units import parse_frame_interval, parse_spacing
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +48,8 @@ _KNOWN_AXES = "TZCYXS"
 Roi = tuple[slice, slice, slice]
 
 
-def parse_spacing(
-    spacing: Sequence[float] | float | None, *, name: str = "spacing"
-) -> tuple[float, float, float] | None:
-    """Validate a voxel size: three positive finite values (Z, Y, X) microns, or one for all axes."""
-    if spacing is None:
-        return None
-    values = [spacing] if np.isscalar(spacing) else list(spacing)
-    try:
-        values = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name}: expected numbers Z Y X, got {spacing!r}") from None
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3:
-        raise ParameterError(f"{name}: expected 3 values Z Y X (microns), got {len(values)}: {values}")
-    if not all(np.isfinite(v) and v > 0 for v in values):
-        raise ParameterError(f"{name}: values must be positive, got {values}")
-    return (values[0], values[1], values[2])
-
-
-def resolve_axes(stored_axes: str | None, shape: tuple[int, ...], override: str | None, *, where: str) -> str:
+def resolve_axes(stored_axes: str | None, shape: tuple[int, ...], override: str | None, *, where: str,
+                 ndim: int | None = 3) -> str:
     """Name every stored dimension with one of T, Z, Y, X (or a size-1 axis to drop).
 
     Parameters
@@ -76,12 +58,15 @@ def resolve_axes(stored_axes: str | None, shape: tuple[int, ...], override: str 
     shape : the stored shape.
     override : the user's ``--axes``, one letter per stored dimension.
     where : the file name for error messages.
+    ndim : spatial dimensions wanted: 3 (Z, Y, X), 2 (Y, X; a Z axis without a T axis is read as
+        frames) or None (3 when the data have a Z axis, else 2).
 
     Returns
     -------
     axes : str
-        Same length as ``shape``; contains Z, Y and X, maybe T; other letters only on size-1 dims.
+        Same length as ``shape``; contains the spatial axes, maybe T; other letters only on size-1 dims.
     """
+    want = ndim
     ndim = len(shape)
     if override is not None:
         axes = override.strip().upper()
@@ -97,22 +82,31 @@ def resolve_axes(stored_axes: str | None, shape: tuple[int, ...], override: str 
         unknown = sum(c not in _KNOWN_AXES for c in (stored_axes or ""))
         named = stored_axes or ""
         if stored_axes is not None and unknown == 1 and "Z" not in named and {"Y", "X"} <= set(named):
-            axes = "".join(c if c in _KNOWN_AXES else "Z" for c in named)
+            axes = "".join(c if c in _KNOWN_AXES else ("T" if want == 2 else "Z") for c in named)
+        elif ndim == 2 and want != 3:
+            axes = "YX"
         elif ndim == 3:
-            axes = "ZYX"
+            axes = "TYX" if want == 2 else "ZYX"
         elif ndim == 4:
             axes = "TZYX"
         else:
-            raise InputError(f"{where}: data has {ndim} dimensions {tuple(shape)}; expected 3 (ZYX) or "
-                             "4 (TZYX); pass --axes to name them, e.g. --axes TZCYX")
+            expected = "2 (YX) or 3 (TYX)" if want == 2 else "3 (ZYX) or 4 (TZYX)"
+            raise InputError(f"{where}: data has {ndim} dimensions {tuple(shape)}; expected {expected}; "
+                             "pass --axes to name them, e.g. --axes TZCYX")
     else:
         axes = stored_axes.upper()
-    for letter in _SPATIAL:
+    if want == 2 and "Z" in axes and "T" not in axes:
+        axes = axes.replace("Z", "T")  # a stack of 2D planes is a sequence of 2D frames
+    spatial = "ZYX" if want == 3 or (want is None and "Z" in axes) else "YX"
+    if spatial == "YX" and "Z" in axes and dict(zip(axes, shape))["Z"] != 1:
+        raise InputError(f"{where}: axes {axes!r} (shape {tuple(shape)}) are 3D+t; expected 2D images (YX or TYX)")
+    for letter in spatial:
         if letter not in axes:
+            what = "3D volumes" if spatial == "ZYX" else "2D images"
             raise InputError(f"{where}: axes {axes!r} (shape {tuple(shape)}) have no {letter} axis; "
-                             "prepare needs 3D volumes; pass --axes to name the dimensions")
+                             f"expected {what}; pass --axes to name the dimensions")
     for letter, size in zip(axes, shape):
-        if letter not in "TZYX" and size != 1:
+        if letter not in "T" + spatial and size != 1:
             raise InputError(f"{where}: axis {letter} has length {size}; only T, Z, Y, X may be longer "
                              "than 1 (pass a single-channel mask, or --axes to rename the axes)")
     return axes
@@ -134,11 +128,17 @@ class FrameSource:
         The stored shape.
     dtype : numpy dtype
     n_frames : int
-    frame_shape : (Z, Y, X) ints
-    spacing : (Z, Y, X) microns or None
+    spatial : str
+        "ZYX" for 3D frames, "YX" for 2D frames.
+    frame_shape : (Z, Y, X) or (Y, X) ints
+    spacing : (Z, Y, X) or (Y, X) microns, or None
         Voxel size from the metadata or the ``spacing`` argument.
     spacing_from : str
         "argument", "metadata" or "unknown".
+    frame_interval : float or None
+        Minutes between frames, from the metadata or the ``frame_interval`` argument.
+    time_indices : list of int
+        The time point of every frame (file numbers of per-frame folders, else 0, 1, 2, ...).
     frame_labels : list of str
         A name per frame (file names for folders, "t=K" otherwise).
     dataset : str or None
@@ -146,36 +146,46 @@ class FrameSource:
     """
 
     def __init__(self, path: Path, *, format: str, kind: str, axes: str, shape: tuple[int, ...], dtype,
-                 spacing, spacing_from: str, dataset: str | None = None):
+                 spacing, spacing_from: str, dataset: str | None = None, spatial: str | None = None,
+                 frame_interval: float | None = None):
         self.path = path
+        self.spatial = spatial or ("ZYX" if "Z" in axes else "YX")
         self.format = format
         self.kind = kind
         self.axes = axes
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
-        self.spacing = spacing
+        self.spacing = None if spacing is None else parse_spacing(spacing, ndim=len(self.spatial), name="--spacing")
         self.spacing_from = spacing_from
+        self.frame_interval = frame_interval
         self.dataset = dataset
         sizes = dict(zip(axes, self.shape))
         self.n_frames = int(sizes.get("T", 1))
-        self.frame_shape: tuple[int, int, int] = tuple(int(sizes[a]) for a in _SPATIAL)  # type: ignore[assignment]
+        self.frame_shape: tuple[int, ...] = tuple(int(sizes[a]) for a in self.spatial)
         self.frame_labels = [f"t={t}" for t in range(self.n_frames)]
+        self.time_indices = list(range(self.n_frames))
 
-    # subclasses implement _read(t, roi) -> (Z, Y, X) array
+    @property
+    def ndim(self) -> int:
+        """Spatial dimensions of a frame (2 or 3)."""
+        return len(self.spatial)
+
+    # subclasses implement _read(t, roi) -> (Z, Y, X) or (Y, X) array
     def _read(self, t: int, roi: Roi) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def read_frame(self, t: int, roi: Roi | None = None) -> np.ndarray:
-        """Read frame ``t`` (or the box ``roi`` of it) as a (Z, Y, X) array, without loading other frames."""
+        """Read frame ``t`` (or the box ``roi`` of it) as a (Z, Y, X) or (Y, X) array, without loading
+        other frames."""
         if not 0 <= t < self.n_frames:
             raise IndexError(f"frame {t} out of range for {self.n_frames} frames")
         if roi is None:
-            roi = (slice(None),) * 3
+            roi = (slice(None),) * self.ndim
         data = self._read(t, tuple(roi))
         return np.asarray(data)
 
     def read_labels(self, t: int, roi: Roi | None = None) -> np.ndarray:
-        """Read frame ``t`` as non-negative integer labels (Z, Y, X).
+        """Read frame ``t`` as non-negative integer labels (Z, Y, X) or (Y, X).
 
         "sdf" sources are thresholded (inside = value <= 0 -> 1). Boolean masks become uint8.
 
@@ -228,7 +238,16 @@ class FrameSource:
             "frame_shape": list(self.frame_shape),
             "spacing_um": list(self.spacing) if self.spacing is not None else None,
             "spacing_from": self.spacing_from,
+            "frame_interval_min": self.frame_interval,
         }
+
+    def read_all_labels(self) -> np.ndarray:
+        """All frames as one (T, Z, Y, X) or (T, Y, X) label array (for inputs that fit in memory)."""
+        from cellinr._util.memory import check_memory
+
+        itemsize = max(self.dtype.itemsize, 1)
+        check_memory(self.n_frames * int(np.prod(self.frame_shape)) * itemsize, None, f"reading {self.path}")
+        return np.stack([self.read_labels(t) for t in range(self.n_frames)])
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({str(self.path)!r}, format={self.format!r}, axes={self.axes!r}, "
@@ -248,8 +267,8 @@ class ArrayFrameSource(FrameSource):
         for axis in self.axes:
             if axis == "T":
                 key.append(t)
-            elif axis in _SPATIAL:
-                key.append(roi[_SPATIAL.index(axis)])
+            elif axis in self.spatial:
+                key.append(roi[self.spatial.index(axis)])
                 kept.append(axis)
             else:
                 key.append(0)
@@ -259,7 +278,7 @@ class ArrayFrameSource(FrameSource):
             raise
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise InputError(f"{self.path}: cannot read {self.frame_labels[t]} ({type(exc).__name__}: {exc})") from None
-        return np.transpose(data, [kept.index(a) for a in _SPATIAL])
+        return np.transpose(data, [kept.index(a) for a in self.spatial])
 
     def close(self) -> None:
         if self._closer is not None:
@@ -272,29 +291,37 @@ class TiffFolderSource(FrameSource):
     """A folder of per-frame 3D TIFFs (one file per time point), read one file at a time."""
 
     def __init__(self, path: Path, files: list[Path], numbers: list[int] | None, *, axes_override: str | None,
-                 spacing, pattern: str):
+                 spacing, pattern: str, ndim: int | None = 3, frame_interval: float | None = None):
         from cellinr.io.tiff import open_tiff
 
         shapes = []
         first_axes = None
         file_spacing = None
+        spatial = None
         for i, f in enumerate(files):
             with open_tiff(f) as arr:
-                axes = resolve_axes(arr.axes, arr.shape, axes_override, where=str(f))
+                # a per-frame file is one frame: a third axis without a name is Z (3D) unless 2D is wanted
+                axes = resolve_axes(arr.axes, arr.shape, axes_override, where=str(f),
+                                    ndim=ndim if spatial is None else len(spatial))
+                if spatial is None:
+                    spatial = _spatial_of(axes, ndim)
                 if "T" in axes and dict(zip(axes, arr.shape))["T"] != 1:
-                    raise InputError(f"{f}: a folder must hold one 3D frame per file, this file has "
+                    raise InputError(f"{f}: a folder must hold one frame per file, this file has "
                                      f"{dict(zip(axes, arr.shape))['T']} time points")
-                frame_shape = tuple(dict(zip(axes, arr.shape))[a] for a in _SPATIAL)
+                frame_shape = tuple(dict(zip(axes, arr.shape))[a] for a in spatial)
                 shapes.append(frame_shape)
                 if i == 0:
                     first_axes, file_spacing, dtype = axes, arr.spacing, arr.dtype
                 elif frame_shape != shapes[0]:
-                    raise InputError(f"{path}: frames of different shapes: {f.name} is {frame_shape} (ZYX), "
+                    raise InputError(f"{path}: frames of different shapes: {f.name} is {frame_shape} ({spatial}), "
                                      f"{files[0].name} is {shapes[0]}")
+        if file_spacing is not None and spatial == "YX":
+            file_spacing = file_spacing[1:]
         spacing_from = "argument" if spacing is not None else ("metadata" if file_spacing else "unknown")
-        super().__init__(path, format="tiff-folder", kind="labels", axes="T" + _SPATIAL,
-                         shape=(len(files), *shapes[0]), dtype=dtype,
-                         spacing=spacing if spacing is not None else file_spacing, spacing_from=spacing_from)
+        super().__init__(path, format="tiff-folder", kind="labels", axes="T" + spatial,
+                         shape=(len(files), *shapes[0]), dtype=dtype, spatial=spatial,
+                         spacing=spacing if spacing is not None else file_spacing, spacing_from=spacing_from,
+                         frame_interval=frame_interval)
         self.files = files
         self.pattern = pattern
         self.time_indices = numbers if numbers is not None else list(range(len(files)))
@@ -305,10 +332,8 @@ class TiffFolderSource(FrameSource):
         from cellinr.io.tiff import open_tiff
 
         with open_tiff(self.files[t]) as arr:
-            axes = resolve_axes(arr.axes, arr.shape, None, where=str(self.files[t])) \
-                if self._file_axes is None else self._file_axes
-            src = ArrayFrameSource(self.files[t], arr, format="tiff", kind="labels", axes=axes,
-                                   spacing=None, spacing_from="unknown")
+            src = ArrayFrameSource(self.files[t], arr, format="tiff", kind="labels", axes=self._file_axes,
+                                   spacing=None, spacing_from="unknown", spatial=self.spatial)
             return src._read(0, roi)
 
 
@@ -373,7 +398,11 @@ def _hdf5_spacing(dset) -> tuple[float, float, float] | None:
     return None
 
 
-def _open_hdf5(path: Path, dataset: str | None, axes: str | None, spacing) -> FrameSource:
+def _spatial_of(resolved: str, ndim: int | None) -> str:
+    return "ZYX" if ndim == 3 or (ndim is None and "Z" in resolved) else "YX"
+
+
+def _open_hdf5(path: Path, dataset: str | None, axes: str | None, spacing, ndim, interval) -> FrameSource:
     import h5py
 
     try:
@@ -407,8 +436,11 @@ def _open_hdf5(path: Path, dataset: str | None, axes: str | None, spacing) -> Fr
             stored_axes = "XYZ"
         if stored_axes is not None and len(stored_axes) != dset.ndim:
             stored_axes = None
-        resolved = resolve_axes(stored_axes.upper() if stored_axes else None, dset.shape, axes, where=str(path))
+        resolved = resolve_axes(stored_axes.upper() if stored_axes else None, dset.shape, axes, where=str(path),
+                                ndim=ndim)
         file_spacing = _hdf5_spacing(dset)
+        if interval is None and "frame_interval_min" in dset.attrs:
+            interval = parse_frame_interval(float(dset.attrs["frame_interval_min"]), name=f"{path}: frame_interval_min")
         if kind == "sdf" and file_spacing is None and "voxel_size_um" in dset.attrs:
             file_spacing = parse_spacing(float(dset.attrs["voxel_size_um"]))
     except BaseException:
@@ -417,11 +449,19 @@ def _open_hdf5(path: Path, dataset: str | None, axes: str | None, spacing) -> Fr
     spacing_from = "argument" if spacing is not None else ("metadata" if file_spacing else "unknown")
     return ArrayFrameSource(
         path, dset, closer=f.close, format="sdf_vid" if is_reference else "hdf5", kind=kind, axes=resolved,
-        spacing=spacing if spacing is not None else file_spacing, spacing_from=spacing_from, dataset=dataset,
+        spacing=spacing if spacing is not None else _trim(file_spacing, resolved, ndim), spacing_from=spacing_from,
+        dataset=dataset, spatial=_spatial_of(resolved, ndim), frame_interval=interval,
     )
 
 
-def _open_numpy(path: Path, dataset: str | None, axes: str | None, spacing) -> FrameSource:
+def _trim(spacing, resolved: str, ndim: int | None):
+    """A file's (Z, Y, X) voxel size for the source's spatial axes."""
+    if spacing is None:
+        return None
+    return tuple(spacing)[-2:] if _spatial_of(resolved, ndim) == "YX" else spacing
+
+
+def _open_numpy(path: Path, dataset: str | None, axes: str | None, spacing, ndim, interval) -> FrameSource:
     try:
         if path.suffix.lower() == ".npy":
             array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -447,23 +487,26 @@ def _open_numpy(path: Path, dataset: str | None, axes: str | None, spacing) -> F
         raise
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"{path}: cannot read NumPy file ({type(exc).__name__}: {exc})") from None
-    resolved = resolve_axes(None, array.shape, axes, where=str(path))
+    resolved = resolve_axes(None, array.shape, axes, where=str(path), ndim=ndim)
     return ArrayFrameSource(path, array, format=fmt, kind="labels", axes=resolved, spacing=spacing,
-                            spacing_from="argument" if spacing is not None else "unknown", dataset=dataset)
+                            spacing_from="argument" if spacing is not None else "unknown", dataset=dataset,
+                            spatial=_spatial_of(resolved, ndim), frame_interval=interval)
 
 
-def _open_tiff_file(path: Path, axes: str | None, spacing) -> FrameSource:
+def _open_tiff_file(path: Path, axes: str | None, spacing, ndim, interval) -> FrameSource:
     from cellinr.io.tiff import open_tiff
 
     arr = open_tiff(path)
     try:
-        resolved = resolve_axes(arr.axes, arr.shape, axes, where=str(path))
+        resolved = resolve_axes(arr.axes, arr.shape, axes, where=str(path), ndim=ndim)
     except BaseException:
         arr.close()
         raise
     spacing_from = "argument" if spacing is not None else ("metadata" if arr.spacing else "unknown")
     return ArrayFrameSource(path, arr, closer=arr.close, format="tiff", kind="labels", axes=resolved,
-                            spacing=spacing if spacing is not None else arr.spacing, spacing_from=spacing_from)
+                            spacing=spacing if spacing is not None else _trim(arr.spacing, resolved, ndim),
+                            spacing_from=spacing_from, spatial=_spatial_of(resolved, ndim),
+                            frame_interval=interval if interval is not None else arr.frame_interval)
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike], *, axes: str | None = None) -> list[Path]:
@@ -526,12 +569,18 @@ def open_source(
     axes: str | None = None,
     spacing: Sequence[float] | None = None,
     dataset: str | None = None,
+    ndim: int | None = 3,
+    frame_interval: float | None = None,
 ) -> FrameSource:
     """Open an input file or folder as a lazy :class:`FrameSource`.
 
+    The one reader of the package: prepare, measure, compare, benchmark and texture read through it.
+
     Parameters
     ----------
-    path : a TIFF, .npy, .npz or HDF5 file, or a folder of per-frame 3D TIFFs.
+    path : a TIFF, .npy, .npz or HDF5 file, or a folder of per-frame TIFFs (CTC layouts included).
+    ndim : spatial dimensions of a frame: 3 (volumes, Z Y X), 2 (images, Y X; a stack of planes is
+        read as frames) or None (3 when the data have a Z axis, else 2).
     axes : str, optional
         Names of the stored dimensions (e.g. "TZYX", "ZTYX", "XYZT"), overriding the metadata.
         Letters other than T, Z, Y, X mark size-1 dimensions to drop.
@@ -540,6 +589,8 @@ def open_source(
     dataset : str, optional
         HDF5 dataset or NPZ array name. An HDF5 file with a ``sdf_vid`` dataset is read as the
         reference implementation's SDF file.
+    frame_interval : minutes, optional
+        Time between frames, overriding the metadata (ImageJ ``finterval``, OME ``TimeIncrement``).
 
     Raises
     ------
@@ -549,26 +600,31 @@ def open_source(
         Bad ``spacing`` or ``axes``.
     """
     path = Path(path)
-    spacing = parse_spacing(spacing, name="--spacing")
+    if ndim not in (2, 3, None):
+        raise ParameterError(f"ndim={ndim!r}: must be 2, 3 or None")
+    if spacing is not None and not isinstance(spacing, (int, float)) and len(spacing) not in (1, 2, 3):
+        raise ParameterError(f"--spacing: expected 1, 2 or 3 values, got {len(spacing)}")
+    frame_interval = parse_frame_interval(frame_interval)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
         if dataset is not None:
             raise ParameterError(f"{path}: --dataset applies to HDF5 and .npz files, not folders")
         files, numbers, pattern = _list_frame_files(path)
-        return TiffFolderSource(path, files, numbers, axes_override=axes, spacing=spacing, pattern=pattern)
+        return TiffFolderSource(path, files, numbers, axes_override=axes, spacing=spacing, pattern=pattern,
+                                ndim=ndim, frame_interval=frame_interval)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         if dataset is not None:
             raise ParameterError(f"{path}: --dataset applies to HDF5 and .npz files, not TIFF")
-        return _open_tiff_file(path, axes, spacing)
+        return _open_tiff_file(path, axes, spacing, ndim, frame_interval)
     if suffix in NPY_SUFFIXES:
-        return _open_numpy(path, dataset, axes, spacing)
+        return _open_numpy(path, dataset, axes, spacing, ndim, frame_interval)
     if suffix in HDF5_SUFFIXES:
-        return _open_hdf5(path, dataset, axes, spacing)
+        return _open_hdf5(path, dataset, axes, spacing, ndim, frame_interval)
     import h5py
 
     if h5py.is_hdf5(path):
-        return _open_hdf5(path, dataset, axes, spacing)
+        return _open_hdf5(path, dataset, axes, spacing, ndim, frame_interval)
     raise InputError(f"{path}: unsupported file type {suffix or '(no suffix)'}; expected TIFF, .npy, .npz, "
                      "HDF5 or a folder of TIFF frames")

@@ -43,11 +43,14 @@ class TiffImage:
         One letter per axis of ``data`` (tifffile convention: T, Z, Y, X, C, ...).
     spacing : tuple of float or None
         Voxel size (Z, Y, X) in microns, or None when the file does not say.
+    frame_interval : float or None
+        Minutes between frames (ImageJ ``finterval`` or OME ``TimeIncrement``), None when unknown.
     """
 
     data: np.ndarray
     axes: str
     spacing: tuple[float, float, float] | None
+    frame_interval: float | None = None
 
 
 def write_tiff(
@@ -56,9 +59,10 @@ def write_tiff(
     *,
     axes: str,
     spacing: tuple[float, float, float] | None = None,
+    frame_interval: float | None = None,
     compression: str | None = "zlib",
 ) -> Path:
-    """Write ``data`` as an ImageJ hyperstack with axes and voxel size, atomically (lossless).
+    """Write ``data`` as an ImageJ hyperstack with axes, voxel size and frame interval, atomically (lossless).
 
     Parameters
     ----------
@@ -67,7 +71,9 @@ def write_tiff(
     axes : str
         Axes of ``data``, e.g. "TZYX", "ZYX", "TYX", "YX".
     spacing : (z, y, x) microns, optional
-        Voxel size, stored as ImageJ ``spacing`` and resolution tags.
+        Voxel size, stored as ImageJ ``spacing`` and resolution tags (2D data: (y, x) or (z, y, x)).
+    frame_interval : minutes, optional
+        Time between frames, stored as ImageJ ``finterval`` (seconds).
     """
     import tifffile
 
@@ -81,9 +87,14 @@ def write_tiff(
     metadata: dict = {"axes": axes}
     resolution = None
     if spacing is not None:
-        z, y, x = (float(s) for s in spacing)
-        metadata.update(spacing=z, unit="um")
+        spacing = tuple(float(s) for s in spacing)
+        y, x = spacing[-2:]
+        metadata.update(unit="um")
+        if len(spacing) == 3 and "Z" in axes:
+            metadata.update(spacing=spacing[0])
         resolution = (1.0 / x, 1.0 / y)
+    if frame_interval is not None:
+        metadata.update(finterval=float(frame_interval) * 60.0, tunit="sec")
     with atomic_path(path) as tmp:
         tifffile.imwrite(
             tmp, data, imagej=True, metadata=metadata, resolution=resolution, compression=compression,
@@ -103,7 +114,7 @@ def read_tiff(path: str | os.PathLike, *, axes: str | None = None) -> TiffImage:
     """
     with open_tiff(path) as arr:
         data = arr[...]
-        file_axes, spacing = arr.axes, arr.spacing
+        file_axes, spacing, interval = arr.axes, arr.spacing, arr.frame_interval
     if axes is not None:
         axes = axes.upper()
         if len(axes) != data.ndim:
@@ -114,7 +125,7 @@ def read_tiff(path: str | os.PathLike, *, axes: str | None = None) -> TiffImage:
         unknown = sum(file_axes.count(c) for c in UNKNOWN_AXES)
         if unknown == 1 and "Z" not in file_axes:
             file_axes = "".join("Z" if c in UNKNOWN_AXES else c for c in file_axes)
-    return TiffImage(data=data, axes=file_axes, spacing=spacing)
+    return TiffImage(data=data, axes=file_axes, spacing=spacing, frame_interval=interval)
 
 
 class TiffArray:
@@ -127,6 +138,8 @@ class TiffArray:
         tifffile's axes for ``shape`` (e.g. "TZYX"; "IYX"/"QYX" when the file does not name them).
     spacing : (z, y, x) microns or None
         From ImageJ or OME metadata.
+    frame_interval : minutes or None
+        From ImageJ (``finterval``, ``tunit``) or OME (``TimeIncrement``) metadata.
 
     Uncompressed contiguous files are memory-mapped; otherwise ``arr[key]`` maps the index onto
     whole pages (2D planes), reads those pages and slices them. Files whose layout does not allow
@@ -174,6 +187,7 @@ class TiffArray:
             self.axes = series.axes.upper()
             self.dtype = np.dtype(series.dtype)
             self.spacing = _spacing_from_tiff(self._tif)
+            self.frame_interval = _interval_from_tiff(self._tif)
             self._series = series
             self._whole: np.ndarray | None = None
             self._memmap = self._try_memmap()
@@ -371,6 +385,28 @@ def _spacing_from_tiff(tif) -> tuple[float, float, float] | None:
                 sizes[axis] = float(value.group(1)) * factor
         if sizes:
             return (sizes.get("Z", 1.0), sizes.get("Y", 1.0), sizes.get("X", 1.0))
+    return None
+
+
+def _interval_from_tiff(tif) -> float | None:
+    """Minutes between frames from ImageJ or OME metadata, or None if the file does not say."""
+    from cellinr.io.units import interval_to_minutes
+
+    if tif.is_imagej and tif.imagej_metadata and tif.imagej_metadata.get("finterval"):
+        meta = tif.imagej_metadata
+        try:
+            return interval_to_minutes(float(meta["finterval"]), meta.get("tunit") or "s")
+        except (TypeError, ValueError):
+            return None
+    if tif.is_ome and tif.ome_metadata:
+        import tifffile
+
+        try:
+            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+            return interval_to_minutes(float(pixels["TimeIncrement"]), pixels.get("TimeIncrementUnit", "s"))
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
     return None
 
 

@@ -96,7 +96,8 @@ def load_shape_set(
     name : the set's name in messages and figures
     workers : mask files measured in parallel
     """
-    from cellinr.measurement.descriptors import MASK_SUFFIXES, measure_files, read_rows
+    from cellinr.io.masks import MASK_SUFFIXES
+    from cellinr.measurement.tables import measure_files, read_rows
 
     if isinstance(source, (list, tuple)):
         if not source:
@@ -296,7 +297,7 @@ def compare(
         ``descriptor_stats.csv``, ``descriptors_<name>.csv`` and ``figures/*.png``.
     """
     from cellinr._util.atomic import atomic_dir, atomic_write_text
-    from cellinr.measurement.descriptors import write_rows
+    from cellinr.measurement.tables import write_rows
 
     if len(names) != 2 or names[0] == names[1]:
         raise ParameterError(f"names: need two different set names, got {names}")

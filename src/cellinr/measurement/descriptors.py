@@ -43,21 +43,20 @@ How each quantity is computed (so numbers can be reproduced):
   extent, solidity (contour area over its convex-hull area), components, Euler number. No curvature
   columns in 2D.
 
-Empty frames give a row with zero volume and NaN for the other descriptors.
+Empty frames give a row with zero volume and NaN for the other descriptors. Sequences and files of
+masks are measured by :mod:`cellinr.measurement.tables`.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from cellinr.errors import InputError, ParameterError
+from cellinr.io.units import parse_spacing
 
 logger = logging.getLogger(__name__)
 
@@ -109,20 +108,25 @@ DESCRIPTORS_2D = (
 )
 
 #: Per-sequence descriptors (repeated on each row of a sequence) and the frame-pair shape change.
-SEQUENCE_DESCRIPTORS_3D = ("growth_rate_um3_per_frame", "relative_growth_rate_per_frame", "shape_change")
-SEQUENCE_DESCRIPTORS_2D = ("growth_rate_um2_per_frame", "relative_growth_rate_per_frame", "shape_change")
+SEQUENCE_DESCRIPTORS_3D = ("growth_rate_um3_per_frame", "growth_rate_um3_per_min", "relative_growth_rate_per_frame",
+                           "relative_growth_rate_per_min", "shape_change")
+SEQUENCE_DESCRIPTORS_2D = ("growth_rate_um2_per_frame", "growth_rate_um2_per_min", "relative_growth_rate_per_frame",
+                           "relative_growth_rate_per_min", "shape_change")
 
 #: Identifying columns that precede the descriptors in every row.
-ID_COLUMNS = ("sequence", "source", "label", "frame", "n_frames", "time", "ndim")
-
-MASK_SUFFIXES = (".tif", ".tiff")
-
+ID_COLUMNS = ("sequence", "source", "label", "frame", "n_frames", "time", "time_min", "ndim")
 
 # --------------------------------------------------------------------------------------------
 # single frame
 
 
-def describe_mask(mask: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
+def describe_mask(
+    mask: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    *,
+    smoothing: float = SMOOTH_SIGMA,
+    curvature_rings: int = CURVATURE_SMOOTHING,
+) -> dict[str, float]:
     """Shape descriptors of one binary mask, in physical units.
 
     Parameters
@@ -131,6 +135,8 @@ def describe_mask(mask: np.ndarray, spacing: Sequence[float] | None = None) -> d
         The object (nonzero = inside). Several components are measured together.
     spacing : (z, y, x) or (y, x) microns, optional
         Voxel size; default 1 (then units are voxels).
+    smoothing : Gaussian sigma (voxels) of the clamped smoothing before marching cubes / contours.
+    curvature_rings : rounds of 1-ring averaging of per-vertex curvature (3D).
 
     Returns
     -------
@@ -140,24 +146,20 @@ def describe_mask(mask: np.ndarray, spacing: Sequence[float] | None = None) -> d
     mask = np.asarray(mask)
     if mask.ndim not in (2, 3):
         raise InputError(f"mask: expected a 2D (Y, X) or 3D (Z, Y, X) array, got shape {mask.shape}")
-    spacing = _check_spacing(spacing, mask.ndim)
+    spacing = parse_spacing(spacing, ndim=mask.ndim, default=1.0)
+    check_measurement_parameters(smoothing, curvature_rings)
     mask = mask != 0
     if mask.ndim == 3:
-        return _describe_3d(mask, spacing)
-    return _describe_2d(mask, spacing)
+        return _describe_3d(mask, spacing, smoothing=smoothing, rings=int(curvature_rings))
+    return _describe_2d(mask, spacing, smoothing=smoothing)
 
 
-def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    if spacing is None:
-        return (1.0,) * ndim
-    spacing = tuple(float(s) for s in np.atleast_1d(np.asarray(spacing, dtype=float)))
-    if len(spacing) == 3 and ndim == 2:
-        spacing = spacing[1:]
-    if len(spacing) == 1:
-        spacing = spacing * ndim
-    if len(spacing) != ndim or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise ParameterError(f"spacing: expected {ndim} positive voxel sizes, got {spacing}")
-    return spacing
+def check_measurement_parameters(smoothing: float, curvature_rings: int) -> None:
+    """Refuse a negative or non-finite smoothing and a negative or non-integer ring count."""
+    if not (math.isfinite(float(smoothing)) and float(smoothing) >= 0):
+        raise ParameterError(f"smoothing {smoothing}: must be a finite number >= 0 (voxels)")
+    if isinstance(curvature_rings, bool) or int(curvature_rings) != curvature_rings or int(curvature_rings) < 0:
+        raise ParameterError(f"curvature_rings {curvature_rings}: must be an integer >= 0")
 
 
 def _crop(mask: np.ndarray, pad: int = _PAD) -> np.ndarray:
@@ -168,15 +170,16 @@ def _crop(mask: np.ndarray, pad: int = _PAD) -> np.ndarray:
     return np.pad(mask[box], pad)
 
 
-def _smoothed(mask: np.ndarray) -> np.ndarray:
+def _smoothed(mask: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
     """Smoothed indicator whose 0.5 level set follows the mask without the staircase."""
     from scipy import ndimage as ndi
 
-    f = ndi.gaussian_filter(mask.astype(np.float32), SMOOTH_SIGMA)
+    f = ndi.gaussian_filter(mask.astype(np.float32), sigma) if sigma > 0 else mask.astype(np.float32)
     return np.where(mask, np.maximum(f, _CLAMP_HIGH), np.minimum(f, _CLAMP_LOW))
 
 
-def surface_mesh(mask: np.ndarray, spacing: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def surface_mesh(mask: np.ndarray, spacing: Sequence[float] | None = None, *,
+                 smoothing: float = SMOOTH_SIGMA) -> tuple[np.ndarray, np.ndarray]:
     """Closed, outward-oriented triangle mesh of a 3D mask, in microns of the cropped frame.
 
     Parameters
@@ -193,9 +196,9 @@ def surface_mesh(mask: np.ndarray, spacing: Sequence[float] | None = None) -> tu
     """
     from skimage import measure
 
-    spacing = _check_spacing(spacing, 3)
+    spacing = parse_spacing(spacing, ndim=3, default=1.0)
     crop = _crop(np.asarray(mask) != 0)
-    verts, faces, _, _ = measure.marching_cubes(_smoothed(crop), 0.5, spacing=spacing)
+    verts, faces, _, _ = measure.marching_cubes(_smoothed(crop, smoothing), 0.5, spacing=spacing)
     verts = verts.astype(np.float64)
     if _signed_volume(verts, faces) < 0:
         faces = faces[:, ::-1]
@@ -303,7 +306,7 @@ def _components_and_euler(mask: np.ndarray) -> tuple[int, int]:
     return int(n), int(euler_number(mask, connectivity=mask.ndim))
 
 
-def _describe_3d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
+def _describe_3d(mask: np.ndarray, spacing: tuple[float, ...], *, smoothing: float, rings: int) -> dict[str, float]:
     from scipy.spatial import ConvexHull, QhullError
     from skimage import measure
 
@@ -316,7 +319,7 @@ def _describe_3d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
         return row
     crop = _crop(mask)
     volume = row["volume_um3"]
-    verts, faces, _, _ = measure.marching_cubes(_smoothed(crop), 0.5, spacing=spacing)
+    verts, faces, _, _ = measure.marching_cubes(_smoothed(crop, smoothing), 0.5, spacing=spacing)
     verts = verts.astype(np.float64)
     if _signed_volume(verts, faces) < 0:
         faces = faces[:, ::-1]
@@ -350,7 +353,7 @@ def _describe_3d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
         # of a marching-cubes mesh are dominated by discretisation noise)
         h_mean = float(np.average(mean, weights=w))
         k_mean = float(np.average(gauss, weights=w))
-        h, k = _ring_average(faces, w, mean, gauss, iterations=CURVATURE_SMOOTHING)
+        h, k = _ring_average(faces, w, mean, gauss, iterations=rings)
         row["mean_curvature_mean_per_um"] = h_mean
         row["mean_curvature_sd_per_um"] = _weighted_sd(h, w)
         row["mean_curvature_p05_per_um"] = _weighted_quantile(h, w, 0.05)
@@ -381,7 +384,7 @@ def _ring_average(faces: np.ndarray, weights: np.ndarray, *values: np.ndarray, i
     return out
 
 
-def _describe_2d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
+def _describe_2d(mask: np.ndarray, spacing: tuple[float, ...], *, smoothing: float) -> dict[str, float]:
     from scipy.spatial import ConvexHull, QhullError
     from skimage import measure
 
@@ -394,7 +397,7 @@ def _describe_2d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
         return row
     crop = _crop(mask)
     area = row["area_um2"]
-    contours = measure.find_contours(_smoothed(crop), 0.5)
+    contours = measure.find_contours(_smoothed(crop, smoothing), 0.5)
     scale = np.asarray(spacing)
     perimeter = 0.0
     signed_area = 0.0
@@ -422,369 +425,3 @@ def _describe_2d(mask: np.ndarray, spacing: tuple[float, ...]) -> dict[str, floa
         pass
     row["n_components"], row["euler_characteristic"] = (float(x) for x in _components_and_euler(crop))
     return row
-
-
-# --------------------------------------------------------------------------------------------
-# sequences
-
-
-def describe_sequence(
-    masks: np.ndarray | Sequence[np.ndarray],
-    spacing: Sequence[float] | None = None,
-    *,
-    name: str = "sequence",
-    source: str = "",
-    label: int | str = "",
-    progress: bool = False,
-) -> list[dict]:
-    """Descriptor rows of one sequence of masks.
-
-    Parameters
-    ----------
-    masks : (T, Z, Y, X) or (T, Y, X) bool ndarray, or a list of T such frames
-        Nonzero = inside.
-    spacing : (z, y, x) or (y, x) microns, optional
-
-    Returns
-    -------
-    list of dict
-        One row per frame: :data:`ID_COLUMNS`, the per-frame descriptors and the per-sequence ones
-        (growth rate: least-squares slope of volume or area over the frame index; relative growth
-        rate: that slope over the mean volume; shape change: 1 - Dice with the previous frame,
-        NaN on the first frame).
-    """
-    from tqdm import tqdm
-
-    from cellinr.measurement.overlap import dice
-
-    frames = list(masks)
-    if not frames:
-        raise InputError(f"{name}: sequence has no frames")
-    ndim = np.asarray(frames[0]).ndim
-    if ndim not in (2, 3):
-        raise InputError(f"{name}: frames must be 2D or 3D, got shape {np.asarray(frames[0]).shape}")
-    shapes = {np.asarray(f).shape for f in frames}
-    if len(shapes) > 1:
-        raise InputError(f"{name}: frames of different sizes {sorted(shapes)}")
-    spacing = _check_spacing(spacing, ndim)
-    n = len(frames)
-    rows = []
-    prev = None
-    for t, frame in enumerate(tqdm(frames, desc=name, disable=None if progress else True, leave=False)):
-        frame = np.asarray(frame) != 0
-        row = {
-            "sequence": name, "source": source, "label": label, "frame": t, "n_frames": n,
-            "time": t / (n - 1) if n > 1 else 0.0, "ndim": ndim,
-        }
-        row.update(describe_mask(frame, spacing))
-        row["shape_change"] = float("nan") if prev is None else 1.0 - dice(prev, frame)
-        prev = frame
-        rows.append(row)
-    size_key = "volume_um3" if ndim == 3 else "area_um2"
-    rate_key = "growth_rate_um3_per_frame" if ndim == 3 else "growth_rate_um2_per_frame"
-    sizes = np.array([r[size_key] for r in rows])
-    if n > 1:
-        slope = float(np.polyfit(np.arange(n, dtype=float), sizes, 1)[0])
-        rel = slope / float(sizes.mean()) if sizes.mean() > 0 else float("nan")
-    else:
-        slope = rel = float("nan")
-    for r in rows:
-        r[rate_key] = slope
-        r["relative_growth_rate_per_frame"] = rel
-    return rows
-
-
-# --------------------------------------------------------------------------------------------
-# files
-
-
-def mask_files(path: str | os.PathLike) -> list[Path]:
-    """The mask TIFF files at ``path`` (one file, or the TIFFs of a folder, sorted by name)."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MASK_SUFFIXES
-                   and not p.name.startswith("."))
-    if not files:
-        raise InputError(f"{path}: folder holds no mask TIFFs (*.tif, *.tiff)")
-    # `cellinr generate --formats mip` writes <name>_mip.tif (T, Y, X) next to <name>.tif: a preview of
-    # the same cell, not another shape
-    stems = {p.stem.lower() for p in files}
-    previews = [p for p in files if p.stem.lower().endswith("_mip") and p.stem.lower()[:-4] in stems]
-    if previews:
-        logger.info("%s: skipping %d projection previews (*_mip.tif) of masks in the folder", path, len(previews))
-        files = [p for p in files if p not in previews]
-    return files
-
-
-def read_mask_sequences(
-    path: str | os.PathLike,
-    *,
-    spacing: Sequence[float] | None = None,
-    axes: str | None = None,
-) -> Iterable[tuple[str, str, int | str, np.ndarray, tuple[float, ...]]]:
-    """Yield the mask sequences stored at ``path`` (a mask TIFF or a folder of them).
-
-    A file holds a binary mask (values 0 and one other value: one object) or an instance label
-    image (several positive values: one object per label, followed over time by its label; its
-    sequence runs from the first to the last frame that holds the label).
-    Axes come from the TIFF metadata (ZYX, TZYX, YX or TYX) or ``axes``.
-
-    Yields
-    ------
-    (name, source, label, masks, spacing)
-        masks is a (T, Z, Y, X) or (T, Y, X) bool ndarray, spacing the voxel size in microns
-        (``spacing`` if given, else the file metadata, else 1).
-    """
-    from cellinr.io.tiff import read_tiff
-
-    for file in mask_files(path):
-        img = read_tiff(file)
-        data = img.data
-        file_axes = (axes or img.axes).upper()
-        if len(file_axes) != data.ndim:
-            raise InputError(f"{file}: axes {file_axes!r} do not match the array shape {data.shape}")
-        squeeze = [i for i, a in enumerate(file_axes) if a not in "TZYX" and data.shape[i] == 1]
-        if squeeze:
-            data = np.squeeze(data, axis=tuple(squeeze))
-            file_axes = "".join(a for i, a in enumerate(file_axes) if i not in squeeze)
-        if file_axes not in ("ZYX", "TZYX", "YX", "TYX"):
-            raise InputError(f"{file}: expected mask axes ZYX, TZYX, YX or TYX, got {file_axes} {data.shape}"
-                             f"{'' if axes else '; pass --axes (e.g. ZYX) if the metadata is wrong'}")
-        if "T" not in file_axes:
-            data = data[None]
-        ndim = data.ndim - 1
-        if not (np.issubdtype(data.dtype, np.integer) or data.dtype == bool):
-            if not np.all(np.isin(np.unique(data), (0, 1))):
-                raise InputError(f"{file}: mask must be integer (binary or labels), got {data.dtype} values")
-            data = data.astype(np.uint8)
-        if data.size == 0:
-            raise InputError(f"{file}: empty image {data.shape}")
-        file_spacing = spacing if spacing is not None else img.spacing
-        if file_spacing is None:
-            logger.warning("%s: no voxel size in the metadata; using 1 um per voxel (pass --spacing Z Y X)", file)
-        sp = _check_spacing(file_spacing, ndim)
-        if np.any(data < 0):
-            raise InputError(f"{file}: negative values in a mask")
-        labels = np.unique(data)
-        labels = labels[labels > 0]
-        if len(labels) <= 1:
-            yield file.stem, file.name, "", data != 0, sp
-            continue
-        # one object per label, followed over frames by its label, cropped to its bounding box
-        # over all frames (a margin is added later by the descriptors)
-        boxes = _label_boxes(data)
-        for lab in labels:
-            sub = data[(slice(None), *boxes[int(lab)])] == lab
-            # a label's sequence runs from its first to its last frame (cells enter and leave)
-            present = np.flatnonzero(sub.reshape(len(sub), -1).any(axis=1))
-            sub = sub[present[0]:present[-1] + 1]
-            yield f"{file.stem}_label{int(lab)}", file.name, int(lab), sub, sp
-
-
-def _label_boxes(labels: np.ndarray) -> dict[int, tuple[slice, ...]]:
-    """Bounding box of each label over all frames of a (T, ...) label array."""
-    from scipy import ndimage as ndi
-
-    boxes: dict[int, list[list[int]]] = {}
-    for frame in labels:
-        for i, box in enumerate(ndi.find_objects(frame.astype(np.int64, copy=False))):
-            if box is None:
-                continue
-            lo = [s.start for s in box]
-            hi = [s.stop for s in box]
-            if i + 1 in boxes:
-                old_lo, old_hi = boxes[i + 1]
-                lo = [min(a, b) for a, b in zip(lo, old_lo)]
-                hi = [max(a, b) for a, b in zip(hi, old_hi)]
-            boxes[i + 1] = [lo, hi]
-    return {k: tuple(slice(a, b) for a, b in zip(lo, hi)) for k, (lo, hi) in boxes.items()}
-
-
-def measure_file(
-    file: str | os.PathLike,
-    *,
-    spacing: Sequence[float] | None = None,
-    axes: str | None = None,
-    examples: int = 0,
-) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
-    """Descriptor rows of the sequences in one mask TIFF, plus up to ``examples`` preview projections.
-
-    Returns
-    -------
-    rows : list of dict
-        See :func:`describe_sequence`.
-    previews : list of (name, (H, W) bool ndarray)
-        The middle frame of the first ``examples`` sequences, projected along Z for 3D masks.
-    """
-    rows: list[dict] = []
-    previews: list[tuple[str, np.ndarray]] = []
-    for name, source, label, masks, sp in read_mask_sequences(file, spacing=spacing, axes=axes):
-        logger.debug("measuring %s (%d frames)", name, len(masks))
-        seq_rows = describe_sequence(masks, sp, name=name, source=source, label=label)
-        for r in seq_rows:  # the voxel size used, so the table says what its microns are
-            r["spacing_um"] = " ".join(f"{s:.6g}" for s in sp)
-        rows.extend(seq_rows)
-        if len(previews) < examples:
-            frame = masks[len(masks) // 2]
-            previews.append((name, frame.max(axis=0) if frame.ndim == 3 else frame))
-    return rows, previews
-
-
-def _measure_job(job):
-    file, spacing, axes, examples = job
-    return measure_file(file, spacing=spacing, axes=axes, examples=examples)
-
-
-def measure_files(
-    path: str | os.PathLike,
-    *,
-    spacing: Sequence[float] | None = None,
-    axes: str | None = None,
-    examples: int = 0,
-    workers: int = 1,
-    progress: bool | None = None,
-    desc: str = "measuring",
-) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
-    """:func:`measure_file` over every mask TIFF at ``path``, in file order, ``workers`` files at a time.
-
-    Returns
-    -------
-    rows, previews
-        Rows of all files; at most ``examples`` previews in all.
-    """
-    from tqdm import tqdm
-
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ParameterError(f"workers: must be a positive integer, got {workers!r}")
-    files = mask_files(path)
-    jobs = [(f, None if spacing is None else tuple(spacing), axes, examples) for f in files]
-    bar = tqdm(total=len(files), desc=desc, unit="file", disable=None if progress is None else not progress,
-               leave=False)
-    results = []
-    if workers == 1 or len(files) == 1:
-        for job in jobs:
-            results.append(_measure_job(job))
-            bar.update()
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=min(workers, len(files))) as pool:
-            for result in pool.map(_measure_job, jobs):
-                results.append(result)
-                bar.update()
-    bar.close()
-    rows: list[dict] = []
-    previews: list[tuple[str, np.ndarray]] = []
-    for file_rows, file_previews in results:
-        rows.extend(file_rows)
-        previews.extend(file_previews[: max(examples - len(previews), 0)])
-    return rows, previews
-
-
-def measure(
-    path: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    spacing: Sequence[float] | None = None,
-    axes: str | None = None,
-    workers: int = 1,
-    overwrite: bool = False,
-    progress: bool | None = None,
-) -> list[dict]:
-    """Measure shape descriptors of every mask sequence at ``path``.
-
-    Parameters
-    ----------
-    path : a mask TIFF (ZYX, TZYX, YX or TYX; binary or instance labels) or a folder of them
-    out : CSV file to write, optional
-    spacing : (z, y, x) microns, optional
-        Overrides the voxel size of the TIFF metadata (default 1 when the files say nothing).
-    axes : str, optional
-        Overrides the axes of the TIFF metadata, e.g. "TYX" for a 2D+t stack without metadata.
-    workers : files measured in parallel (processes); the rows are the same for any value
-    overwrite : replace an existing ``out``
-    progress : show a progress bar (default: when on a terminal)
-
-    Returns
-    -------
-    list of dict
-        One row per (sequence, frame); see :func:`describe_sequence`.
-    """
-    from cellinr.errors import OutputExistsError
-
-    if out is not None and Path(out).is_dir():
-        raise OutputExistsError(f"{out}: is a folder; --out takes the CSV file to write")
-    if out is not None and Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
-    rows, _ = measure_files(path, spacing=spacing, axes=axes, workers=workers, progress=progress)
-    if len({int(r["ndim"]) for r in rows}) > 1:
-        raise InputError(f"{path}: mixes 2D and 3D masks; measure them separately")
-    if out is not None:
-        write_rows(out, rows)
-    return rows
-
-
-def columns_of(rows: Sequence[dict]) -> list[str]:
-    """Column order for ``rows``: identifying columns, then descriptors in their documented order."""
-    keys: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in keys:
-                keys.append(k)
-    if rows and all(int(r.get("ndim", 3)) == 2 for r in rows):
-        order = [*ID_COLUMNS, *DESCRIPTORS_2D, *SEQUENCE_DESCRIPTORS_2D]
-    else:
-        order = [*ID_COLUMNS, *DESCRIPTORS_3D, *DESCRIPTORS_2D, *SEQUENCE_DESCRIPTORS_3D, *SEQUENCE_DESCRIPTORS_2D]
-    ranked = [k for k in dict.fromkeys(order) if k in keys]
-    return ranked + [k for k in keys if k not in ranked]
-
-
-def write_rows(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
-    """Write descriptor rows to a CSV file atomically (NaN as empty cells)."""
-    from cellinr._util.atomic import atomic_path
-
-    path = Path(path)
-    cols = columns_of(rows)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({k: _fmt(r.get(k, "")) for k in cols})
-    return path
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    return str(value)
-
-
-def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Read a descriptor CSV written by :func:`measure` (numbers as floats, empty cells as NaN)."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "sequence" not in reader.fieldnames:
-                raise InputError(f"{path}: not a descriptor table (no 'sequence' column)")
-            rows = []
-            for raw in reader:
-                row: dict = {}
-                for k, v in raw.items():
-                    if k in ("sequence", "source"):
-                        row[k] = v
-                        continue
-                    try:
-                        row[k] = float(v) if v != "" else float("nan")
-                    except (TypeError, ValueError):
-                        row[k] = v
-                rows.append(row)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read descriptor table ({exc})") from None
-    if not rows:
-        raise InputError(f"{path}: descriptor table has no rows")
-    return rows

@@ -128,42 +128,16 @@ def _frame_number(path: Path) -> int | None:
 
 
 def read_stack(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
-    """Read a 2D image or a stack of 2D images as (N, Y, X) from a TIFF, .npy or .npz file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        from cellinr.io.tiff import read_tiff
+    """Read a 2D image or a stack of 2D images as (N, Y, X) through :func:`cellinr.io.sources.open_source`.
 
-        data = read_tiff(path).data
-    elif suffix in (".npy", ".npz"):
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read ({exc})") from None
-        if suffix == ".npz":
-            keys = list(loaded.keys())
-            if key is None:
-                if len(keys) != 1:
-                    raise InputError(f"{path}: holds arrays {', '.join(keys)}; name one")
-                key = keys[0]
-            if key not in keys:
-                raise InputError(f"{path}: has no array {key!r} (it holds {', '.join(keys)})")
-            data = loaded[key]
-        else:
-            data = loaded
-    else:
-        raise InputError(f"{path}: unsupported file type {path.suffix!r} (use TIFF, .npy or .npz)")
-    data = np.asarray(data)
-    data = np.squeeze(data) if data.ndim > 2 and 1 in data.shape[:-2] else data
-    if data.ndim == 2:
-        data = data[None]
-    if data.ndim == 4:  # (T, Z, Y, X): every plane is a 2D frame
-        data = data.reshape(-1, *data.shape[-2:])
-    if data.ndim != 3:
-        raise InputError(f"{path}: expected 2D images or a stack of them, got shape {data.shape}")
-    return data
+    ``key`` names the array of an .npz file or the dataset of an HDF5 file. A stack of planes
+    (Z, Y, X) is read as frames.
+    """
+    from cellinr.io.sources import open_source
+
+    with open_source(path, dataset=key, ndim=2) as src:
+        frames = [src.read_frame(t) for t in range(src.n_frames)]
+    return np.stack(frames)
 
 
 def _ctc_sequences(folder: Path) -> list[tuple[Path, Path]]:
@@ -280,10 +254,6 @@ def load_masks(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
         raise InputError(f"{path}: not found")
     files = list_tiffs(path) if path.is_dir() else [path]
     out = []
-    for f in files:
-        key = None
-        if f.suffix.lower() == ".npz":
-            with np.load(f, allow_pickle=False) as z:
-                key = "labels" if "labels" in z.files else None
-        out.append((f.stem, check_labels(read_stack(f, key=key), str(f))))
+    for f in files:  # open_source picks an .npz file's "labels" array, or its only array
+        out.append((f.stem, check_labels(read_stack(f), str(f))))
     return out
