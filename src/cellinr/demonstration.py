@@ -95,7 +95,7 @@ def demo(
                 tmp / "simulated" / kind, kind=kind, sequences=reference_sequences, frames=frames, size=size,
                 seed=seed + 1000 + k,
             )
-            report_dir = compare(sim_dir, gen_dir, tmp / "report" / kind, names=("simulated", "generated"))
+            compare(sim_dir, gen_dir, tmp / "report" / kind, names=("simulated", "generated"))
             pictures = []
             for record in records:
                 name = record["name"]

@@ -47,14 +47,11 @@ def write_montage(
     title: str | None = None,
 ) -> Path:
     """Write a PNG grid: one row per (T, H, W) stack, frames spread evenly over time as columns."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cellinr._util.figures import save_png, subplots
 
     n_frames = min(len(r) for r in rows)
     cols = np.unique(np.linspace(0, n_frames - 1, min(max_frames, n_frames)).round().astype(int))
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.5 * len(cols) + 0.4, 1.5 * len(rows) + 0.5), squeeze=False)
+    fig, axes = subplots(len(rows), len(cols), figsize=(1.5 * len(cols) + 0.4, 1.5 * len(rows) + 0.5), squeeze=False)
     for i, stack in enumerate(rows):
         for j, t in enumerate(cols):
             ax = axes[i, j]
@@ -68,11 +65,7 @@ def write_montage(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110)
 
 
 def write_gif(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 5.0) -> Path:

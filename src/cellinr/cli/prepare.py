@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     parser.add_argument("--axes", default=None,
                         help="names of the stored dimensions, e.g. TZYX, ZTYX, XYZT (overrides the metadata)")
     parser.add_argument("--dataset", default=None, metavar="NAME", help="HDF5 dataset or .npz array name")
+    parser.add_argument("--frame-interval", type=positive_float, default=None, metavar="MIN",
+                        help="minutes between frames (overrides ImageJ/OME metadata)")
     parser.add_argument("--track", choices=("id", "overlap"), default="id",
                         help="follow a label id through time, or link labels by maximum overlap")
     parser.add_argument("--min-voxels", type=int, default=0, metavar="N",
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = prepare(
         args.inputs, args.out, size=args.size, clamp=args.clamp, voxel_size=args.voxel_size, scale=args.scale,
-        spacing=args.spacing, axes=args.axes, dataset=args.dataset, track=args.track,
+        spacing=args.spacing, axes=args.axes, dataset=args.dataset, frame_interval=args.frame_interval,
+        track=args.track,
         min_voxels=args.min_voxels, center=args.center, keep_largest=args.keep_largest,
         allow_gaps=args.allow_gaps, exclude_border=args.exclude_border, preview=not args.no_preview,
         overwrite=args.overwrite,

@@ -503,6 +503,17 @@ def _write_sequence(folder: Path, tr: _Track, cen: dict, src, spacing, occ, *, v
     return entry
 
 
+def _common_interval(sources) -> float | None:
+    """The frame interval shared by all sources (minutes), or None (unknown, or they differ: warned)."""
+    known = {src.frame_interval for src in sources if src.n_frames > 1 or src.frame_interval}
+    known.discard(None)
+    if len(known) > 1:
+        log.warning("inputs have different frame intervals (%s min); the data set records none",
+                    ", ".join(f"{v:.4g}" for v in sorted(known)))
+        return None
+    return known.pop() if known else None
+
+
 def prepare(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -514,6 +525,7 @@ def prepare(
     spacing: Sequence[float] | None = None,
     axes: str | None = None,
     dataset: str | None = None,
+    frame_interval: float | None = None,
     track: str = "id",
     min_voxels: int = 0,
     center: str = "sequence",
@@ -545,6 +557,8 @@ def prepare(
         taken as 1 x 1 x 1 um (with a warning).
     axes : names of the stored dimensions of every input (e.g. "TZYX"), overriding the metadata.
     dataset : HDF5 dataset or NPZ array name.
+    frame_interval : minutes between frames, overriding the metadata (ImageJ ``finterval``, OME
+        ``TimeIncrement``); recorded in the manifest as ``frame_interval_min`` (None when unknown).
     track : "id" (a cell keeps its label id over time) or "overlap" (link labels of consecutive
         frames by maximum overlap, one-to-one, greedily by overlap size).
     min_voxels : occurrences of a label with fewer input voxels are ignored (cells below it in
@@ -566,13 +580,15 @@ def prepare(
     from tqdm.auto import tqdm
 
     from cellinr._util.atomic import atomic_dir
-    from cellinr.io.sources import expand_inputs, open_source, parse_spacing
+    from cellinr.io.sources import expand_inputs, open_source
+    from cellinr.io.units import parse_frame_interval, parse_spacing
     from cellinr.io.sdf_dataset import new_manifest, write_manifest
 
     _validate(size, clamp, voxel_size, scale, track, center, min_voxels)
     size = int(size)
     clamp = float(clamp)
     spacing = parse_spacing(spacing, name="spacing")
+    frame_interval = parse_frame_interval(frame_interval)
     paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
     if not paths:
         raise ParameterError("inputs: give at least one input file or folder")
@@ -588,7 +604,7 @@ def prepare(
     sources = []
     try:
         for p in paths:
-            sources.append(open_source(p, axes=axes, spacing=spacing, dataset=dataset))
+            sources.append(open_source(p, axes=axes, spacing=spacing, dataset=dataset, frame_interval=frame_interval))
 
         tracks, scans, excluded = _collect_tracks(sources, track=track, min_voxels=min_voxels,
                                                   exclude_border=exclude_border, show=show)
@@ -609,6 +625,7 @@ def prepare(
         # 3. resample, SDF, write
         manifest = new_manifest(
             size=size, clamp=clamp, voxel_size_um=voxel, scale_um_per_unit=clamp * voxel,
+            frame_interval_min=_common_interval(sources),
             margin_voxels=MARGIN, sdf_definition=SDF_DEFINITION,
             resampling="linear interpolation of the input signed distance (microns), threshold 0",
             options={"track": track, "min_voxels": min_voxels, "center": center, "keep_largest": keep_largest,

@@ -319,13 +319,14 @@ def rotation_report(
 def _distance_matrix_figure(res: dict, names: Sequence[str], path: Path) -> None:
     from cellinr.measurement import report as rp
 
-    plt = rp._plt()
+    from cellinr._util.figures import subplots
+
     group = [r["group"] for r in res["per_sequence"]]
     order = sorted(range(len(names)), key=lambda i: (group[i] == "", group[i], names[i]))
     d = res["distance_matrix"][np.ix_(order, order)]
     n = len(names)
     size = min(8.0, 3.0 + 0.12 * n)
-    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    fig, ax = subplots(figsize=(size + 1.0, size))
     im = ax.imshow(d, cmap="viridis", interpolation="nearest")
     fig.colorbar(im, ax=ax, label="code distance", shrink=0.8)
     if n <= 40:

@@ -176,7 +176,7 @@ def reconstruct(
     jobs = [
         SequenceJob(name=safe_name(r.names[i]), latent=codes[i], rotation=rots[i],
                     frames=int(frames) if frames is not None else int(r.frames[i]),
-                    info={"index": int(i), "sequence": r.names[i], "sampler": "learned"})
+                    info={"index": int(i), "sequence": r.names[i], "sampler": "learned"}, timing_index=int(i))
         for i in indices
     ]
     return _run(s, jobs, out, kind="reconstruct", mesh_format=mesh_format, reference_layout=reference_layout,

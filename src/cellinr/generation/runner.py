@@ -52,6 +52,8 @@ class SequenceJob:
     rotation: np.ndarray | None
     frames: int
     info: dict
+    timing_index: int | None = None
+    """Training sequence whose duration the output spans (None: the longest)."""
 
 
 def parse_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
@@ -131,6 +133,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
 
     dims, formats, opts, common = spec.dims, spec.formats, spec.opts, spec.options
     unit = run.sdf_unit
+    interval = run.output_frame_interval(job.frames, job.timing_index)
     field = sequence_field(run, job.latent, job.rotation)
     times = time_coords(job.frames)
     mask = np.zeros((job.frames, *dims), np.uint8)
@@ -152,6 +155,8 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
             dset.attrs["axes"] = "XYZT" if spec.reference_layout else "TZYX"
             dset.attrs["model_hash"] = str(common.get("model_hash") or "")
             dset.attrs["sdf_unit_in_coords"] = unit
+            if interval is not None:
+                dset.attrs["frame_interval_min"] = interval
             files["sdf"] = f"{job.name}.h5"
         for k in tqdm(range(job.frames), desc=job.name, unit="frame", leave=False, disable=None):
             result = evaluate_frame(field, dims, float(times[k]), unit, opts, device)
@@ -170,13 +175,13 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
     if mesh_files:
         files["mesh"] = mesh_files
     if "tiff" in formats:
-        write_tiff(out / files["tiff"], mask, axes="TZYX", spacing=spacing)
+        write_tiff(out / files["tiff"], mask, axes="TZYX", spacing=spacing, frame_interval=interval)
     else:
         files.pop("tiff")
     if "mip" in formats:
         mip, axes = max_projection(mask, axes="TZYX", along="Z")
         files["mip"] = f"{job.name}_mip.tif"
-        write_tiff(out / files["mip"], mip, axes=axes, spacing=spacing)
+        write_tiff(out / files["mip"], mip, axes=axes, spacing=spacing, frame_interval=interval)
     record = {
         "format": SEQUENCE_FORMAT,
         "format_version": SEQUENCE_FORMAT_VERSION,
@@ -185,6 +190,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
         "model_hash": common.get("model_hash"),
         **job.info,
         "frames": job.frames,
+        "frame_interval_min": interval,
         "time_coords": [float(x) for x in times],
         "latent": [float(x) for x in np.asarray(job.latent, np.float32)],
         "rotation": None if job.rotation is None else np.asarray(job.rotation, np.float64).tolist(),
@@ -322,6 +328,7 @@ def _write_dataset_manifest(run, out: Path, records: list[dict], dims) -> None:
         clamp=clamp_out,
         voxel_size_um=None if spacing is None else (spacing[0] if len(set(spacing)) == 1 else list(spacing)),
         scale_um_per_unit=run.manifest.get("scale_um_per_unit"),
+        frame_interval_min=run.output_frame_interval(records[0]["frames"]) if records else run.frame_interval,
         sources=[{"generated_from": str(run.path), "model_hash": getattr(run, "model_hash", "")}],
         sequences=[{"name": r["name"], "file": r["files"]["sdf"], "frames": r["frames"], "shape": list(dims)}
                    for r in records if "sdf" in r.get("files", {})],

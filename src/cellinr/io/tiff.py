@@ -346,7 +346,7 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-_UNIT_TO_UM = {"um": 1.0, "micron": 1.0, "microns": 1.0, "µm": 1.0, "\u00b5m": 1.0, "\\u00b5m": 1.0,
+_UNIT_TO_UM = {"um": 1.0, "micron": 1.0, "microns": 1.0, "µm": 1.0, "\\u00b5m": 1.0,
                "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6}
 
 

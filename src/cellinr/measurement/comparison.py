@@ -152,6 +152,41 @@ def descriptor_samples(shape_set: ShapeSet, key: str) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+TIMINGS = ("strict", "physical")
+#: Quantities measured per frame step, which depend on the frame rate.
+FRAME_RATE_QUANTITIES = ("growth_rate_um3_per_frame", "growth_rate_um2_per_frame", "relative_growth_rate_per_frame",
+                         "shape_change")
+
+
+def frame_intervals(shape_set: ShapeSet) -> set[float]:
+    """The distinct known frame intervals (minutes) of a set's rows."""
+    values = set()
+    for r in shape_set.rows:
+        try:
+            v = float(r.get("frame_interval_min", "nan"))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v > 0:
+            values.add(round(v, 9))
+    return values
+
+
+def _check_timing(sets: Sequence[ShapeSet], timing: str) -> tuple[str, ...]:
+    """Frame-rate-dependent quantities to leave out (none when the timings agree or are unknown)."""
+    if timing not in TIMINGS:
+        raise ParameterError(f"--timing {timing!r}: choose one of {', '.join(TIMINGS)}")
+    a, b = (frame_intervals(s) for s in sets)
+    if not a or not b or (len(a) == len(b) == 1 and abs(next(iter(a)) - next(iter(b))) <= 1e-3 * max(a | b)):
+        return ()
+    text = (f"{sets[0].name} has frames every {', '.join(f'{v:.4g}' for v in sorted(a))} min, "
+            f"{sets[1].name} every {', '.join(f'{v:.4g}' for v in sorted(b))} min")
+    if timing == "strict":
+        raise InputError(f"{text}: per-frame quantities (growth per frame, shape change) are not comparable; "
+                         "pass --timing physical to compare the rest, or resample one set in time")
+    logger.warning("%s: leaving out the frame-rate-dependent quantities %s", text, ", ".join(FRAME_RATE_QUANTITIES))
+    return FRAME_RATE_QUANTITIES
+
+
 def available_descriptors(ndim: int) -> tuple[str, ...]:
     """Descriptors that :func:`compare` knows for 2D or 3D shapes."""
     if ndim == 2:
@@ -271,6 +306,7 @@ def compare(
     axes: str | None = None,
     figures: bool = True,
     workers: int = 1,
+    timing: str = "strict",
     overwrite: bool = False,
 ) -> Path:
     """Compare two sets of shapes and write a report with figures to ``out``.
@@ -289,6 +325,9 @@ def compare(
     names : the two sets' names in the report
     figures : draw the PNG figures (False: tables and metrics only, much faster)
     workers : mask files measured in parallel (processes)
+    timing : {"strict", "physical"}: sets whose frame intervals (``frame_interval_min``) are both known
+        and differ are refused by ``strict``; ``physical`` then compares only quantities that do not
+        depend on the frame rate (per-frame shape descriptors and growth per minute) and says so.
 
     Returns
     -------
@@ -316,6 +355,7 @@ def compare(
             )
     sets = [load_shape_set(src, nm, spacing=spacing, axes=axes, workers=workers)
             for src, nm in zip((real, synthetic), names)]
+    per_frame_quantities = _check_timing(sets, timing)
     ndims = [s.ndim for s in sets]
     if ndims[0] != ndims[1]:
         raise InputError(f"{names[0]} holds {ndims[0]}D shapes but {names[1]} holds {ndims[1]}D shapes")
@@ -330,7 +370,8 @@ def compare(
         wanted = list(dict.fromkeys(descriptors))
     else:
         wanted = list(known)
-    keys = [k for k in wanted if all(len(descriptor_samples(s, k)) >= 1 for s in sets)]
+    keys = [k for k in wanted if all(len(descriptor_samples(s, k)) >= 1 for s in sets)
+            and k not in per_frame_quantities]
     skipped = [k for k in wanted if k not in keys]
     if not keys:
         raise InputError(f"no descriptor has values in both sets (asked for {', '.join(wanted)})")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cellinr._util.figures import subplots
+
 #: Colours of the two compared sets (colour-blind safe pair) and of further sets.
 SET_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
 
@@ -49,37 +51,22 @@ LABELS = {
 }
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def label_of(name: str) -> str:
     """Readable axis label of a descriptor column."""
     return LABELS.get(name, name.replace("_", " "))
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    from cellinr._util.atomic import atomic_path
+    """Save a matplotlib figure as PNG atomically."""
+    from cellinr._util.figures import save_png
 
-    plt = _plt()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, facecolor="white")
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=dpi, facecolor="white")
 
 
 def _grid(n: int, ncols: int, panel: tuple[float, float]):
-    plt = _plt()
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), squeeze=False)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes.flat[:n]
@@ -184,8 +171,7 @@ def embedding_plot(
     ----------
     points : per set an (N, 2) array
     """
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.0, 4.2))
+    fig, ax = subplots(figsize=(5.0, 4.2))
     for i, pts in enumerate(points):
         pts = np.asarray(pts, float).reshape(-1, 2)
         ax.scatter(pts[:, 0], pts[:, 1], s=12, alpha=0.65, color=SET_COLOURS[i % len(SET_COLOURS)],
@@ -219,10 +205,9 @@ def image_grid(
     images : rows of (H, W) arrays
     captions : rows of texts shown under the images (long texts keep their end)
     """
-    plt = _plt()
     nrows = len(images)
     ncols = max((len(r) for r in images), default=1)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols + 0.6, cell * nrows + (0.4 if title else 0.1)),
+    fig, axes = subplots(nrows, ncols, figsize=(cell * ncols + 0.6, cell * nrows + (0.4 if title else 0.1)),
                              squeeze=False)
     for r, row in enumerate(images):
         for c in range(ncols):
@@ -252,8 +237,7 @@ def histogram_pair(
     bins: np.ndarray | None = None, density: bool = True,
 ) -> Path:
     """Overlaid histograms of two samples (e.g. within- vs between-group distances); ``b`` may be empty."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    fig, ax = subplots(figsize=(5.0, 3.4))
     data = [np.asarray(x, float) for x in (a, b)]
     finite = np.concatenate([d[np.isfinite(d)] for d in data]) if any(len(d) for d in data) else np.zeros(1)
     if bins is None:

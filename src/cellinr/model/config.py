@@ -25,15 +25,14 @@ Presets (:data:`PRESETS`):
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Union
 
+from cellinr._util.typed_config import from_mapping
 from cellinr.errors import ConfigError
 
 ACTIVATIONS = ("sine", "relu")
@@ -213,75 +212,9 @@ _CHOICES = {
 }
 
 
-def _convert(value, tp, key: str):
-    """Check ``value`` against the type annotation ``tp``; return it (ints widen to float)."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"config key {key}: expected {tp}, got {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
-        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ConfigError(f"config key {key}: expected one of {typing.get_args(tp)}, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {tp} for {key}")  # a bug in this module
-
-
-def _from_dict(cls, data, prefix: str, base):
-    if not isinstance(data, dict):
-        raise ConfigError(f"config key {prefix or '<top>'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"config key {where}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
-    values = {}
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        tp = hints[f.name]
-        current = getattr(base, f.name)
-        if f.name not in data:
-            values[f.name] = copy.deepcopy(current)
-        elif dataclasses.is_dataclass(tp):
-            values[f.name] = _from_dict(tp, data[f.name], key, current)
-        else:
-            values[f.name] = _convert(data[f.name], tp, key)
-    return cls(**values)
-
-
 def validate(config: Config) -> Config:
     """Check types, choices and ranges of ``config``; return it. Raises ConfigError naming the key."""
-    config = _from_dict(Config, config.to_dict(), "", config)
+    config = from_mapping(Config, config.to_dict(), base=config)
     for (section, name), choices in _CHOICES.items():
         value = getattr(getattr(config, section), name)
         if value not in choices:
@@ -321,7 +254,7 @@ def validate(config: Config) -> Config:
 def config_from_dict(data: dict, base: Config | None = None) -> Config:
     """Build a Config from a (possibly partial) nested dict; missing keys come from ``base``."""
     base = Config() if base is None else base
-    return validate(_from_dict(Config, data, "", base))
+    return validate(from_mapping(Config, data, base=base))
 
 
 def to_yaml(config: Config) -> str:

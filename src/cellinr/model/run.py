@@ -112,6 +112,21 @@ class Run:
         return z, y, x
 
     @property
+    def frame_interval(self) -> float | None:
+        """Minutes between the training frames (``manifest["frame_interval_min"]``), None when unknown."""
+        value = self.manifest.get("frame_interval_min")
+        return None if value is None else float(value)
+
+    def output_frame_interval(self, frames: int, index: int | None = None) -> float | None:
+        """Minutes between ``frames`` output frames spanning training sequence ``index`` (default: the
+        longest) in time, or None when the training interval is unknown."""
+        interval = self.frame_interval
+        span = self.max_frames if index is None else int(self.frames[index])
+        if interval is None or frames < 2 or span < 2:
+            return interval
+        return interval * (span - 1) / (frames - 1)
+
+    @property
     def codes(self) -> np.ndarray:
         """(N, L) float32 learned codes as a NumPy array."""
         return self.latents.detach().cpu().numpy().astype(np.float32)

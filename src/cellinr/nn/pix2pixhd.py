@@ -71,13 +71,9 @@ class TextureNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TextureNetConfig:
-        from cellinr.errors import ConfigError
+        from cellinr._util.typed_config import from_mapping
 
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"texture config: unknown keys {', '.join(unknown)}")
-        return cls(**data)
+        return from_mapping(cls, data, where="texture config")
 
     def to_dict(self) -> dict:
         return asdict(self)

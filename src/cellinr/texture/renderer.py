@@ -79,11 +79,9 @@ class RenderParams:
 
     @classmethod
     def from_dict(cls, data: dict) -> RenderParams:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ParameterError(f"render parameters: unknown keys {', '.join(unknown)}")
-        return cls(**data)
+        from cellinr._util.typed_config import from_mapping
+
+        return from_mapping(cls, data, where="render parameters")
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:

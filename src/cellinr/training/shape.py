@@ -218,12 +218,15 @@ def train(
     dataset = SDFDataset(dataset_dir)
     device = resolve_device(device)
     info, device = dist_utils.init_distributed(device)
+    # the loop restores the run's RNG state on resume: keep it from outliving the call
+    forked = [device.index or 0] if device.type == "cuda" else []
     try:
-        return _train(
-            dataset, out, info=info, device=device, preset=preset, config=config, epochs=epochs,
-            activation=activation, rotations=rotations, seed=seed, resume=resume, overwrite=overwrite,
-            progress=progress,
-        )
+        with torch.random.fork_rng(devices=forked):
+            return _train(
+                dataset, out, info=info, device=device, preset=preset, config=config, epochs=epochs,
+                activation=activation, rotations=rotations, seed=seed, resume=resume, overwrite=overwrite,
+                progress=progress,
+            )
     finally:
         dist_utils.cleanup(info)
 

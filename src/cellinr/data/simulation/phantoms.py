@@ -1140,14 +1140,10 @@ def save_overview(seq: SimulatedSequence, path: str | os.PathLike, *, n_times: i
     The surfaces come from the continuous field on a ``size``^3 grid, so they show the shape, not
     voxel blocks. Used for the preview images under ``docs/``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
     from skimage.measure import marching_cubes
 
-    from cellinr._util.atomic import atomic_path
+    from cellinr._util.figures import new_figure, save_png
 
     times = np.linspace(0.0, 1.0, n_times)
     fields = [seq.grid_sdf(float(t), size, clip=3.0) for t in times]
@@ -1156,7 +1152,7 @@ def save_overview(seq: SimulatedSequence, path: str | os.PathLike, *, n_times: i
     half = (inside.max(axis=0) - inside.min(axis=0)).max() / 2.0 + 2
     colour = {"deforming": (0.45, 0.75, 0.45), "dividing": (0.85, 0.6, 0.35)}.get(seq.kind, (0.45, 0.6, 0.9))
     colour = np.array(colour)
-    fig = plt.figure(figsize=(2.6 * n_times, 5.4), dpi=110)
+    fig = new_figure((2.6 * n_times, 5.4), dpi=110)
     light = _unit([0.4, -0.5, 0.8])
     for j, (t, f) in enumerate(zip(times, fields)):
         verts, faces, normals, _ = marching_cubes(f, level=0.0)
@@ -1180,8 +1176,4 @@ def save_overview(seq: SimulatedSequence, path: str | os.PathLike, *, n_times: i
     fig.suptitle(f"cellinr simulate --kind {seq.kind}  (sequence {seq.index}, seed {seq.seed}): "
                  "surfaces (top), shaded maximum projections along Z (bottom)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
