@@ -32,16 +32,15 @@ import math
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cellinr.data.tracking import TRACK_MODES, Occurrence, SourceScan, Track, build_tracks, scan_source
 from cellinr.errors import InputError, OutputExistsError, ParameterError
 
 log = logging.getLogger(__name__)
 
-TRACK_MODES = ("id", "overlap")
 CENTER_MODES = ("sequence", "frame")
 #: Minimum number of background voxels between a cell and the cube faces.
 MARGIN = 2
@@ -50,70 +49,6 @@ _INPUT_PAD = 2
 _MAX_PREVIEW_FRAMES = 16
 SDF_DEFINITION = ("EDT(outside) - EDT(inside) in voxels of the prepared grid (negative inside), "
                   "clipped to [-clamp, clamp], divided by clamp")
-
-
-@dataclass
-class _Occurrence:
-    """One label in one frame (input voxel index coordinates)."""
-
-    count: int
-    start: tuple[int, int, int]
-    stop: tuple[int, int, int]
-    centroid: tuple[float, float, float]
-
-
-@dataclass
-class _Track:
-    """One future sequence: the label id of the cell in each frame where it is present."""
-
-    source: int
-    labels: dict[int, int] = field(default_factory=dict)  # frame -> label id
-    name: str = ""
-
-
-def _scan_frame(labels: np.ndarray) -> dict[int, _Occurrence]:
-    """Voxel count, bounding box and centroid of every label > 0 of a (Z, Y, X) label frame."""
-    from scipy import ndimage
-
-    max_id = int(labels.max()) if labels.size else 0
-    if max_id == 0:
-        return {}
-    ids = None
-    if max_id > min(4 * labels.size, 2**24):  # sparse huge ids: relabel to 1..n first
-        ids, inverse = np.unique(labels, return_inverse=True)
-        lab = inverse.reshape(labels.shape).astype(np.int64)
-        if ids[0] != 0:
-            ids = np.concatenate([[0], ids])
-            lab += 1
-    else:
-        lab = labels if labels.dtype.kind in "iu" else labels.astype(np.int64)
-    out = {}
-    for index, box in enumerate(ndimage.find_objects(lab), start=1):
-        if box is None:
-            continue
-        sub = lab[box] == index
-        count = int(sub.sum())
-        centroid = []
-        for axis in range(3):
-            others = tuple(a for a in range(3) if a != axis)
-            profile = sub.sum(axis=others)
-            centroid.append(float((profile * np.arange(profile.size)).sum() / count + box[axis].start))
-        label = int(ids[index]) if ids is not None else index
-        out[label] = _Occurrence(count=count, start=tuple(s.start for s in box), stop=tuple(s.stop for s in box),
-                                 centroid=tuple(centroid))
-    return out
-
-
-def _overlaps(prev: np.ndarray, cur: np.ndarray) -> dict[tuple[int, int], int]:
-    """Voxel counts of (previous label, current label) pairs that overlap."""
-    both = (prev > 0) & (cur > 0)
-    if not both.any():
-        return {}
-    a = prev[both].astype(np.int64)
-    b = cur[both].astype(np.int64)
-    base = int(b.max()) + 1
-    keys, counts = np.unique(a * base + b, return_counts=True)
-    return {(int(k // base), int(k % base)): int(n) for k, n in zip(keys, counts)}
 
 
 def _format_frames(frames: Sequence[int], names: Sequence[str] | None = None) -> str:
@@ -163,69 +98,6 @@ def _validate(size, clamp, voxel_size, scale, track, center, min_voxels) -> None
         raise ParameterError(f"min_voxels: must be a non-negative integer, got {min_voxels!r}")
 
 
-@dataclass
-class _SourceScan:
-    occurrences: list[dict[int, _Occurrence]]
-    overlaps: list[dict[tuple[int, int], int]]
-    ids: set[int]
-
-
-def _scan_source(source, *, track: str, show_progress) -> _SourceScan:
-    from tqdm.auto import tqdm
-
-    occurrences, overlaps, ids = [], [], set()
-    prev = None
-    n_voxels = math.prod(source.frame_shape)
-    for t in tqdm(range(source.n_frames), desc=f"scan {source.path.name}", unit="frame",
-                  disable=show_progress, leave=False):
-        labels = source.read_labels(t)
-        if labels.shape != tuple(source.frame_shape):
-            raise InputError(f"{source.path}: frames of different shapes: {source.frame_labels[t]} is "
-                             f"{labels.shape}, expected {source.frame_shape}")
-        occ = _scan_frame(labels)
-        for label, o in occ.items():
-            if o.count == n_voxels:
-                raise InputError(f"{source.path}: {source.frame_labels[t]} is entirely foreground "
-                                 f"(label {label} fills every voxel); a cell needs background around it")
-        occurrences.append(occ)
-        ids.update(occ)
-        if track == "overlap":
-            overlaps.append(_overlaps(prev, labels) if prev is not None else {})
-            prev = labels
-    if not ids:
-        raise InputError(f"{source.path}: all frames are empty (no foreground voxels)")
-    return _SourceScan(occurrences, overlaps, ids)
-
-
-def _build_tracks(index: int, scan: _SourceScan, *, track: str, min_voxels: int) -> list[_Track]:
-    valid = [{k: o for k, o in occ.items() if o.count >= min_voxels} for occ in scan.occurrences]
-    tracks: list[_Track] = []
-    if track == "id" or len(scan.ids) == 1:
-        for label in sorted(scan.ids):
-            tr = _Track(source=index, labels={t: label for t, occ in enumerate(valid) if label in occ})
-            tracks.append(tr)
-        return tracks
-    active: dict[int, _Track] = {}  # label in the previous frame -> its track
-    for t, occ in enumerate(valid):
-        links = sorted(((n, p, c) for (p, c), n in scan.overlaps[t].items() if p in active and c in occ),
-                       reverse=True)
-        new_active: dict[int, _Track] = {}
-        used_prev = set()
-        for _, p, c in links:  # greedy one-to-one matching by largest overlap
-            if p in used_prev or c in new_active:
-                continue
-            used_prev.add(p)
-            active[p].labels[t] = c
-            new_active[c] = active[p]
-        for c in sorted(occ):
-            if c not in new_active:
-                tr = _Track(source=index, labels={t: c})
-                tracks.append(tr)
-                new_active[c] = tr
-        active = new_active
-    return tracks
-
-
 def _resolve_spacing(source) -> tuple[float, float, float]:
     if source.spacing is None:
         log.warning("%s: voxel size unknown, assuming 1 x 1 x 1 um (pass --spacing Z Y X)", source.path)
@@ -233,7 +105,7 @@ def _resolve_spacing(source) -> tuple[float, float, float]:
     return tuple(float(s) for s in source.spacing)  # type: ignore[return-value]
 
 
-def _half_extent(track: _Track, occ: list[dict[int, _Occurrence]], spacing, center: str):
+def _half_extent(track: Track, occ: list[dict[int, Occurrence]], spacing, center: str):
     """Cube centre(s) in microns and the largest half extent (microns) of the cell around it."""
     s = np.asarray(spacing)
     frames = sorted(track.labels)
@@ -249,7 +121,7 @@ def _half_extent(track: _Track, occ: list[dict[int, _Occurrence]], spacing, cent
     return {t: centres[i] for i, t in enumerate(frames)}, half
 
 
-def _frame_cube(source, t: int, label: int, occ: _Occurrence, spacing, origin: np.ndarray, voxel: float,
+def _frame_cube(source, t: int, label: int, occ: Occurrence, spacing, origin: np.ndarray, voxel: float,
                 size: int, keep_largest: bool) -> np.ndarray:
     """The cell's mask resampled onto the (size,)*3 cube whose voxel 0 sits at ``origin`` microns."""
     from scipy import ndimage
@@ -346,18 +218,18 @@ def _preview(path: Path, mips: list[tuple[np.ndarray, np.ndarray]]) -> None:
 
 def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: bool, show):
     """Scan every source; return the tracks to prepare (named), the scans and the excluded cells."""
-    tracks: list[_Track] = []
-    scans: list[_SourceScan] = []
+    tracks: list[Track] = []
+    scans: list[SourceScan] = []
     excluded: list[dict] = []
     used_names: set[str] = set()
     for i, src in enumerate(sources):
-        scan = _scan_source(src, track=track, show_progress=show)
+        scan = scan_source(src, track=track, show_progress=show)
         scans.append(scan)
         binary = len(scan.ids) == 1
         stem = _safe_name(_input_stem(src.path))
         width = max(3, len(str(max(scan.ids))))
         ids = sorted(scan.ids)
-        for k, tr in enumerate(_build_tracks(i, scan, track=track, min_voxels=min_voxels)):
+        for k, tr in enumerate(build_tracks(i, scan, track=track, min_voxels=min_voxels)):
             first = tr.labels[min(tr.labels)] if tr.labels else (ids[k] if track == "id" or binary else None)
             if binary:
                 base = stem
@@ -387,7 +259,7 @@ def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: boo
     return tracks, scans, excluded
 
 
-def _check_gaps(tracks: list[_Track], sources, scans: list[_SourceScan], track: str) -> None:
+def _check_gaps(tracks: list[Track], sources, scans: list[SourceScan], track: str) -> None:
     """Raise InputError naming the frames where the first gappy cell is missing."""
     gappy = []
     for tr in tracks:
@@ -440,7 +312,7 @@ class _FrameStats:
         self.mip_frames = set(shown.tolist())
 
 
-def _sequence_cubes(tr: _Track, src, spacing, occ, origins, stats: _FrameStats, *, voxel: float, size: int,
+def _sequence_cubes(tr: Track, src, spacing, occ, origins, stats: _FrameStats, *, voxel: float, size: int,
                     clamp: float, keep_largest: bool) -> Iterator[np.ndarray]:
     """Yield the normalised SDF cube of each frame of ``tr``, one at a time, recording ``stats``."""
     for j, t in enumerate(sorted(tr.labels)):
@@ -461,7 +333,7 @@ def _sequence_cubes(tr: _Track, src, spacing, occ, origins, stats: _FrameStats, 
         yield mask_to_sdf(mask, clamp)
 
 
-def _write_sequence(folder: Path, tr: _Track, cen: dict, src, spacing, occ, *, voxel: float, size: int,
+def _write_sequence(folder: Path, tr: Track, cen: dict, src, spacing, occ, *, voxel: float, size: int,
                     clamp: float, keep_largest: bool, center: str, track: str, preview: bool) -> dict:
     """Write ``<name>.h5`` (and the preview) of one cell; return its manifest entry."""
     from cellinr.io.sdf_dataset import write_sequence
