@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 
+from cellinr._util.jsonsafe import json_safe
 from cellinr.errors import ParameterError
 
 logger = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ def compare_activations(
     metrics = {"dataset": str(dataset.path), "preset": preset, "epochs": epochs, "seed": seed,
                "sequences": n_eval, "spacing_um": spacing, "truth_protrusions_mean": truth_protrusions,
                "summary": summary}
-    atomic_write_text(out / "metrics.json", json.dumps(_finite(metrics), indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n")
 
     rep = rp.Report("Sine vs ReLU activation at equal budget")
     rep.paragraph(
@@ -301,11 +301,3 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             w.writerows(rows)
 
 
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellinr._util.jsonsafe import json_safe
 from cellinr.errors import InputError, ParameterError
 
 logger = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def rotation_report(
         write_rows(tmp / "sequences.csv", res["per_sequence"])
         metrics = {"run": str(run_dir), "rotations_learned": learned, "codes": res["codes"],
                    "rotations": res["rotations"], "groups": res["groups"]}
-        atomic_write_text(tmp / "metrics.json", json.dumps(_clean(metrics), indent=2) + "\n")
+        atomic_write_text(tmp / "metrics.json", json.dumps(json_safe(metrics), indent=2) + "\n")
         rep = rp.Report("Rotation report")
         rep.paragraph(f"Run `{run_dir}`: {len(run.names)} sequences, code length {codes.shape[1]}, "
                       f"{res['codes']['n_groups']} groups of rotated copies ({res['codes']['n_grouped']} sequences)"
@@ -343,15 +343,3 @@ def _distance_matrix_figure(res: dict, names: Sequence[str], path: Path) -> None
     rp.save_figure(fig, path)
 
 
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (float, np.floating)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj

@@ -304,7 +304,7 @@ class TiffFolderSource(FrameSource):
                 axes = resolve_axes(arr.axes, arr.shape, axes_override, where=str(f),
                                     ndim=ndim if spatial is None else len(spatial))
                 if spatial is None:
-                    spatial = _spatial_of(axes, ndim)
+                    spatial = spatial_axes_of(axes, ndim)
                 if "T" in axes and dict(zip(axes, arr.shape))["T"] != 1:
                     raise InputError(f"{f}: a folder must hold one frame per file, this file has "
                                      f"{dict(zip(axes, arr.shape))['T']} time points")
@@ -357,140 +357,15 @@ def _list_frame_files(folder: Path) -> tuple[list[Path], list[int] | None, str]:
     return files, None, "*.tif"
 
 
-def _hdf5_datasets(group, prefix: str = "") -> list[str]:
-    import h5py
-
-    names = []
-    for key, item in group.items():
-        if isinstance(item, h5py.Dataset):
-            names.append(prefix + key)
-        elif isinstance(item, h5py.Group):
-            names.extend(_hdf5_datasets(item, prefix + key + "/"))
-    return names
-
-
-def _attr_text(value) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        return value
-    if isinstance(value, np.ndarray) and value.dtype.kind in "SU" and value.size == 1:
-        return _attr_text(value.item())
-    return None
-
-
-def _hdf5_spacing(dset) -> tuple[float, float, float] | None:
-    for key in ("spacing", "element_size_um", "voxel_size_um", "spacing_um"):
-        if key in dset.attrs:
-            value = dset.attrs[key]
-            text = _attr_text(value)
-            if text is not None:
-                import json
-
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    continue
-            try:
-                return parse_spacing(np.asarray(value, dtype=float).ravel().tolist()[-3:])
-            except ParameterError:
-                continue
-    return None
-
-
-def _spatial_of(resolved: str, ndim: int | None) -> str:
+def spatial_axes_of(resolved: str, ndim: int | None) -> str:
     return "ZYX" if ndim == 3 or (ndim is None and "Z" in resolved) else "YX"
 
 
-def _open_hdf5(path: Path, dataset: str | None, axes: str | None, spacing, ndim, interval) -> FrameSource:
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read HDF5 ({exc})") from None
-    try:
-        names = _hdf5_datasets(f)
-        if dataset is None:
-            if REFERENCE_SDF_KEY in f:
-                dataset = REFERENCE_SDF_KEY
-            elif len(names) == 1:
-                dataset = names[0]
-            else:
-                listing = ", ".join(names) if names else "none"
-                raise InputError(f"{path}: pass --dataset NAME to pick a dataset (datasets: {listing})")
-        if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
-            listing = ", ".join(names) if names else "none"
-            raise InputError(f"{path}: no dataset {dataset!r} in the file (datasets: {listing})")
-        dset = f[dataset]
-        base = dataset.rsplit("/", 1)[-1]
-        is_reference = base == REFERENCE_SDF_KEY
-        kind = "sdf" if base in (REFERENCE_SDF_KEY, "sdf") and dset.dtype.kind == "f" else "labels"
-        stored_axes = _attr_text(dset.attrs.get("axes")) if "axes" in dset.attrs else None
-        if stored_axes is None and is_reference and dset.ndim == 4:
-            # MATLAB writes column-major, so h5py sees (X, Y, Z, T); a file written from Python in
-            # (T, Z, Y, X) order is recognised by its one-frame chunks on the first axis.
-            chunks = dset.chunks
-            stored_axes = "TZYX" if chunks and chunks[0] == 1 and chunks[-1] != 1 else "XYZT"
-        elif stored_axes is None and is_reference and dset.ndim == 3:
-            stored_axes = "XYZ"
-        if stored_axes is not None and len(stored_axes) != dset.ndim:
-            stored_axes = None
-        resolved = resolve_axes(stored_axes.upper() if stored_axes else None, dset.shape, axes, where=str(path),
-                                ndim=ndim)
-        file_spacing = _hdf5_spacing(dset)
-        if interval is None and "frame_interval_min" in dset.attrs:
-            interval = parse_frame_interval(float(dset.attrs["frame_interval_min"]), name=f"{path}: frame_interval_min")
-        if kind == "sdf" and file_spacing is None and "voxel_size_um" in dset.attrs:
-            file_spacing = parse_spacing(float(dset.attrs["voxel_size_um"]))
-    except BaseException:
-        f.close()
-        raise
-    spacing_from = "argument" if spacing is not None else ("metadata" if file_spacing else "unknown")
-    return ArrayFrameSource(
-        path, dset, closer=f.close, format="sdf_vid" if is_reference else "hdf5", kind=kind, axes=resolved,
-        spacing=spacing if spacing is not None else _trim(file_spacing, resolved, ndim), spacing_from=spacing_from,
-        dataset=dataset, spatial=_spatial_of(resolved, ndim), frame_interval=interval,
-    )
-
-
-def _trim(spacing, resolved: str, ndim: int | None):
+def trim_spacing(spacing, resolved: str, ndim: int | None):
     """A file's (Z, Y, X) voxel size for the source's spatial axes."""
     if spacing is None:
         return None
-    return tuple(spacing)[-2:] if _spatial_of(resolved, ndim) == "YX" else spacing
-
-
-def _open_numpy(path: Path, dataset: str | None, axes: str | None, spacing, ndim, interval) -> FrameSource:
-    try:
-        if path.suffix.lower() == ".npy":
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            fmt = "npy"
-            if dataset is not None:
-                raise ParameterError(f"{path}: --dataset applies to .npz and HDF5 files, not .npy")
-        else:
-            fmt = "npz"
-            with np.load(path, allow_pickle=False) as npz:
-                keys = list(npz.files)
-                if dataset is None:
-                    preferred = [k for k in ("labels", "label", "masks", "mask") if k in keys]
-                    if len(keys) == 1:
-                        dataset = keys[0]
-                    elif preferred:
-                        dataset = preferred[0]
-                    else:
-                        raise InputError(f"{path}: pass --dataset NAME to pick an array (arrays: {', '.join(keys)})")
-                if dataset not in keys:
-                    raise InputError(f"{path}: no array {dataset!r} in the file (arrays: {', '.join(keys)})")
-                array = npz[dataset]
-    except (InputError, ParameterError):
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read NumPy file ({type(exc).__name__}: {exc})") from None
-    resolved = resolve_axes(None, array.shape, axes, where=str(path), ndim=ndim)
-    return ArrayFrameSource(path, array, format=fmt, kind="labels", axes=resolved, spacing=spacing,
-                            spacing_from="argument" if spacing is not None else "unknown", dataset=dataset,
-                            spatial=_spatial_of(resolved, ndim), frame_interval=interval)
+    return tuple(spacing)[-2:] if spatial_axes_of(resolved, ndim) == "YX" else spacing
 
 
 def _open_tiff_file(path: Path, axes: str | None, spacing, ndim, interval) -> FrameSource:
@@ -504,8 +379,8 @@ def _open_tiff_file(path: Path, axes: str | None, spacing, ndim, interval) -> Fr
         raise
     spacing_from = "argument" if spacing is not None else ("metadata" if arr.spacing else "unknown")
     return ArrayFrameSource(path, arr, closer=arr.close, format="tiff", kind="labels", axes=resolved,
-                            spacing=spacing if spacing is not None else _trim(arr.spacing, resolved, ndim),
-                            spacing_from=spacing_from, spatial=_spatial_of(resolved, ndim),
+                            spacing=spacing if spacing is not None else trim_spacing(arr.spacing, resolved, ndim),
+                            spacing_from=spacing_from, spatial=spatial_axes_of(resolved, ndim),
                             frame_interval=interval if interval is not None else arr.frame_interval)
 
 
@@ -619,12 +494,14 @@ def open_source(
             raise ParameterError(f"{path}: --dataset applies to HDF5 and .npz files, not TIFF")
         return _open_tiff_file(path, axes, spacing, ndim, frame_interval)
     if suffix in NPY_SUFFIXES:
-        return _open_numpy(path, dataset, axes, spacing, ndim, frame_interval)
-    if suffix in HDF5_SUFFIXES:
-        return _open_hdf5(path, dataset, axes, spacing, ndim, frame_interval)
+        from cellinr.io.arrays import open_numpy
+
+        return open_numpy(path, dataset, axes, spacing, ndim, frame_interval)
     import h5py
 
-    if h5py.is_hdf5(path):
-        return _open_hdf5(path, dataset, axes, spacing, ndim, frame_interval)
+    from cellinr.io.arrays import open_hdf5
+
+    if suffix in HDF5_SUFFIXES or h5py.is_hdf5(path):
+        return open_hdf5(path, dataset, axes, spacing, ndim, frame_interval)
     raise InputError(f"{path}: unsupported file type {suffix or '(no suffix)'}; expected TIFF, .npy, .npz, "
                      "HDF5 or a folder of TIFF frames")

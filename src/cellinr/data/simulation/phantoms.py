@@ -57,6 +57,7 @@ from cellinr.data.simulation.dividing import _Dividing
 from cellinr.data.simulation.filopodial import _Filopodial
 from cellinr.data.simulation.primitives import GridDomain, PointDomain
 from cellinr.data.simulation.shapes import CUBE_UM, KINDS, _Model, _unit
+from cellinr._util.jsonsafe import json_safe
 from cellinr.errors import ParameterError
 
 logger = logging.getLogger(__name__)
@@ -277,27 +278,13 @@ def _ground_truth(model: _Model, masks, times, size, seed, index, spacing) -> di
                 "in_window": bool(0.0 <= t_pinch <= 1.0),
             })
         truth["divisions"] = divisions
-    return _jsonable(truth)
+    return json_safe(truth, digits=6)
 
 
 def _first_frame_at(times, t: float) -> int | None:
     """Index of the first frame at or after time t (None when t is beyond the last frame)."""
     idx = np.flatnonzero(times >= t - 1e-12)
     return int(idx[0]) if idx.size else None
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return round(float(obj), 6)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    return obj
 
 
 # ===================================================================================================
