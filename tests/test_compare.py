@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from cellinr.cli import main
+from cellinr.data import simulation as simulate
 from cellinr.errors import InputError, OutputExistsError, ParameterError
 from cellinr.io.tiff import write_tiff
 from cellinr.measurement.comparison import compare, coverage_mmd, one_nn_accuracy
-from cellinr.data import simulation as simulate
 from cellinr.measurement.tables import describe_sequence, read_rows
-
 
 
 def simulated_rows(kind, indices, *, frames=2, size=32, seed=0):
@@ -195,6 +194,7 @@ def _ellipsoid_masks(size, radii, rotation, frames=2):
 
 def test_rotation_report_end_to_end(tmp_path, capsys):
     import torch
+
     from cellinr.training.shape import train
     torch.set_num_threads(1)
     rng = np.random.default_rng(3)
@@ -224,6 +224,7 @@ def test_rotation_report_end_to_end(tmp_path, capsys):
 
 def test_compare_activations_smoke(tmp_path):
     import torch
+
     from cellinr.evaluation.activations import compare_activations, count_protrusions
 
     torch.set_num_threads(1)

@@ -3,7 +3,13 @@ import pytest
 
 from cellinr.errors import InputError
 from cellinr.io.ctc import (
-    Track, check_ctc_sequence, format_man_track, frame_digits, read_ctc_sequence, read_man_track, track_masks,
+    Track,
+    check_ctc_sequence,
+    format_man_track,
+    frame_digits,
+    read_ctc_sequence,
+    read_man_track,
+    track_masks,
     write_ctc_sequence,
 )
 

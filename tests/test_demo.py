@@ -7,7 +7,11 @@ import numpy as np
 from cellinr.cli import main
 from cellinr.io.ctc import check_ctc_sequence, read_ctc_sequence
 from cellinr.io.tiff import read_tiff
-from cellinr.model.registry import bundled_shape_models, bundled_texture_model, resolve_run
+from cellinr.model.registry import (
+    bundled_shape_models,
+    bundled_texture_model,
+    resolve_run,
+)
 
 
 def test_bundled_models_are_installed_and_documented():

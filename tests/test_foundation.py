@@ -2,10 +2,15 @@
 import numpy as np
 import pytest
 
+from cellinr._util.atomic import atomic_dir
 from cellinr.cli import main
 from cellinr.errors import DatasetError, OutputExistsError
-from cellinr._util.atomic import atomic_dir
-from cellinr.io.sdf_dataset import SDFDataset, new_manifest, write_manifest, write_sequence
+from cellinr.io.sdf_dataset import (
+    SDFDataset,
+    new_manifest,
+    write_manifest,
+    write_sequence,
+)
 from cellinr.io.tiff import read_tiff, write_tiff
 
 

@@ -16,12 +16,12 @@ from cellinr.cli import main
 from cellinr.errors import OutputExistsError, ParameterError, RunError
 from cellinr.generation.frontends import generate, interpolate, reconstruct
 from cellinr.generation.samplers import fit_gaussian, sample_latents
-from cellinr.training.fitting import fit
 from cellinr.geometry.grid import evaluate_dense, evaluate_fast, grid_points
-from cellinr.model.run import load_run, write_run_files
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import read_tiff
+from cellinr.model.run import load_run, write_run_files
 from cellinr.nn.rotation import euler_xyz_to_matrix, random_rotations, rotation_angle
+from cellinr.training.fitting import fit
 
 SIZE, CLAMP, VOXEL_UM = 33, 8.0, 0.5
 UNIT = CLAMP * 2 / (SIZE - 1)  # 0.5 coordinate units per SDF unit

@@ -10,10 +10,16 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cellinr.geometry.grid import axis_coords, evaluate_dense, evaluate_fast, grid_points, time_coords
+from cellinr.geometry.grid import (
+    axis_coords,
+    evaluate_dense,
+    evaluate_fast,
+    grid_points,
+    time_coords,
+)
 from cellinr.geometry.mesh import mesh_from_sdf
-from cellinr.io.meshes import read_mesh, write_mesh
 from cellinr.geometry.project import max_projection
+from cellinr.io.meshes import read_mesh, write_mesh
 
 UNIT = 0.25  # one SDF unit in coordinate units for the analytic fields below
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from cellinr.errors import InputError, ParameterError
-from cellinr.io.sources import open_source, parse_spacing
-from cellinr.summary import describe
+from cellinr.io.sources import open_source
 from cellinr.io.tiff import open_tiff, read_tiff, write_tiff
+from cellinr.io.units import parse_spacing
+from cellinr.summary import describe
 
 
 def _labels(shape, seed=0, n=5):

@@ -8,7 +8,11 @@ import pytest
 from cellinr.cli import main
 from cellinr.errors import InputError, ParameterError
 from cellinr.io.tiff import write_tiff
-from cellinr.measurement.descriptors import DESCRIPTORS_2D, DESCRIPTORS_3D, describe_mask
+from cellinr.measurement.descriptors import (
+    DESCRIPTORS_2D,
+    DESCRIPTORS_3D,
+    describe_mask,
+)
 from cellinr.measurement.tables import describe_sequence, measure, read_rows
 
 

@@ -17,7 +17,6 @@ from cellinr.nn.rotation import (
 )
 from cellinr.nn.siren import ReLULayer, SineLayer
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

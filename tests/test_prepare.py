@@ -10,9 +10,9 @@ import pytest
 from cellinr.cli import main
 from cellinr.data.preparation import mask_to_sdf, prepare
 from cellinr.errors import InputError, OutputExistsError, ParameterError
-from cellinr.summary import describe
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import write_tiff
+from cellinr.summary import describe
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
 

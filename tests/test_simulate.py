@@ -222,7 +222,12 @@ def test_sdf_is_distance_like(kind):
 
 
 def test_primitives_exact():
-    from cellinr.data.simulation.primitives import capsule, fibonacci_sphere, harmonic_sum, smin
+    from cellinr.data.simulation.primitives import (
+        capsule,
+        fibonacci_sphere,
+        harmonic_sum,
+        smin,
+    )
 
     rng = np.random.default_rng(0)
     p = rng.uniform(-1, 1, size=(500, 3))

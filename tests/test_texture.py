@@ -10,10 +10,19 @@ from cellinr.cli import main
 from cellinr.errors import InputError, RunError
 from cellinr.io.tiff import write_tiff
 from cellinr.nn.pix2pixhd import (
-    GlobalGenerator, LocalEnhancer, MultiscaleDiscriminator, NLayerDiscriminator, TextureNetConfig,
+    GlobalGenerator,
+    LocalEnhancer,
+    MultiscaleDiscriminator,
+    NLayerDiscriminator,
+    TextureNetConfig,
 )
 from cellinr.texture.apply import load_texture_model, texture_labels
-from cellinr.texture.data import condition_from_labels, instance_boundaries, load_masks, load_pairs
+from cellinr.texture.data import (
+    condition_from_labels,
+    instance_boundaries,
+    load_masks,
+    load_pairs,
+)
 from cellinr.texture.renderer import RenderParams, estimate_render_params, render
 from cellinr.training.texture import train_texture
 

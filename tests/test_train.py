@@ -8,14 +8,37 @@ import torch
 from safetensors.torch import load_file
 
 from cellinr.cli import main
-from cellinr.model.config import PRESETS, from_yaml, load_config, preset, save_config, to_yaml
-from cellinr.errors import ConfigError, DatasetError, DeviceError, OutputExistsError, RunError
+from cellinr.errors import (
+    ConfigError,
+    DatasetError,
+    DeviceError,
+    OutputExistsError,
+    RunError,
+)
+from cellinr.io.sdf_dataset import (
+    SDFDataset,
+    new_manifest,
+    write_manifest,
+    write_sequence,
+)
+from cellinr.model.config import (
+    PRESETS,
+    from_yaml,
+    load_config,
+    preset,
+    save_config,
+    to_yaml,
+)
 from cellinr.model.run import load_run
-from cellinr.io.sdf_dataset import SDFDataset, new_manifest, write_manifest, write_sequence
 from cellinr.training.checkpoint import list_checkpoints
-from cellinr.training.sampling import PointPool, frame_time, index_to_coords, sample_frame, window_batches
+from cellinr.training.sampling import (
+    PointPool,
+    frame_time,
+    index_to_coords,
+    sample_frame,
+    window_batches,
+)
 from cellinr.training.shape import train
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -124,9 +124,19 @@ def benchmark(
 
     from cellinr import __version__
     from cellinr._util.atomic import atomic_dir
-    from cellinr.io.ctc import track_masks, write_ctc_frame, write_ctc_sequence, write_man_track
+    from cellinr.io.ctc import (
+        track_masks,
+        write_ctc_frame,
+        write_ctc_sequence,
+        write_man_track,
+    )
     from cellinr.io.tiff import write_tiff
-    from cellinr.texture.renderer import RenderParams, cell_brightness, params_like, render
+    from cellinr.texture.renderer import (
+        RenderParams,
+        cell_brightness,
+        params_like,
+        render,
+    )
 
     if like is not None and len(like) != 2:
         raise ParameterError(f"--like needs IMAGE and MASK, got {len(like)} values")

@@ -52,13 +52,17 @@ def demo(
         installed, else the renderer), a bundled texture model name ("dsb2018") or a model folder
     seed : random seed; the same seed gives the same files
     """
+    from cellinr._util.atomic import atomic_dir
     from cellinr.benchmarking import benchmark
     from cellinr.data.simulation.phantoms import simulate
     from cellinr.generation.frontends import generate
-    from cellinr._util.atomic import atomic_dir
     from cellinr.io.tiff import read_tiff
     from cellinr.measurement.comparison import compare
-    from cellinr.model.registry import bundled_shape_models, bundled_texture_model, resolve_run
+    from cellinr.model.registry import (
+        bundled_shape_models,
+        bundled_texture_model,
+        resolve_run,
+    )
     from cellinr.visualize import mask_mips, write_gif, write_montage
 
     if sequences <= 0 or size < 16 or frames <= 0 or reference_sequences < 2:

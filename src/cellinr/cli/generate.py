@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from cellinr.cli._common import add_device, add_overwrite, add_seed, positive_float, positive_int
+from cellinr.cli._common import (
+    add_device,
+    add_overwrite,
+    add_seed,
+    positive_float,
+    positive_int,
+)
 
 FORMATS_HELP = "comma-separated outputs among tiff (mask T,Z,Y,X), sdf (HDF5), mesh (per frame), mip (T,Y,X)"
 

@@ -36,7 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.data.tracking import TRACK_MODES, Occurrence, SourceScan, Track, build_tracks, scan_source
+from cellinr.data.tracking import (
+    TRACK_MODES,
+    Occurrence,
+    SourceScan,
+    Track,
+    build_tracks,
+    scan_source,
+)
 from cellinr.errors import InputError, OutputExistsError, ParameterError
 
 log = logging.getLogger(__name__)
@@ -452,9 +459,9 @@ def prepare(
     from tqdm.auto import tqdm
 
     from cellinr._util.atomic import atomic_dir
+    from cellinr.io.sdf_dataset import new_manifest, write_manifest
     from cellinr.io.sources import expand_inputs, open_source
     from cellinr.io.units import parse_frame_interval, parse_spacing
-    from cellinr.io.sdf_dataset import new_manifest, write_manifest
 
     _validate(size, clamp, voxel_size, scale, track, center, min_voxels)
     size = int(size)

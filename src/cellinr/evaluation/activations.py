@@ -138,12 +138,12 @@ def compare_activations(
     Path
         ``out``.
     """
-    from cellinr._util.device import resolve_device
     from cellinr._util.atomic import atomic_write_text, check_output_dir
-    from cellinr.model.run import load_run
+    from cellinr._util.device import resolve_device
     from cellinr.io.sdf_dataset import SDFDataset
     from cellinr.measurement import report as rp
     from cellinr.measurement.overlap import overlap_metrics
+    from cellinr.model.run import load_run
     from cellinr.training.shape import train
 
     if sequences is not None and sequences < 1:

@@ -243,8 +243,8 @@ def rotation_report(
         ``out`` with ``report.md``, ``report.html``, ``metrics.json``, ``sequences.csv`` and figures.
     """
     from cellinr._util.atomic import atomic_dir, atomic_write_text
-    from cellinr.model.run import load_run
     from cellinr.measurement import report as rp
+    from cellinr.model.run import load_run
 
     spec: dict = {}
     if groups is not None:
@@ -317,9 +317,8 @@ def rotation_report(
 
 
 def _distance_matrix_figure(res: dict, names: Sequence[str], path: Path) -> None:
-    from cellinr.measurement import report as rp
-
     from cellinr._util.figures import subplots
+    from cellinr.measurement import report as rp
 
     group = [r["group"] for r in res["per_sequence"]]
     order = sorted(range(len(names)), key=lambda i: (group[i] == "", group[i], names[i]))

@@ -22,8 +22,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from cellinr.errors import ParameterError
-from cellinr.generation.frames import EvalOptions, check_frames, load_for_evaluation, resolve_dims
-from cellinr.generation.runner import JobSpec, SequenceJob, common_options, parse_formats, run_jobs, safe_name
+from cellinr.generation.frames import (
+    EvalOptions,
+    check_frames,
+    load_for_evaluation,
+    resolve_dims,
+)
+from cellinr.generation.runner import (
+    JobSpec,
+    SequenceJob,
+    common_options,
+    parse_formats,
+    run_jobs,
+    safe_name,
+)
 from cellinr.generation.samplers import (
     ROTATION_MODES,
     check_sampler,

@@ -34,7 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import OutputExistsError, ParameterError
-from cellinr.generation.frames import BYTES_PER_CHUNK_POINT, EvalOptions, evaluate_frame, sequence_field
+from cellinr.generation.frames import (
+    BYTES_PER_CHUNK_POINT,
+    EvalOptions,
+    evaluate_frame,
+    sequence_field,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import InputError, ParameterError
-from cellinr.io.sources import ArrayFrameSource, FrameSource, spatial_axes_of, trim_spacing, resolve_axes
+from cellinr.io.framesource import (
+    REFERENCE_SDF_KEY,
+    ArrayFrameSource,
+    FrameSource,
+    resolve_axes,
+    spatial_axes_of,
+    trim_spacing,
+)
 from cellinr.io.units import parse_frame_interval, parse_spacing
-
-from cellinr.io.sources import REFERENCE_SDF_KEY
 
 
 def _hdf5_datasets(group, prefix: str = "") -> list[str]:

@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import InputError
-from cellinr.io.sources import CTC_PATTERNS, HDF5_SUFFIXES, NPY_SUFFIXES, TIFF_SUFFIXES, open_source
+from cellinr.io.sources import (
+    CTC_PATTERNS,
+    HDF5_SUFFIXES,
+    NPY_SUFFIXES,
+    TIFF_SUFFIXES,
+    open_source,
+)
 
 log = logging.getLogger(__name__)
 

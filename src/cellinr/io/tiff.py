@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.errors import InputError
 from cellinr._util.atomic import atomic_path
+from cellinr.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.measurement.comparison import PER_SEQUENCE, TRAJECTORY_POINTS, descriptor_samples, sequence_values
+from cellinr.measurement.shape_sets import (
+    PER_SEQUENCE,
+    TRAJECTORY_POINTS,
+    descriptor_samples,
+    sequence_values,
+)
+
+
 def write_stats_csv(path: Path, stats_rows: list[dict], names: Sequence[str]) -> None:
 
     from cellinr._util.atomic import atomic_path

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cellinr.geometry import regions
 from cellinr.errors import InputError, ParameterError
+from cellinr.geometry import regions
 
 #: Keys of :func:`overlap_metrics`, in column order.
 OVERLAP_KEYS = (

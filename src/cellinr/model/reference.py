@@ -114,8 +114,8 @@ def import_reference(
     """
     import torch
 
-    from cellinr.model.config import Config, ModelConfig, TrainConfig, validate
     from cellinr._util.atomic import atomic_dir
+    from cellinr.model.config import Config, ModelConfig, TrainConfig, validate
     from cellinr.model.run import write_run_files
     from cellinr.nn.decoder import AutoDecoder
     from cellinr.nn.rotation import euler_xyz_to_matrix

@@ -172,8 +172,8 @@ def write_run_files(
     from safetensors.torch import save_file
 
     from cellinr import __version__
-    from cellinr.model.config import save_config
     from cellinr._util.atomic import atomic_path, atomic_write_text
+    from cellinr.model.config import save_config
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import ConfigError, RunError
-from cellinr.model.registry import TEXTURE_MARKER as MODEL_JSON, resolve_texture_model
+from cellinr.model.registry import TEXTURE_MARKER as MODEL_JSON
+from cellinr.model.registry import resolve_texture_model
 from cellinr.texture.data import condition_from_labels, label_stack, load_masks
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from cellinr.errors import RunError
 from cellinr._util.atomic import atomic_path
+from cellinr.errors import RunError
 
 log = logging.getLogger(__name__)
 

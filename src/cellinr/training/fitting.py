@@ -83,7 +83,11 @@ def fit(
     from tqdm.auto import tqdm
 
     from cellinr._util.atomic import atomic_dir
-    from cellinr.generation.frames import EvalOptions, evaluate_frame, load_for_evaluation
+    from cellinr.generation.frames import (
+        EvalOptions,
+        evaluate_frame,
+        load_for_evaluation,
+    )
     from cellinr.geometry.grid import time_coords
     from cellinr.geometry.regions import dice as dice_score
     from cellinr.io.sdf_dataset import SDFDataset

@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cellinr.model.config import Config, config_from_dict, load_config, preset as get_preset, validate
 from cellinr.errors import CellinrError, OutputExistsError, RunError
+from cellinr.model.config import Config, config_from_dict, load_config, validate
+from cellinr.model.config import preset as get_preset
 from cellinr.nn.decoder import AutoDecoder
 from cellinr.nn.rotation import RotationTable
 from cellinr.training import checkpoint as ckpt
@@ -425,8 +426,8 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
 
 
 def _prepare_out(out: Path, cfg: Config, dataset, overwrite: bool) -> None:
-    from cellinr.model.config import save_config
     from cellinr._util.atomic import atomic_write_text
+    from cellinr.model.config import save_config
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:

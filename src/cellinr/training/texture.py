@@ -28,10 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cellinr.errors import InputError, ParameterError, RunError
 from cellinr._util.atomic import atomic_path, atomic_write_text, check_output_dir
+from cellinr.errors import InputError, ParameterError, RunError
 from cellinr.nn.pix2pixhd import (
-    TextureNetConfig, build_discriminator, build_generator, feature_matching_loss, init_weights, lsgan_loss,
+    TextureNetConfig,
+    build_discriminator,
+    build_generator,
+    feature_matching_loss,
+    init_weights,
+    lsgan_loss,
 )
 from cellinr.texture.data import Frame, check_labels, condition_from_labels, load_pairs
 

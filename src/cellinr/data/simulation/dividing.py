@@ -10,6 +10,7 @@ from cellinr.data.simulation.primitives import (
     smin,
 )
 from cellinr.data.simulation.shapes import (
+    _ball_volume,
     _Body,
     _Model,
     _Oscillator,
@@ -18,7 +19,6 @@ from cellinr.data.simulation.shapes import (
     _random_unit,
     _sigma_per_harmonic,
     _unit,
-    _ball_volume,
 )
 
 

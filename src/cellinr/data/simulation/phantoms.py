@@ -43,8 +43,8 @@ Determinism
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -52,12 +52,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cellinr._util.jsonsafe import json_safe
 from cellinr.data.simulation.deforming import _Deforming
 from cellinr.data.simulation.dividing import _Dividing
 from cellinr.data.simulation.filopodial import _Filopodial
 from cellinr.data.simulation.primitives import GridDomain, PointDomain
 from cellinr.data.simulation.shapes import CUBE_UM, KINDS, _Model, _unit
-from cellinr._util.jsonsafe import json_safe
 from cellinr.errors import ParameterError
 
 logger = logging.getLogger(__name__)
