@@ -27,6 +27,7 @@ _API = {
     "generate": "cellinr.generation.frontends:generate",
     "fit": "cellinr.training.fitting:fit",
     "interpolate": "cellinr.generation.frontends:interpolate",
+    "decode": "cellinr.generation.frames:decode",
     "train_texture": "cellinr.training.texture:train_texture",
     "load_texture_model": "cellinr.texture.apply:load_texture_model",
     "apply_texture": "cellinr.texture.apply:apply_texture",

@@ -47,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"cellinr.cli.{name}")
-        except ModuleNotFoundError as exc:  # a stage not built yet
-            if exc.name == f"cellinr.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"cellinr.cli.{name}").register(subparsers)
     return parser
 
 
