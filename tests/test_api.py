@@ -125,3 +125,12 @@ def test_every_public_function_twice_in_two_orders(tmp_path):
         result = getattr(cellinr, name)(*args, **kwargs)
         if name == "open_source":
             result.close()
+
+
+def test_typing_stub_lists_the_api():
+    from pathlib import Path
+
+    stub = (Path(cellinr.__file__).parent / "__init__.pyi").read_text()
+    for name, target in cellinr._API.items():
+        module, attr = target.split(":")
+        assert f"from {module} import {attr} as {name}\n" in stub, name

@@ -120,7 +120,7 @@ def test_tiny_training_lowers_losses_and_resumes(tmp_path, one_thread):
         assert loss[-10:].mean() < 0.6 * loss[:10].mean(), key
     assert sorted(p.name for p in (out / "samples").iterdir())[-1] == "epoch_0004.png"
     meta = json.loads((out / "texture_model.json").read_text())
-    assert meta["kind"] == "cellinr-texture-model" and meta["epochs_done"] == 4
+    assert meta["format"] == "cellinr-texture-model" and meta["epochs_done"] == 4
     # resume to 5 epochs: continues the log and the epoch count
     train_texture(images, labels, out, size=32, epochs=5, steps_per_epoch=10, batch_size=2, net=TINY,
                   lr=1e-3, lambda_l1=10.0, device="cpu", seed=1, resume=True)

@@ -211,7 +211,7 @@ def benchmark(
             what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
             raise InputError(f"{source}: no {what} found")
         info = {
-            "kind": "cellinr-benchmark",
+            "format": "cellinr-benchmark",
             "source": str(source),
             "texture": "render" if model is None else str(model.path),
             "render_params": params.to_dict() if (model is None or three_d) else None,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellinr._util.jsonsafe import file_type_of
 from cellinr.errors import ConfigError, RunError
 from cellinr.model.registry import TEXTURE_MARKER as MODEL_JSON
 from cellinr.model.registry import resolve_texture_model
@@ -75,7 +76,7 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{meta_path}: not valid JSON ({exc})") from None
-    kind = meta.get("kind") if isinstance(meta, dict) else None
+    kind = file_type_of(meta)
     if kind != MODEL_KIND:
         raise RunError(f"{path}: not a texture model ({MODEL_JSON} has kind {kind!r}, not {MODEL_KIND!r})")
     try:

@@ -316,7 +316,7 @@ def train_texture(
     sample_cond_t = torch.from_numpy(sample_cond).to(dev)
 
     info = {
-        "kind": MODEL_KIND,
+        "format": MODEL_KIND,
         "format_version": FORMAT_VERSION,
         "net": net_cfg.to_dict(),
         "normalisation": {"lo": lo, "hi": hi, "dtype": dtype},
