@@ -14,8 +14,8 @@ from cellinr.nn.pix2pixhd import (
     LocalEnhancer,
     MultiscaleDiscriminator,
     NLayerDiscriminator,
-    TextureNetConfig,
 )
+from cellinr.nn.texture_config import TextureNetConfig
 from cellinr.texture.apply import load_texture_model, texture_labels
 from cellinr.texture.data import (
     condition_from_labels,

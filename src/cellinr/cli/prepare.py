@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from cellinr.cli._common import add_overwrite, add_spacing, positive_float, positive_int
+from cellinr.data.preparation import CENTER_MODES
+from cellinr.data.tracking import TRACK_MODES
 
 HELP = "turn 3D / 3D+t masks or instance labels into SDF sequences (one per cell)"
 
@@ -33,11 +35,11 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", default=None, metavar="NAME", help="HDF5 dataset or .npz array name")
     parser.add_argument("--frame-interval", type=positive_float, default=None, metavar="MIN",
                         help="minutes between frames (overrides ImageJ/OME metadata)")
-    parser.add_argument("--track", choices=("id", "overlap"), default="id",
+    parser.add_argument("--track", choices=TRACK_MODES, default=TRACK_MODES[0],
                         help="follow a label id through time, or link labels by maximum overlap")
     parser.add_argument("--min-voxels", type=int, default=0, metavar="N",
                         help="ignore label occurrences smaller than N input voxels")
-    parser.add_argument("--center", choices=("sequence", "frame"), default="sequence",
+    parser.add_argument("--center", choices=CENTER_MODES, default=CENTER_MODES[0],
                         help="centre the cube on the mean centroid of the sequence or on each frame's centroid")
     parser.add_argument("--keep-largest", action="store_true",
                         help="keep only the largest connected component of each frame")

@@ -64,7 +64,8 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
     import torch
 
     from cellinr._util.device import resolve_device
-    from cellinr.nn.pix2pixhd import TextureNetConfig, build_generator
+    from cellinr.nn.pix2pixhd import build_generator
+    from cellinr.nn.texture_config import TextureNetConfig
 
     path = resolve_texture_model(model)
     if not path.is_dir():

@@ -31,13 +31,13 @@ import torch
 from cellinr._util.atomic import atomic_path, atomic_write_text, check_output_dir
 from cellinr.errors import InputError, ParameterError, RunError
 from cellinr.nn.pix2pixhd import (
-    TextureNetConfig,
     build_discriminator,
     build_generator,
     feature_matching_loss,
     init_weights,
     lsgan_loss,
 )
+from cellinr.nn.texture_config import TextureNetConfig
 from cellinr.texture.data import Frame, check_labels, condition_from_labels, load_pairs
 
 log = logging.getLogger(__name__)
