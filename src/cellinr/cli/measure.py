@@ -6,6 +6,7 @@ import argparse
 
 from cellinr.cli._common import add_overwrite, add_spacing, positive_float, positive_int
 from cellinr.measurement.descriptors import CURVATURE_SMOOTHING, SMOOTH_SIGMA
+from cellinr.measurement.protrusions import PROTRUSION_RADIUS_UM
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"Gaussian sigma in voxels before meshing (default: {SMOOTH_SIGMA})")
     parser.add_argument("--curvature-rings", type=int, default=CURVATURE_SMOOTHING,
                         help=f"rounds of vertex-ring averaging of curvature (default: {CURVATURE_SMOOTHING})")
+    parser.add_argument("--protrusion-radius", type=positive_float, default=PROTRUSION_RADIUS_UM, metavar="UM",
+                        help="opening radius in microns that separates thin protrusions from the cell body "
+                        f"(default: {PROTRUSION_RADIUS_UM})")
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="mask files measured in parallel processes (default: 1)")
     add_overwrite(parser)
@@ -35,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from cellinr.measurement.tables import measure
 
     rows = measure(args.path, args.out, spacing=args.spacing, axes=args.axes, frame_interval=args.frame_interval,
-                   smoothing=args.smoothing, curvature_rings=args.curvature_rings, workers=args.workers,
+                   smoothing=args.smoothing, curvature_rings=args.curvature_rings,
+                   protrusion_radius_um=args.protrusion_radius, workers=args.workers,
                    overwrite=args.overwrite)
     n_seq = len({r["sequence"] for r in rows})
     print(f"measured {n_seq} sequences, {len(rows)} frames -> {args.out}")
