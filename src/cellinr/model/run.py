@@ -127,6 +127,19 @@ class Run:
             return interval
         return interval * (span - 1) / (frames - 1)
 
+    def trajectory(self, index: int) -> np.ndarray | None:
+        """(T, 3) centroid path (Z, Y, X microns) of training sequence ``index``, or None when not recorded.
+
+        From the data set's manifest (``trajectory_um``, written by ``prepare``): with per-frame centring
+        the data set holds each cell's shape and this holds its motion.
+        """
+        name = self.names[index]
+        for entry in self.manifest.get("sequences", []) if isinstance(self.manifest, dict) else []:
+            if isinstance(entry, dict) and entry.get("name") == name and entry.get("trajectory_um") is not None:
+                path = np.asarray(entry["trajectory_um"], dtype=np.float64)
+                return path if path.ndim == 2 and path.shape[1] == 3 and np.isfinite(path).all() else None
+        return None
+
     @property
     def codes(self) -> np.ndarray:
         """(N, L) float32 learned codes as a NumPy array."""
