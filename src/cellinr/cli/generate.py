@@ -56,11 +56,13 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n", type=int, required=True, help="number of sequences")
     add_seed(parser)
-    parser.add_argument("--latent", default=LATENT_SAMPLERS[0], choices=LATENT_SAMPLERS,
-                        help="code sampler: N(0, sigma^2 I), a Gaussian fitted to the learned codes, or a learned "
-                        "code plus N(0, sigma^2) noise (default: gaussian)")
+    parser.add_argument("--latent", default=None, choices=LATENT_SAMPLERS,
+                        help="code sampler: gaussian N(0, sigma^2 I), fitted (a Gaussian fitted to the learned codes), "
+                        "perturb (a learned code plus N(0, sigma^2) noise) or kde (a learned code plus noise shaped "
+                        "like the codes' spread) (default: the sampler the model recommends, else perturb)")
     parser.add_argument("--sigma", type=float,
-                        help="noise scale (default: RMS of the learned codes for gaussian, a tenth of it for perturb)")
+                        help="noise scale (default: RMS of the learned codes for gaussian, a tenth of it for "
+                        "perturb); bandwidth of kde (default 0.5)")
     parser.add_argument("--rotation", default=ROTATION_MODES[0], choices=ROTATION_MODES,
                         help="uniformly random rotation per sequence, or none (default: random)")
     add_grid_options(parser)
