@@ -9,7 +9,9 @@ each with its own learning rate and step schedule; rotations are optimised durin
 A run is resumable: checkpoints (:mod:`cellinr.training.checkpoint`) hold everything the loop
 depends on, and the training data of each step are a pure function of (seed, epoch) (see
 :mod:`cellinr.training.sampling`), so a resumed run ends with exactly the parameters of an
-uninterrupted one (same device and thread count).
+uninterrupted one (same device and thread count). Each step's gradient is summed frame by frame in
+the global batch order (:func:`cellinr.training.distributed.ordered_gradients`), so a run on N
+processes (torchrun) follows the same optimisation as on one.
 """
 
 from __future__ import annotations
@@ -43,10 +45,7 @@ _OWNED = ("config.yaml", "model.safetensors", "latents.safetensors", "run.json",
 
 
 class ShapeModel(nn.Module):
-    """Decoder, latent table and (optionally) rotation table: the trainable parameters of a run.
-
-    Kept in one module so DistributedDataParallel averages the gradients of all of them.
-    """
+    """Decoder, latent table and (optionally) rotation table: the trainable parameters of a run."""
 
     def __init__(self, config: Config, n_sequences: int):
         super().__init__()
@@ -312,11 +311,10 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
             "training %d sequences, %d frames, %d points per frame, %d steps per epoch, pool %.1f MB",
             n_seq, len(pool.frames), pool.points_per_frame, len(pool), pool.pool_bytes / 2**20,
         )
-    net = model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # every process starts from process 0's parameters; steps are summed frame by frame in the global
+    # batch order (cellinr.training.distributed.ordered_gradients), so 1 and N processes train alike
+    dist_utils.broadcast_parameters(model, info)
+    dense_params = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
 
     rows = _read_log(out / "log.csv", start_epoch) if info.is_main else []
     if info.is_main and state is not None:
@@ -336,7 +334,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     try:
         for epoch in range(start_epoch, tc.epochs):
             t0 = time.perf_counter()
-            net.train()
+            model.train()
             reg_weight = regulariser_weight(tc.code_reg, epoch, tc.code_reg_warmup)
             rot_active = model.rotations is not None and epoch < tc.rotation_epochs
             totals = torch.zeros(3, device=device)  # summed on the device: no host sync per step
@@ -347,15 +345,21 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                 xyz = index_to_coords(torch.from_numpy(index).to(device), shape)
                 target = torch.from_numpy(value).to(device=device, dtype=torch.float32)
                 model.zero_grad(set_to_none=True)
-                with autocast():
-                    pred, codes = net(seq_t, times_t, xyz)
-                l1 = sdf_l1(pred, target, tc.clamp)
-                reg = code_regulariser(codes)
-                loss = l1 + reg_weight * reg
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                global_frames = len(seq) * info.world_size
+
+                def frame_terms(j, seq_t=seq_t, times_t=times_t, xyz=xyz, target=target, seq=seq):
+                    with autocast():
+                        pred, codes = model(seq_t[j:j + 1], times_t[j:j + 1], xyz[j:j + 1])
+                    l1 = sdf_l1(pred, target[j:j + 1], tc.clamp)
+                    reg = reg_weight * code_regulariser(codes)
+                    loss = (l1 + reg) / global_frames
+                    return dist_utils.FrameTerms(
+                        loss=scaler.scale(loss) if scaler is not None else loss, codes=codes, seq=int(seq[j]),
+                        logged=torch.stack([l1 + reg, l1, reg]) / global_frames,
+                    )
+
+                logged = dist_utils.ordered_gradients(frame_terms, len(seq), params=dense_params,
+                                                      code_table=model.latents.weight, info=info)
                 active = [optimisers["net"], optimisers["codes"]] + ([optimisers["rotations"]] if rot_active else [])
                 if tc.grad_clip is not None:
                     if scaler is not None:
@@ -368,12 +372,11 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                         o.step()
                 if scaler is not None:
                     scaler.update()
-                totals += torch.stack([loss.detach(), l1.detach(), reg_weight * reg.detach()])
+                totals += logged
                 n_steps += 1
             for s in schedulers.values():
                 s.step()
-            totals /= max(1, n_steps)
-            totals = dist_utils.all_reduce_mean(totals, info).cpu()
+            totals = (totals / max(1, n_steps)).cpu()  # the global batch's values, equal on every process
             done = epoch + 1
             if not torch.isfinite(totals).all():
                 raise RunError(
