@@ -356,3 +356,47 @@ def _initial(key):
         cfg = preset("tiny")
         cfg.train.rotations = True
         return ShapeModel(cfg, 2).latents.weight.detach()
+
+
+# -- the authors' sdf_vid files, used directly -------------------------------------------------------------
+def _authors_sdf_folder(folder, n_files=2, frames=3, edge=20):
+    """sdf_vid files as the authors' MATLAB writes them: h5py sees (X, Y, Z, T), chunks of one frame."""
+    import h5py
+
+    folder.mkdir(parents=True)
+    c = np.arange(edge) - (edge - 1) / 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    for i in range(n_files):
+        sdf = np.stack([(np.sqrt((z / (1 + 0.1 * i)) ** 2 + y**2 + (x / (1 + 0.1 * t)) ** 2) - 5) / 32
+                        for t in range(frames)]).astype(np.float32)
+        with h5py.File(folder / f"cell_{i:02d}.h5", "w") as f:
+            data = sdf.transpose(3, 2, 1, 0)
+            f.create_dataset("sdf_vid", data=data, chunks=(*data.shape[:3], 1), compression="gzip")
+    return folder
+
+
+def test_train_and_info_take_a_folder_of_the_authors_sdf_vid_files(tmp_path, caplog, capsys):
+    import logging
+
+    from cellinr.summary import describe
+
+    folder = _authors_sdf_folder(tmp_path / "authors")
+    text = describe(folder)
+    assert "folder of 2 sdf_vid files" in text and "cell_00.h5: 3 frames of (20, 20, 20)" in text
+    with caplog.at_level(logging.WARNING):
+        run = train(folder, tmp_path / "run", preset="tiny", epochs=1, device="cpu", progress=False)
+    assert "2 sdf_vid files of the authors; preparing them once into" in caplog.text
+    data = SDFDataset(run / "data")
+    assert data.names == ["cell_00", "cell_01"] and data.sequences[0].frames == 3
+    assert load_run(run).names == ["cell_00", "cell_01"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train(folder, tmp_path / "run", preset="tiny", epochs=1, device="cpu", progress=False, overwrite=True)
+    assert "using the data set prepared before" in caplog.text
+    assert main(["train", str(folder), "--out", str(tmp_path / "run"), "--preset", "tiny"]) == 2
+    assert "output exists" in capsys.readouterr().err
+    assert main(["train", str(folder), "--out", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 0
+    assert main(["info", str(folder)]) == 0
+    assert "sdf_vid files" in capsys.readouterr().out
+    assert main(["prepare", str(folder), "--out", str(tmp_path / "prepared"), "--size", "20"]) == 0  # the folder too
+    assert SDFDataset(tmp_path / "prepared").names == ["cell_00", "cell_01"]

@@ -41,6 +41,8 @@ from cellinr.training.sampling import PointPool, index_to_coords
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("epoch", "loss", "l1", "reg", "lr_net", "lr_codes", "lr_rotations", "seconds")
+#: Sub-folder of a run that holds the data set prepared from a folder of the authors' sdf_vid files.
+PREPARED_DATA_DIR = "data"
 _OWNED = ("config.yaml", "model.safetensors", "latents.safetensors", "run.json", "manifest.json", "log.csv", "loss.png")
 
 
@@ -191,7 +193,9 @@ def train(
 
     Parameters
     ----------
-    dataset_dir : folder of a prepared SDF data set (``manifest.json`` + HDF5 sequences).
+    dataset_dir : folder of a prepared SDF data set (``manifest.json`` + HDF5 sequences), or a folder
+        of the authors' ``sdf_vid`` files, prepared once into ``out/data`` (and reused from there; see
+        :func:`cellinr.data.preparation.prepare_reference_folder`).
     out : run folder to create (or to continue with ``resume``).
     preset : ``reference``, ``small`` (default for new runs) or ``tiny`` (cellinr.model.config.PRESETS).
     config : a Config, a nested dict or a YAML file; its keys override the preset.
@@ -215,12 +219,13 @@ def train(
     from cellinr.io.sdf_dataset import SDFDataset
 
     out = Path(out)
-    dataset = SDFDataset(dataset_dir)
     device = resolve_device(device)
     info, device = dist_utils.init_distributed(device)
     # the loop restores the run's RNG state on resume: keep it from outliving the call
     forked = [device.index or 0] if device.type == "cuda" else []
     try:
+        dataset = SDFDataset(_reference_data(Path(dataset_dir), out, info, resume=resume, overwrite=overwrite,
+                                             progress=progress))
         with torch.random.fork_rng(devices=forked):
             return _train(
                 dataset, out, info=info, device=device, preset=preset, config=config, epochs=epochs,
@@ -428,11 +433,46 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     return out
 
 
+def _reference_data(path: Path, out: Path, info, *, resume: bool, overwrite: bool, progress) -> Path:
+    """``path``, or for a folder of the authors' sdf_vid files the data set prepared from it in ``out/data``."""
+    from cellinr.data.preparation import prepare_reference_folder, reference_folder_is_prepared
+    from cellinr.errors import DatasetError
+    from cellinr.io.arrays import reference_sdf_files
+
+    if not path.is_dir() or (path / "manifest.json").is_file() or not reference_sdf_files(path):
+        return path
+    cache = out / PREPARED_DATA_DIR
+    error = None
+    if info.is_main:
+        try:
+            if not reference_folder_is_prepared(path, cache):
+                if not resume and not overwrite and _holds_run_files(out):
+                    raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it or --resume "
+                                            "to continue")
+                if info.enabled:  # the other processes would wait (and time out) while process 0 prepares
+                    raise DatasetError(f"{path}: the authors' sdf_vid files are not prepared yet; run `cellinr "
+                                       f"prepare {path} --out {cache}` first, then train on {cache}")
+            prepare_reference_folder(path, cache, progress=progress)  # reuses a prepared one
+        except CellinrError as exc:
+            error = exc
+    message = dist_utils.broadcast_object(None if error is None else str(error), info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunError(f"process 0 failed: {message}")
+    return cache
+
+
+def _holds_run_files(out: Path) -> bool:
+    """``out`` exists and holds something besides the prepared data folder."""
+    return out.exists() and (not out.is_dir() or any(p.name != PREPARED_DATA_DIR for p in out.iterdir()))
+
+
 def _prepare_out(out: Path, cfg: Config, dataset, overwrite: bool) -> None:
     from cellinr._util.atomic import atomic_write_text
     from cellinr.model.config import save_config
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if _holds_run_files(out):
         if not overwrite:
             raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it or --resume to continue")
         if not out.is_dir():
