@@ -19,14 +19,21 @@ def register(subparsers) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="trained run folder")
     parser.add_argument("dataset_dir", metavar="DATASET_DIR", help="prepared SDF data set (cellinr prepare)")
-    parser.add_argument("--out", required=True, help="output folder (codes.npy, rotations.npy, dice.csv, fit.json)")
+    parser.add_argument("--out", required=True,
+                        help="output folder: per sequence the fitted mask <name>.tif (and --formats), a <name>.json "
+                        "record, and latents.safetensors, dice.csv, fit.json (for generate/interpolate --from-fit)")
     parser.add_argument("--steps", type=positive_int, default=300,
                         help="optimisation steps per sequence (default: 300)")
     parser.add_argument("--points", type=positive_int, default=4096, help="points per step (default: 4096)")
     parser.add_argument("--lr", type=positive_float, default=5e-3, help="learning rate of the codes (default: 0.005)")
     parser.add_argument("--rotations", action="store_true", help="also optimise one rotation per sequence")
     parser.add_argument("--method", default="fast", choices=("fast", "dense"),
-                        help="grid evaluation for the Dice (default: fast)")
+                        help="grid evaluation of the fitted shapes (default: fast)")
+    parser.add_argument("--formats", default="tiff",
+                        help="comma-separated outputs per sequence among tiff (always), sdf (HDF5), mesh (per frame), "
+                        "mip (default: tiff)")
+    parser.add_argument("--mesh-format", default="ply", choices=("ply", "obj", "stl"),
+                        help="mesh file format, vertices x y z in microns (default: ply)")
     add_seed(parser)
     add_device(parser)
     add_overwrite(parser)
@@ -39,10 +46,13 @@ def run(args) -> int:
     results = fit(
         args.run_dir, args.dataset_dir, args.out, steps=args.steps, rotations=args.rotations, points=args.points,
         lr=args.lr, seed=args.seed, device=args.device, overwrite=args.overwrite, method=args.method,
+        formats=args.formats, mesh_format=args.mesh_format,
     )
     width = max(len(r["name"]) for r in results)
     for r in results:
         print(f"{r['name']:<{width}}  Dice {r['dice']:.4f}")
     mean = sum(r["dice"] for r in results) / len(results)
     print(f"{'mean':<{width}}  Dice {mean:.4f}")
+    print(f"fitted shapes and codes in {args.out} (use them with generate/interpolate/reconstruct --from-fit "
+          f"{args.out})")
     return 0
