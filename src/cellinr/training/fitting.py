@@ -197,15 +197,17 @@ def fit(
     dims = tuple(int(d) for d in ds.sequences[0].shape)
     jobs = [SequenceJob(name=safe_name(r["name"]), latent=fitted_codes[i].astype(np.float32),
                         rotation=fitted_rots[i] if rotations else None, frames=r["frames"],
-                        info={"index": i, "sequence": r["name"], "sampler": "fitted", "loss": r["loss"]})
+                        info={"index": i, "sequence": r["name"], "sampler": "fitted", "loss": r["loss"]},
+                        timing_index=i)
             for i, r in enumerate(results)]
-    options = common_options(run, dims, formats, mesh_format, False, opts, job="fit",
+    grid_run = _on_dataset_grid(run, ds, dims, [r["frames"] for r in results])
+    options = common_options(grid_run, dims, formats, mesh_format, False, opts, job="fit",
                              dataset=str(Path(dataset).resolve()), steps=int(steps), rotations=bool(rotations),
                              points=int(points), lr=float(lr), seed=int(seed), init=init)
     spec = JobSpec(kind="fit", dims=dims, formats=formats, mesh_format=mesh_format, reference_layout=False,
                    opts=opts, options=options)
     (out / FIT_FILE).unlink(missing_ok=True)  # a fit folder is complete only once fit.json is written again
-    run_jobs(run, jobs, out, spec, device=dev, overwrite=True, max_memory_gb=max_memory_gb)
+    run_jobs(grid_run, jobs, out, spec, device=dev, overwrite=True, max_memory_gb=max_memory_gb)
     for index, (r, job) in enumerate(zip(results, jobs)):
         mask = read_tiff(out / f"{job.name}.tif").data.astype(bool)
         dice = [dice_score(mask[k], f <= 0) for k, f in enumerate(ds.iter_frames(index))]
@@ -231,3 +233,19 @@ def fit(
         "mean_dice": float(np.mean([r["dice"] for r in results])),
     }, indent=1))
     return results
+
+
+def _on_dataset_grid(run, ds, dims, frames):
+    """The run as the writers should see it for the fitted sequences: the data set's voxel size and
+    frame interval (the files describe the data set's cells), the network and its SDF unit unchanged."""
+    import dataclasses
+
+    manifest = dict(run.manifest)
+    voxel, size = ds.manifest.get("voxel_size_um"), run.training_size
+    if voxel is not None and size and size > 1:
+        vz, vy, vx = np.broadcast_to(np.asarray(voxel, dtype=np.float64), (3,))
+        # Run.output_spacing(dims) = voxel_size_um * (size - 1) / (d - 1): give back the data set's voxel
+        manifest["voxel_size_um"] = [float(v * (d - 1) / (size - 1)) if d > 1 else float(v)
+                                     for v, d in zip((vz, vy, vx), dims)]
+    manifest["frame_interval_min"] = ds.manifest.get("frame_interval_min")
+    return dataclasses.replace(run, manifest=manifest, frames=list(frames), names=[s.name for s in ds.sequences])
