@@ -6,6 +6,7 @@ import argparse
 
 from cellinr.cli._common import add_overwrite
 
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "import-reference",

@@ -231,8 +231,7 @@ def _load_state(path: Path) -> tuple[dict, int | None]:
         raise RunError(f"{path}: not a state dict")
     state = {}
     for key, value in obj.items():
-        name = key[len("module."):] if key.startswith("module.") else key
-        state[name] = value
+        state[key.removeprefix("module.")] = value
     return state, (int(epoch) if isinstance(epoch, (int, np.integer)) else None)
 
 

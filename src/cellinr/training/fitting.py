@@ -96,19 +96,25 @@ def fit(
         Per sequence: name, mean Dice over frames, per-frame Dice, final loss.
     """
     import torch
-    from tqdm.auto import tqdm
-
     from safetensors.torch import save_file
+    from tqdm.auto import tqdm
 
     from cellinr._util.atomic import atomic_path, atomic_write_text
     from cellinr.generation.frames import EvalOptions, load_for_evaluation
-    from cellinr.generation.runner import JobSpec, SequenceJob, common_options, parse_formats, run_jobs, safe_name
-    from cellinr.io.meshes import MESH_FORMATS
-    from cellinr.io.tiff import read_tiff
-    from cellinr.model.run import FIT_FILE, FIT_FORMAT, LATENTS_FILE
+    from cellinr.generation.runner import (
+        JobSpec,
+        SequenceJob,
+        common_options,
+        parse_formats,
+        run_jobs,
+        safe_name,
+    )
     from cellinr.geometry.grid import time_coords
     from cellinr.geometry.regions import dice as dice_score
+    from cellinr.io.meshes import MESH_FORMATS
     from cellinr.io.sdf_dataset import SDFDataset
+    from cellinr.io.tiff import read_tiff
+    from cellinr.model.run import FIT_FILE, FIT_FORMAT, LATENTS_FILE
     from cellinr.nn.rotation import quaternion_to_matrix
     from cellinr.training.loss import code_regulariser, sdf_l1
     from cellinr.training.sampling import NearFarIndex, index_to_coords

@@ -195,7 +195,7 @@ def train(
     ----------
     dataset_dir : folder of a prepared SDF data set (``manifest.json`` + HDF5 sequences), or a folder
         of the authors' ``sdf_vid`` files, prepared once into ``out/data`` (and reused from there; see
-        :func:`cellinr.data.preparation.prepare_reference_folder`).
+        :func:`cellinr.data.reference_data.prepare_reference_folder`).
     out : run folder to create (or to continue with ``resume``).
     preset : ``reference``, ``small`` (default for new runs) or ``tiny`` (cellinr.model.config.PRESETS).
     config : a Config, a nested dict or a YAML file; its keys override the preset.
@@ -352,7 +352,8 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                 model.zero_grad(set_to_none=True)
                 global_frames = len(seq) * info.world_size
 
-                def frame_terms(j, seq_t=seq_t, times_t=times_t, xyz=xyz, target=target, seq=seq):
+                def frame_terms(j, seq_t=seq_t, times_t=times_t, xyz=xyz, target=target, seq=seq,
+                                reg_weight=reg_weight, global_frames=global_frames):
                     with autocast():
                         pred, codes = model(seq_t[j:j + 1], times_t[j:j + 1], xyz[j:j + 1])
                     l1 = sdf_l1(pred, target[j:j + 1], tc.clamp)
@@ -435,7 +436,10 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
 
 def _reference_data(path: Path, out: Path, info, *, resume: bool, overwrite: bool, progress) -> Path:
     """``path``, or for a folder of the authors' sdf_vid files the data set prepared from it in ``out/data``."""
-    from cellinr.data.preparation import prepare_reference_folder, reference_folder_is_prepared
+    from cellinr.data.reference_data import (
+        prepare_reference_folder,
+        reference_folder_is_prepared,
+    )
     from cellinr.errors import DatasetError
     from cellinr.io.arrays import reference_sdf_files
 
