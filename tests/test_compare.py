@@ -223,9 +223,9 @@ def test_rotation_report_end_to_end(tmp_path, capsys):
 
 
 def test_compare_activations_smoke(tmp_path):
-    import torch
-
     from functools import partial
+
+    import torch
 
     from cellinr.evaluation.activations import compare_activations
     from cellinr.measurement.protrusions import count_protrusions

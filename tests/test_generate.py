@@ -19,6 +19,7 @@ from cellinr.generation.samplers import fit_gaussian, sample_latents
 from cellinr.geometry.grid import evaluate_dense, evaluate_fast, grid_points
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import read_tiff
+from cellinr.model.registry import resolve_run
 from cellinr.model.run import load_run, write_run_files
 from cellinr.nn.rotation import euler_xyz_to_matrix, random_rotations, rotation_angle
 from cellinr.training.fitting import fit
@@ -274,7 +275,7 @@ def test_reconstruct_names_frames_and_layouts(tiny_run, tmp_path):
 
 def test_interpolate_endpoints(tiny_run, tmp_path):
     recs = interpolate(tiny_run, tmp_path / "i", start="seq_a", end=2, steps=3, size=20, frames=1, device="cpu",
-                       method="dense")
+                       method="dense", path="linear")
     assert [r["name"] for r in recs] == ["step_000", "step_001", "step_002"]
     run = load_run(tiny_run)
     np.testing.assert_array_equal(recs[0]["latent"], run.latents[0].numpy())
@@ -294,6 +295,33 @@ def test_fit_recovers_codes_of_unseen_sequences(tiny_run, tmp_path):
     assert saved["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in results]))
     assert np.load(tmp_path / "fit/codes.npy").shape == (2, 8)
     assert (tmp_path / "fit/dice.csv").read_text().startswith("name,dice\ncell_0000,")
+    # the fitted shapes, written by the writers of reconstruct, on the data set's grid
+    fitted = read_tiff(tmp_path / "fit/cell_0000.tif").data
+    assert fitted.shape == (2, 24, 24, 24)
+    record = json.loads((tmp_path / "fit/cell_0000.json").read_text())
+    assert record["sampler"] == "fitted" and record["options"]["job"] == "fit"
+    data = SDFDataset(tmp_path / "data")
+    assert _dice(fitted.astype(bool), np.stack(list(data.iter_frames(0))) <= 0) == pytest.approx(
+        np.mean(results[0]["dice_per_frame"]), abs=0.02)
+    # a run-like record: reconstruct / generate / interpolate --from-fit use the fitted codes
+    again = reconstruct(tiny_run, tmp_path / "refit", size=24, frames=2, device="cpu", from_fit=tmp_path / "fit")
+    assert [r["name"] for r in again] == ["cell_0000", "cell_0001"] and again[0]["options"]["from_fit"]
+    np.testing.assert_array_equal(read_tiff(tmp_path / "refit/cell_0000.tif").data, fitted)
+    np.testing.assert_allclose(again[1]["latent"], np.load(tmp_path / "fit/codes.npy")[1], atol=1e-7)
+    gen = generate(tiny_run, tmp_path / "gen", n=2, size=12, frames=1, latent="perturb", sigma=1e-6,
+                   rotation="none", device="cpu", from_fit=tmp_path / "fit")
+    assert {g["source_index"] for g in gen} <= {0, 1}
+    src = gen[0]["source_index"]
+    np.testing.assert_allclose(gen[0]["latent"], np.load(tmp_path / "fit/codes.npy")[src], atol=1e-4)
+    assert main(["interpolate", str(tiny_run), "--from-fit", str(tmp_path / "fit"), "--from", "cell_0000", "--to",
+                 "cell_0001", "--steps", "2", "--size", "12", "--frames", "1", "--out", str(tmp_path / "i"),
+                 "--path", "linear", "--device", "cpu"]) == 0
+    step1 = json.loads((tmp_path / "i/step_001.json").read_text())
+    np.testing.assert_allclose(step1["latent"], np.load(tmp_path / "fit/codes.npy")[1], atol=1e-6)
+    other = load_run(tiny_run)
+    other.model_hash = "0" * 64
+    with pytest.raises(RunError, match="fitted with another network"):
+        generate(other, tmp_path / "gen2", n=1, size=12, device="cpu", from_fit=tmp_path / "fit")
 
 
 def test_fit_recovers_a_rotation(tiny_run, tmp_path):
@@ -431,3 +459,26 @@ def test_generate_killed_with_sigkill_resumes_to_identical_files(tiny_run, tmp_p
     assert killed.keys() == whole.keys()  # no partial files left behind
     for name in whole:
         assert killed[name] == whole[name], name
+
+
+def test_interpolation_midpoint_keeps_the_size_of_similar_cells(tmp_path):
+    """Between two cells of similar volume (bundled ``deforming`` model, cells 1 and 3), the straight line's
+    middle shrinks; the default path (the model's shape nearest to the blend of the two SDFs) does not."""
+    from cellinr.generation.frames import decode
+
+    run = load_run(resolve_run("deforming"))
+    a, b = run.codes[1], run.codes[3]
+
+    def volume(z):
+        return int((decode(run, z, size=32, frames=1, method="dense", device="cpu") <= 0).sum())
+
+    va, vb = volume(a), volume(b)
+    assert abs(va - vb) < 0.15 * max(va, vb)  # similar cells
+    recs = {path: interpolate(run, tmp_path / path, start=1, end=3, steps=3, size=32, frames=1, method="dense",
+                              device="cpu", path=path) for path in ("linear", "manifold")}
+    mid = {path: int(read_tiff(tmp_path / path / "step_001.tif").data.sum()) for path in recs}
+    print(f"volumes (voxels): {va} -> linear {mid['linear']} / manifold {mid['manifold']} -> {vb}")
+    assert mid["linear"] < 0.85 * min(va, vb)  # the problem: the straight line's middle shrinks
+    assert mid["manifold"] >= 0.9 * min(va, vb)
+    assert recs["manifold"][1]["path"] == "manifold"
+    np.testing.assert_array_equal(recs["manifold"][0]["latent"], a)  # the ends are the cells themselves

@@ -70,3 +70,43 @@ def test_identical_empty_and_mismatched():
     assert [r["frame"] for r in rows] == [0, 1] and rows[1]["dice"] == 0
     with pytest.raises(InputError, match="different sizes"):
         overlap_sequence(np.stack([a, a]), np.stack([a]))
+
+
+def test_cli_overlap_two_mask_sets(tmp_path, capsys):
+    """``cellinr overlap``: two folders matched by name, per-frame rows and the summary, voxels and microns."""
+    import csv
+    import json
+
+    from cellinr.cli import main
+    from cellinr.io.tiff import write_tiff
+
+    shape, sp = (20, 24, 28), (2.0, 1.0, 1.0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for name, shift in (("cell_0", 2.0), ("cell_1", 4.0)):
+        a = np.stack([ball(shape, (20, 12, 12 + t), 6, sp) for t in range(3)]).astype(np.uint8)
+        b = np.stack([ball(shape, (20, 12, 12 + t + shift), 6, sp) for t in range(3)]).astype(np.uint8)
+        write_tiff(tmp_path / "a" / f"{name}.tif", a, axes="TZYX", spacing=sp)
+        write_tiff(tmp_path / "b" / f"{name}.tif", b, axes="TZYX", spacing=sp)
+    assert main(["overlap", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "summary over 6 frames of 2 sequences (voxel 2 x 1 x 1 um)" in out
+    rows = list(csv.DictReader(open(tmp_path / "o.csv")))
+    assert [(r["sequence"], r["frame"]) for r in rows] == [(f"cell_{i}", str(t)) for i in range(2) for t in range(3)]
+    for r in rows:
+        a = ball(shape, (20, 12, 12), 6, sp)
+        shift = 2.0 if r["sequence"] == "cell_0" else 4.0
+        expected = overlap_metrics(a, ball(shape, (20, 12, 12 + shift), 6, sp), sp)
+        for key in OVERLAP_KEYS:
+            assert float(r[key]) == pytest.approx(expected[key], rel=1e-6)
+    summary = json.loads((tmp_path / "o.csv.json").read_text())
+    dices = [float(r["dice"]) for r in rows]
+    assert summary["dice"]["mean"] == pytest.approx(np.mean(dices)) and summary["dice"]["min"] == pytest.approx(min(dices))
+    assert summary["hausdorff_um"]["max"] == pytest.approx(4.0, abs=0.5)  # a 4 um shift along X
+    # one file against another, and a mismatch is one line
+    assert main(["overlap", str(tmp_path / "a" / "cell_0.tif"), str(tmp_path / "a" / "cell_0.tif"), "--quiet"]) == 0
+    assert "mean" in capsys.readouterr().out
+    write_tiff(tmp_path / "small.tif", np.zeros((3, 10, 10, 10), np.uint8), axes="TZYX", spacing=sp)
+    assert main(["overlap", str(tmp_path / "a" / "cell_0.tif"), str(tmp_path / "small.tif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "masks of different sizes" in err

@@ -461,3 +461,90 @@ def test_small_cells_are_warned_with_numbers(tmp_path, caplog):
     assert "voxels across" not in " ".join(r.getMessage() for r in caplog.records)
     assert ds.voxel_size_um == 1.0  # the cell, not its path, sets the voxel size
     assert np.ptp(np.array(ds.manifest["sequences"][0]["trajectory_um"])[:, 2]) == pytest.approx(33.0)
+
+
+# -- Cell Tracking Challenge tracking ground truth: lineages --------------------------------------------
+def _ctc_dataset(root):
+    """A CTC data set: sequence 01 with a cell dividing at frame 3 (tracks 1 -> 2, 3) and a lone cell 4;
+    sequence 02 with one cell. Returns the written labels of 01, (T, Z, Y, X)."""
+    from cellinr.io.ctc import Track as CTCTrack
+    from cellinr.io.ctc import track_masks, write_ctc_sequence
+
+    T, S = 6, 40
+    zz, yy, xx = np.mgrid[:S, :S, :S]
+    masks = np.zeros((T, S, S, S), np.uint8)
+    for t in range(T):
+        if t < 3:
+            masks[t] = (zz - 20) ** 2 + (yy - 14) ** 2 + (xx - 20) ** 2 <= (6 + t) ** 2
+        else:
+            d = 2 + t
+            for sign in (-1, 1):
+                masks[t] |= (zz - 20) ** 2 + (yy - 14) ** 2 + (xx - 20 - sign * d) ** 2 <= 4**2
+        masks[t] |= ((zz - 20) ** 2 + (yy - 33) ** 2 + (xx - 20) ** 2 <= 4**2).astype(np.uint8)
+    labels, tracks = track_masks(masks)
+    # track_masks numbers by first appearance: mother and lone cell in frame 0, then the daughters
+    assert sorted((t.begin, t.end, t.parent) for t in tracks) == [(0, 2, 0), (0, 5, 0), (3, 5, 1), (3, 5, 1)]
+    write_ctc_sequence(root, 1, masks.astype(np.uint16) * 100, labels, tracks, spacing=(1, 1, 1))
+    single = np.zeros((4, 24, 24, 24), np.uint16)
+    single[:, 8:16, 8:16, 8:16] = 1
+    write_ctc_sequence(root, 2, single, single, [CTCTrack(1, 0, 3, 0)], spacing=(1, 1, 1))
+    return labels, tracks
+
+
+def test_ctc_root_gives_one_sequence_per_lineage(tmp_path):
+    root = tmp_path / "Fluo-N3DH-XX"
+    labels, tracks = _ctc_dataset(root)
+    mother = next(t.label for t in tracks if t.end == 2)
+    lone = next(t.label for t in tracks if t.end == 5 and t.parent == 0)
+    daughters = sorted(t.label for t in tracks if t.parent)
+    ds = SDFDataset(prepare(root, tmp_path / "ds", size=32, clamp=4, voxel_size=1.0))
+    assert ds.names == [f"Fluo-N3DH-XX_01_lineage{mother:03d}", f"Fluo-N3DH-XX_01_lineage{lone:03d}",
+                        "Fluo-N3DH-XX_02_lineage001"]
+    seq = ds.sequences[0]
+    assert seq.frames == 6  # mother (frames 0-2) and daughters (3-5): one time-evolving shape
+    assert seq.extra["tracks"] == [mother, *daughters]
+    assert seq.extra["labels"] == [[mother]] * 3 + [daughters] * 3
+    # each frame holds the union of the lineage's cells: same voxel count as the input (grids coincide)
+    for t in range(6):
+        union = np.isin(labels[t], [mother, *daughters])
+        assert seq.extra["input_voxels"][t] == int(union.sum())
+        assert int((ds.read_frame(0, t) <= 0).sum()) == int(union.sum())
+    # two components after the division, one before
+    from scipy import ndimage
+
+    assert ndimage.label(ds.read_frame(0, 1) <= 0)[1] == 1 and ndimage.label(ds.read_frame(0, 4) <= 0)[1] == 2
+    assert ds.sequences[2].frames == 4
+
+
+def test_ctc_divisions_track_and_division_modes(tmp_path):
+    root = tmp_path / "ctc"
+    _, tracks = _ctc_dataset(root)
+    per_track = SDFDataset(prepare(root / "01_GT" / "TRA", tmp_path / "tracks", size=32, clamp=4,
+                                   voxel_size=1.0, divisions="track"))
+    assert [s.frames for s in per_track.sequences] == [3, 6, 3, 3]  # daughters start at frame 3: no gap error
+    assert per_track.names[0] == "ctc_01_track001"
+    division = SDFDataset(prepare(root / "01_GT", tmp_path / "division", size=32, clamp=4, voxel_size=1.0,
+                                  divisions="division"))
+    assert [s.frames for s in division.sequences] == [6, 6]  # the division, and the lone cell
+    assert main(["prepare", str(root / "02_GT"), "--out", str(tmp_path / "cli"), "--size", "32", "--clamp", "4",
+                 "--divisions", "track"]) == 0
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: lines[:1] + ["2 0 1 0"] + lines[2:], "label 2 is in frame 2 (man_track002.tif), outside its track's frames 0-1"),
+    (lambda lines: lines[:1] + lines[2:], "label 2 in frame 0 (man_track000.tif) is not in man_track.txt"),
+    (lambda lines: lines + ["9 0 1 0"], "label 9 (frames 0-1) is missing in frame 0 (man_track000.tif)"),
+    (lambda lines: lines[:3] + ["4 3 5 7"], "label 4 has parent 7, which is not a track"),
+])
+def test_ctc_man_track_that_disagrees_with_masks_is_one_line(tmp_path, capsys, edit, message):
+    root = tmp_path / "ctc"
+    _ctc_dataset(root)
+    path = root / "01_GT" / "TRA" / "man_track.txt"
+    lines = path.read_text().splitlines()
+    assert lines[1].startswith("2 0 ")  # the lone cell, frames 0-5
+    path.write_text("\n".join(edit(lines)) + "\n")
+    rc = main(["prepare", str(root / "01_GT" / "TRA"), "--out", str(tmp_path / "ds"), "--size", "32", "--clamp", "4"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert message in err and "man_track.txt" in err
+    assert not (tmp_path / "ds").exists()

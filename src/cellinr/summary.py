@@ -16,6 +16,7 @@ import numpy as np
 
 from cellinr._util.jsonsafe import file_type_of, tool_version_of
 from cellinr.errors import InputError
+from cellinr.io.arrays import reference_sdf_files
 from cellinr.io.sources import (
     NPY_SUFFIXES,
     TIFF_SUFFIXES,
@@ -161,6 +162,23 @@ def _describe_run(path: Path) -> str | None:
     return "\n".join(lines)
 
 
+def _describe_reference_folder(path: Path, files: list[Path]) -> str:
+    """Summary of a folder of the authors' SDF training files (``sdf_vid`` HDF5, one sequence each)."""
+    lines = [f"folder of {len(files)} sdf_vid files (the authors' SDF training set, one sequence per file, "
+             f"in this order): {path}"]
+    for f in files[:10]:
+        with open_source(f) as src:
+            first = src.read_frame(0)
+            lines.append(f"  {f.name}: {src.n_frames} frames of {src.frame_shape} (Z, Y, X; stored {src.axes}), "
+                         f"SDF {float(first.min()):.3g}..{float(first.max()):.3g}, cell (SDF <= 0) "
+                         f"{100 * float((first <= 0).mean()):.2f} % of frame 0")
+    if len(files) > 10:
+        lines.append(f"  ... and {len(files) - 10} more")
+    lines.append("  no voxel size stored (1 um is assumed); `cellinr train` takes this folder as it is (prepared "
+                 "once into RUN/data), or prepare it yourself: cellinr prepare FOLDER --out DATA --size N")
+    return "\n".join(lines)
+
+
 def _describe_sequence_folder(path: Path, files: list[Path], *, axes: str | None, spacing) -> str:
     """Summary of a folder of whole 3D(+t) sequences (``cellinr simulate`` / ``generate`` output)."""
     lines = [f"folder of {len(files)} mask sequences (one 3D+t TIFF each): {path}"]
@@ -265,6 +283,9 @@ def describe(
             text = _describe_run(path)
             if text is not None:
                 return text
+            reference = reference_sdf_files(path) if dataset is None else []
+            if reference:
+                return _describe_reference_folder(path, reference)
         elif dataset is None:
             files, _, pattern = _list_frame_files(path)
             whole = sequence_files(path, files, axes=axes) if pattern == "*.tif" else None

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "benchmark",
     "measure",
     "compare",
+    "overlap",
     "compare_activations",
     "rotation_report",
     "demo",

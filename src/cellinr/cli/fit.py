@@ -10,6 +10,7 @@ from cellinr.cli._common import (
     positive_int,
 )
 from cellinr.generation.frames import METHODS
+from cellinr.io.meshes import MESH_FORMATS
 
 
 def register(subparsers) -> None:
@@ -20,7 +21,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="trained run folder")
     parser.add_argument("dataset_dir", metavar="DATASET_DIR", help="prepared SDF data set (cellinr prepare)")
-    parser.add_argument("--out", required=True, help="output folder (codes.npy, rotations.npy, dice.csv, fit.json)")
+    parser.add_argument("--out", required=True,
+                        help="output folder: per sequence the fitted mask <name>.tif (and --formats), a <name>.json "
+                        "record, and latents.safetensors, dice.csv, fit.json (for generate/interpolate --from-fit)")
     parser.add_argument("--steps", type=positive_int, default=300,
                         help="optimisation steps per sequence (default: 300)")
     parser.add_argument("--points", type=positive_int, default=4096, help="points per step (default: 4096)")
@@ -28,6 +31,11 @@ def register(subparsers) -> None:
     parser.add_argument("--rotations", action="store_true", help="also optimise one rotation per sequence")
     parser.add_argument("--method", default=METHODS[0], choices=METHODS,
                         help="grid evaluation for the Dice (default: fast)")
+    parser.add_argument("--formats", default="tiff",
+                        help="comma-separated outputs per sequence among tiff (always), sdf (HDF5), mesh (per frame), "
+                        "mip (default: tiff)")
+    parser.add_argument("--mesh-format", default=MESH_FORMATS[0], choices=MESH_FORMATS,
+                        help="mesh file format, vertices x y z in microns (default: ply)")
     add_seed(parser)
     add_device(parser)
     add_overwrite(parser)
@@ -40,10 +48,13 @@ def run(args) -> int:
     results = fit(
         args.run_dir, args.dataset_dir, args.out, steps=args.steps, rotations=args.rotations, points=args.points,
         lr=args.lr, seed=args.seed, device=args.device, overwrite=args.overwrite, method=args.method,
+        formats=args.formats, mesh_format=args.mesh_format,
     )
     width = max(len(r["name"]) for r in results)
     for r in results:
         print(f"{r['name']:<{width}}  Dice {r['dice']:.4f}")
     mean = sum(r["dice"] for r in results) / len(results)
     print(f"{'mean':<{width}}  Dice {mean:.4f}")
+    print(f"fitted shapes and codes in {args.out} (use them with generate/interpolate/reconstruct --from-fit "
+          f"{args.out})")
     return 0

@@ -41,6 +41,8 @@ def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -
                         help="network precision (autocast; bf16/fp16 for GPUs) (default: fp32)")
     parser.add_argument("--max-memory-gb", type=positive_float,
                         help="refuse sizes needing more memory (default: 80%% of physical memory)")
+    parser.add_argument("--from-fit", metavar="FIT_DIR",
+                        help="use the codes of a `cellinr fit` output folder instead of the run's learned ones")
     add_device(parser)
     add_overwrite(parser)
 
@@ -80,7 +82,7 @@ def run(args) -> int:
         latent=args.latent, sigma=args.sigma, rotation=args.rotation, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
-        precision=args.precision,
+        precision=args.precision, from_fit=args.from_fit,
     )
     print(f"{len(records)} sequences in {args.out}")
     return 0

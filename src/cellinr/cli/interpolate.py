@@ -19,6 +19,10 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--rotation", default=INTERPOLATION_ROTATIONS[0], choices=INTERPOLATION_ROTATIONS,
                         help="canonical orientation, or interpolate the two learned rotations (default: none)")
+    parser.add_argument("--path", default="manifold", choices=("manifold", "spherical", "linear"),
+                        help="manifold: the model's shape nearest to the blend of the two SDFs (keeps the size); "
+                        "spherical: code directions on the sphere, norms linear; linear: the straight line, whose "
+                        "middle shrinks (default: manifold)")
     parser.add_argument("--formats", default="tiff", help="comma-separated outputs among tiff, sdf, mesh, mip")
     add_grid_options(parser, formats=False)
     parser.set_defaults(func=run)
@@ -31,7 +35,7 @@ def run(args) -> int:
         args.run_dir, args.out, start=args.start, end=args.end, steps=args.steps, size=args.size, dims=args.dims,
         frames=args.frames, rotation=args.rotation, formats=args.formats, mesh_format=args.mesh_format,
         method=args.method, device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb,
-        chunk=args.chunk, precision=args.precision,
+        chunk=args.chunk, precision=args.precision, path=args.path, from_fit=args.from_fit,
     )
     print(f"{len(records)} shapes in {args.out}")
     return 0

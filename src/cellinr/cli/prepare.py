@@ -14,7 +14,8 @@ HELP = "turn 3D / 3D+t masks or instance labels into SDF sequences (one per cell
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare", help=HELP, description=HELP + ". Inputs: TIFF (ImageJ, OME, plain), folders of per-frame "
-        "TIFFs (Cell Tracking Challenge mask*/man_track*/man_seg*), .npy/.npz, HDF5 (--dataset), and the "
+        "TIFFs (Cell Tracking Challenge mask*/man_track*/man_seg*; a CTC data-set root is searched for its "
+        "NN_GT/TRA folders), .npy/.npz, HDF5 (--dataset), and the "
         "authors' sdf_vid HDF5 files.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -37,6 +38,10 @@ def register(subparsers) -> None:
                         help="minutes between frames (overrides ImageJ/OME metadata)")
     parser.add_argument("--track", choices=TRACK_MODES, default=TRACK_MODES[0],
                         help="follow a label id through time, or link labels by maximum overlap")
+    parser.add_argument("--divisions", choices=("lineage", "division", "track"), default="lineage",
+                        help="Cell Tracking Challenge tracking ground truth (NN_GT/TRA with man_track.txt, or the "
+                        "data-set root): one sequence per lineage (a cell and its descendants as one shape), per "
+                        "division (a mother and its daughters) or per track")
     parser.add_argument("--min-voxels", type=int, default=0, metavar="N",
                         help="ignore label occurrences smaller than N input voxels")
     parser.add_argument("--center", choices=CENTER_MODES, default=CENTER_MODES[0],
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs, args.out, size=args.size, clamp=args.clamp, voxel_size=args.voxel_size, scale=args.scale,
         spacing=args.spacing, axes=args.axes, dataset=args.dataset, frame_interval=args.frame_interval,
         track=args.track,
+        divisions=args.divisions,
         min_voxels=args.min_voxels, center=args.center, keep_largest=args.keep_largest,
         allow_gaps=args.allow_gaps, exclude_border=args.exclude_border, preview=not args.no_preview,
         overwrite=args.overwrite,

@@ -8,7 +8,10 @@ Steps, per cell and frame (Wiesner et al., MedIA 2024 / MICCAI 2022, data prepar
 
 1. Scan every frame once: per label its voxel count, bounding box and centroid. Sequences follow a
    label id through time (``track="id"``) or link ids between consecutive frames by maximum overlap
-   (``track="overlap"``). A binary mask (one foreground value) gives one sequence.
+   (``track="overlap"``). A binary mask (one foreground value) gives one sequence. Cell Tracking
+   Challenge tracking ground truth (``NN_GT/TRA`` with ``man_track.txt``; a data-set root stands for
+   all its sequences) gives one sequence per lineage, division or track (``divisions``), checked
+   against its masks first.
 2. Choose one isotropic voxel size for the data set: ``voxel_size`` microns, or the finest input
    spacing divided by ``scale``; with neither, the finest input spacing, coarsened automatically just
    enough that every cell fits the cube with a margin (logged).
@@ -22,6 +25,11 @@ Steps, per cell and frame (Wiesner et al., MedIA 2024 / MICCAI 2022, data prepar
    normalised unit is ``clamp * voxel_size_um`` microns (``scale_um_per_unit``).
 
 Never more than two input frames (overlap tracking) plus one output cube are held in memory.
+
+The file is longer than the usual 500 lines: it keeps the whole pipeline (scan, track selection,
+voxel choice, resampling, SDF, writing) readable in one place; the label linking lives in
+:mod:`cellinr.data.tracking` and the preparation of the authors' ``sdf_vid`` folders in
+:mod:`cellinr.data.reference_data`.
 """
 
 from __future__ import annotations
@@ -37,11 +45,16 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.data.tracking import (
+    DIVISION_MODES,
     TRACK_MODES,
+    LineageTrack,
     Occurrence,
     SourceScan,
     Track,
+    build_ctc_tracks,
     build_tracks,
+    check_man_track,
+    occurrence_of,
     scan_source,
 )
 from cellinr.errors import InputError, OutputExistsError, ParameterError
@@ -88,7 +101,7 @@ def _input_stem(path: Path) -> str:
     return path.stem or name
 
 
-def _validate(size, clamp, voxel_size, scale, track, center, min_voxels) -> None:
+def _validate(size, clamp, voxel_size, scale, track, center, min_voxels, divisions="lineage") -> None:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise ParameterError(f"size: cube edge must be an integer >= 16 voxels, got {size!r}")
     if not (isinstance(clamp, (int, float, np.number)) and np.isfinite(clamp) and clamp > 0):
@@ -101,6 +114,8 @@ def _validate(size, clamp, voxel_size, scale, track, center, min_voxels) -> None
         raise ParameterError(f"scale: must be positive, got {scale!r}")
     if track not in TRACK_MODES:
         raise ParameterError(f"track: expected one of {', '.join(TRACK_MODES)}, got {track!r}")
+    if divisions not in DIVISION_MODES:
+        raise ParameterError(f"divisions: expected one of {', '.join(DIVISION_MODES)}, got {divisions!r}")
     if center not in CENTER_MODES:
         raise ParameterError(f"center: expected one of {', '.join(CENTER_MODES)}, got {center!r}")
     if isinstance(min_voxels, bool) or not isinstance(min_voxels, (int, np.integer)) or min_voxels < 0:
@@ -120,7 +135,7 @@ def _half_extent(track: Track, occ: list[dict[int, Occurrence]], spacing, center
     frames = sorted(track.labels)
     lows, highs, cents = [], [], []
     for t in frames:
-        o = occ[t][track.labels[t]]
+        o = occurrence_of(occ[t], track.labels[t])
         lows.append(np.asarray(o.start) * s - s / 2)
         highs.append((np.asarray(o.stop) - 1) * s + s / 2)
         cents.append(np.asarray(o.centroid) * s)
@@ -130,9 +145,10 @@ def _half_extent(track: Track, occ: list[dict[int, Occurrence]], spacing, center
     return {t: centres[i] for i, t in enumerate(frames)}, half
 
 
-def _frame_cube(source, t: int, label: int, occ: Occurrence, spacing, origin: np.ndarray, voxel: float,
-                size: int, keep_largest: bool) -> np.ndarray:
-    """The cell's mask resampled onto the (size,)*3 cube whose voxel 0 sits at ``origin`` microns."""
+def _frame_cube(source, t: int, label: int | tuple[int, ...], occ: Occurrence, spacing, origin: np.ndarray,
+                voxel: float, size: int, keep_largest: bool) -> np.ndarray:
+    """The cell's mask (the union of ``label`` if a tuple) resampled onto the (size,)*3 cube whose voxel 0
+    sits at ``origin`` microns."""
     from scipy import ndimage
 
     s = np.asarray(spacing, dtype=float)
@@ -141,7 +157,8 @@ def _frame_cube(source, t: int, label: int, occ: Occurrence, spacing, origin: np
     stop = np.asarray(occ.stop) + _INPUT_PAD
     lo, hi = np.maximum(start, 0), np.minimum(stop, shape)
     roi = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    mask = source.read_labels(t, roi) == label
+    labels = source.read_labels(t, roi)
+    mask = np.isin(labels, label) if isinstance(label, tuple) else labels == label
     # outside the frame counts as background, so cells cut by the frame border are closed
     mask = np.pad(mask, [(int(a - s0), int(e - b)) for a, s0, e, b in zip(lo, start, stop, hi)])
     sd = (ndimage.distance_transform_edt(~mask, sampling=s) - ndimage.distance_transform_edt(mask, sampling=s))
@@ -225,22 +242,57 @@ def _preview(path: Path, mips: list[tuple[np.ndarray, np.ndarray]]) -> None:
 
 
 
-def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: bool, show):
+def _ctc_tracks(i: int, src, scan: SourceScan, track_path: Path, *, divisions: str, min_voxels: int):
+    """The sequences of a CTC mask folder from its ``man_track.txt`` (checked against the masks)."""
+    from cellinr.io.ctc import read_man_track
+
+    man_track = read_man_track(track_path)
+    numbers = list(getattr(src, "time_indices", range(src.n_frames)))
+    check_man_track(man_track, scan, where=str(track_path), frame_numbers=numbers, frame_names=src.frame_labels)
+    return build_ctc_tracks(i, scan, man_track, divisions=divisions, min_voxels=min_voxels, frame_numbers=numbers)
+
+
+def _source_track_file(src) -> Path | None:
+    """The CTC ``man_track.txt`` / ``res_track.txt`` beside a folder of per-frame masks, or None."""
+    from cellinr.io.ctc import track_file
+
+    if getattr(src, "pattern", None) not in ("man_track", "mask"):
+        return None
+    return track_file(src.path)
+
+
+def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: bool, show,
+                    divisions: str = "lineage"):
     """Scan every source; return the tracks to prepare (named), the scans and the excluded cells."""
+    from cellinr.io.ctc import sequence_stem
+
     tracks: list[Track] = []
     scans: list[SourceScan] = []
     excluded: list[dict] = []
     used_names: set[str] = set()
     for i, src in enumerate(sources):
-        scan = scan_source(src, track=track, show_progress=show)
+        track_path = _source_track_file(src)
+        scan = scan_source(src, track="id" if track_path is not None else track, show_progress=show)
         scans.append(scan)
-        binary = len(scan.ids) == 1
-        stem = _safe_name(_input_stem(src.path))
+        binary = len(scan.ids) == 1 and track_path is None
+        stem = _safe_name(sequence_stem(src.path) or _input_stem(src.path))
         width = max(3, len(str(max(scan.ids))))
         ids = sorted(scan.ids)
-        for k, tr in enumerate(build_tracks(i, scan, track=track, min_voxels=min_voxels)):
-            first = tr.labels[min(tr.labels)] if tr.labels else (ids[k] if track == "id" or binary else None)
-            if binary:
+        if track_path is not None:
+            if track != "id":
+                log.info("%s: tracks come from %s (--track %s not used)", src.path, track_path.name, track)
+            built = _ctc_tracks(i, src, scan, track_path, divisions=divisions, min_voxels=min_voxels)
+        else:
+            built = build_tracks(i, scan, track=track, min_voxels=min_voxels)
+        for k, tr in enumerate(built):
+            if isinstance(tr, LineageTrack):
+                first = tr.root
+            else:
+                first = tr.labels[min(tr.labels)] if tr.labels else (ids[k] if track == "id" or binary else None)
+            if isinstance(tr, LineageTrack):
+                kind = {"lineage": "lineage", "division": "division", "track": "track"}[divisions]
+                base = f"{stem}_{kind}{first:0{width}d}"
+            elif binary:
                 base = stem
             elif track == "overlap":
                 base = f"{stem}_track{k + 1:0{width}d}"
@@ -257,8 +309,9 @@ def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: boo
                 continue
             if exclude_border:
                 touching = [t for t, lab in tr.labels.items()
-                            if min(scan.occurrences[t][lab].start) == 0
-                            or any(b == size for b, size in zip(scan.occurrences[t][lab].stop, src.frame_shape))]
+                            if min(occurrence_of(scan.occurrences[t], lab).start) == 0
+                            or any(b == size for b, size in zip(occurrence_of(scan.occurrences[t], lab).stop,
+                                                                src.frame_shape))]
                 if touching:
                     excluded.append({"name": name, "source": i, "label": first,
                                      "reason": "touches the input volume border in frames "
@@ -272,20 +325,26 @@ def _check_gaps(tracks: list[Track], sources, scans: list[SourceScan], track: st
     """Raise InputError naming the frames where the first gappy cell is missing."""
     gappy = []
     for tr in tracks:
-        missing = [t for t in range(sources[tr.source].n_frames) if t not in tr.labels]
+        # a CTC sequence spans its tracks' frames; any other spans the whole input
+        expected = range(tr.span[0], tr.span[1] + 1) if isinstance(tr, LineageTrack) else range(
+            sources[tr.source].n_frames)
+        missing = [t for t in expected if t not in tr.labels]
         if missing:
             gappy.append((tr, missing))
     if not gappy:
         return
     tr, missing = gappy[0]
     src = sources[tr.source]
-    if len(scans[tr.source].ids) == 1:
+    if isinstance(tr, LineageTrack):
+        who = f"{tr.name} (tracks {', '.join(map(str, tr.members))})"
+    elif len(scans[tr.source].ids) == 1:
         who = "the mask"
     else:
         who = f"cell {tr.labels[min(tr.labels)]}" + (" (track)" if track == "overlap" else "")
     more = f" ({len(gappy) - 1} more cells have gaps)" if len(gappy) > 1 else ""
-    raise InputError(f"{src.path}: {who} is missing in frames {_format_frames(missing, src.frame_labels)} "
-                     f"of {src.n_frames}{more}; pass --allow-gaps to keep only the frames where it is present")
+    span = "" if isinstance(tr, LineageTrack) else f" of {src.n_frames}"
+    raise InputError(f"{src.path}: {who} is missing in frames {_format_frames(missing, src.frame_labels)}"
+                     f"{span}{more}; pass --allow-gaps to keep only the frames where it is present")
 
 
 def _choose_voxel(tracks, halves, spacings, *, size: int, voxel_size, scale) -> tuple[float, str]:
@@ -345,7 +404,7 @@ def _sequence_cubes(tr: Track, src, spacing, occ, origins, stats: _FrameStats, *
                     clamp: float, keep_largest: bool) -> Iterator[np.ndarray]:
     """Yield the normalised SDF cube of each frame of ``tr``, one at a time, recording ``stats``."""
     for j, t in enumerate(sorted(tr.labels)):
-        o = occ[t][tr.labels[t]]
+        o = occurrence_of(occ[t], tr.labels[t])
         mask = _frame_cube(src, t, tr.labels[t], o, spacing, origins[t], voxel, size, keep_largest)
         n_in = int(mask.sum())
         if n_in == 0:
@@ -371,9 +430,11 @@ def _write_sequence(folder: Path, tr: Track, cen: dict, src, spacing, occ, *, vo
     # cube origin snapped to the voxel grid, so an output grid equal to the input grid is copied exactly
     origins = {t: np.floor((cen[t] - (size - 1) / 2 * voxel) / voxel + 0.5) * voxel for t in frames}
     s = np.asarray(spacing, dtype=float)
+    first = tr.labels[frames[0]]
+    label = int(tr.root) if isinstance(tr, LineageTrack) else int(first)
     attrs = {
         "axes": "TZYX", "clamp": clamp, "voxel_size_um": voxel, "scale_um_per_unit": clamp * voxel,
-        "size": size, "label": int(tr.labels[frames[0]]), "source": str(src.path),
+        "size": size, "label": label, "source": str(src.path),
         "source_frames": frames, "crop_origin_um": [origins[t].tolist() for t in frames],
         "sdf_definition": SDF_DEFINITION,
     }
@@ -384,7 +445,7 @@ def _write_sequence(folder: Path, tr: Track, cen: dict, src, spacing, occ, *, vo
     write_sequence(folder / file, cubes, n_frames=len(frames), shape=(size,) * 3, attrs=attrs)
     entry = {
         "name": tr.name, "file": file, "frames": len(frames), "shape": [size] * 3,
-        "label": int(tr.labels[frames[0]]), "source": tr.source, "source_frames": frames,
+        "label": label, "source": tr.source, "source_frames": frames,
         "input_voxels": stats.input_voxels,
         "input_volume_um3": [n * float(np.prod(s)) for n in stats.input_voxels],
         "volume_um3": stats.volumes,
@@ -396,7 +457,10 @@ def _write_sequence(folder: Path, tr: Track, cen: dict, src, spacing, occ, *, vo
         "crop_box_input_voxels": [[(origins[t] / s).tolist(), ((origins[t] + (size - 1) * voxel) / s).tolist()]
                                   for t in frames],
     }
-    if track == "overlap":
+    if isinstance(tr, LineageTrack):
+        entry["tracks"] = [int(k) for k in tr.members]
+        entry["labels"] = [[int(k) for k in tr.labels[t]] for t in frames]
+    elif track == "overlap":
         entry["labels"] = [int(tr.labels[t]) for t in frames]
     if hasattr(src, "time_indices"):
         entry["source_time_indices"] = [src.time_indices[t] for t in frames]
@@ -430,6 +494,7 @@ def prepare(
     dataset: str | None = None,
     frame_interval: float | None = None,
     track: str = "id",
+    divisions: str = "lineage",
     min_voxels: int = 0,
     center: str = "frame",
     keep_largest: bool = False,
@@ -444,7 +509,8 @@ def prepare(
     Parameters
     ----------
     inputs : path or list of paths
-        TIFF files, folders of per-frame TIFFs (Cell Tracking Challenge layouts), .npy/.npz, HDF5
+        TIFF files, folders of per-frame TIFFs (Cell Tracking Challenge layouts; a CTC data-set root
+        or ``NN_GT`` folder stands for its ``NN_GT/TRA`` folders), .npy/.npz, HDF5
         (``dataset``), or the authors' ``sdf_vid`` files (thresholded at 0). See
         :func:`cellinr.io.sources.open_source`. A folder of whole 3D+t TIFFs (one sequence per file,
         e.g. ``cellinr simulate`` output) stands for its files.
@@ -463,7 +529,13 @@ def prepare(
     frame_interval : minutes between frames, overriding the metadata (ImageJ ``finterval``, OME
         ``TimeIncrement``); recorded in the manifest as ``frame_interval_min`` (None when unknown).
     track : "id" (a cell keeps its label id over time) or "overlap" (link labels of consecutive
-        frames by maximum overlap, one-to-one, greedily by overlap size).
+        frames by maximum overlap, one-to-one, greedily by overlap size). Not used for CTC masks
+        with a ``man_track.txt`` (their track ids are followed).
+    divisions : for CTC tracking ground truth (``man_track.txt`` with parents): "lineage" (default:
+        one sequence per lineage, a cell and all its descendants as one time-evolving shape, the
+        frames spanning all of them), "division" (each mother with its daughters; cells that never
+        divide alone) or "track" (one sequence per track). A ``man_track.txt`` that disagrees with its
+        masks raises InputError naming the label and frame.
     min_voxels : occurrences of a label with fewer input voxels are ignored (cells below it in
         every frame are dropped, and listed as excluded in the manifest).
     center : "frame" (default: each frame centred on the cell's centroid, so the data set holds the
@@ -484,11 +556,12 @@ def prepare(
     from tqdm.auto import tqdm
 
     from cellinr._util.atomic import atomic_dir
+    from cellinr.io.ctc import find_ctc_sequences
     from cellinr.io.sdf_dataset import new_manifest, write_manifest
     from cellinr.io.sources import expand_inputs, open_source
     from cellinr.io.units import parse_frame_interval, parse_spacing
 
-    _validate(size, clamp, voxel_size, scale, track, center, min_voxels)
+    _validate(size, clamp, voxel_size, scale, track, center, min_voxels, divisions)
     size = int(size)
     clamp = float(clamp)
     spacing = parse_spacing(spacing, name="spacing")
@@ -496,7 +569,7 @@ def prepare(
     paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
     if not paths:
         raise ParameterError("inputs: give at least one input file or folder")
-    paths = expand_inputs(paths, axes=axes)
+    paths = expand_inputs([q for p in paths for q in (find_ctc_sequences(p) or [p])], axes=axes)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
@@ -511,7 +584,7 @@ def prepare(
             sources.append(open_source(p, axes=axes, spacing=spacing, dataset=dataset, frame_interval=frame_interval))
 
         tracks, scans, excluded = _collect_tracks(sources, track=track, min_voxels=min_voxels,
-                                                  exclude_border=exclude_border, show=show)
+                                                  exclude_border=exclude_border, show=show, divisions=divisions)
         if not tracks:
             raise InputError(f"{', '.join(str(p) for p in paths)}: no cell left to prepare "
                              f"({len(excluded)} excluded: {excluded[0]['reason'] if excluded else 'none found'})")
@@ -533,7 +606,7 @@ def prepare(
             frame_interval_min=_common_interval(sources),
             margin_voxels=MARGIN, sdf_definition=SDF_DEFINITION,
             resampling="linear interpolation of the input signed distance (microns), threshold 0",
-            options={"track": track, "min_voxels": min_voxels, "center": center, "keep_largest": keep_largest,
+            options={"track": track, "divisions": divisions, "min_voxels": min_voxels, "center": center, "keep_largest": keep_largest,
                      "allow_gaps": allow_gaps, "exclude_border": exclude_border, "voxel_size_choice": choice,
                      "voxel_size": voxel_size, "scale": scale, "axes": axes, "dataset": dataset},
             sources=[{**src.summary(), "spacing_used_um": list(sp),
@@ -556,3 +629,4 @@ def prepare(
     finally:
         for src in sources:
             src.close()
+

@@ -3,6 +3,11 @@
 A scan reads every frame once and keeps per label its voxel count, bounding box and centroid
 (never more than two frames in memory). Tracks follow a label id through time (``track="id"``)
 or link ids of consecutive frames by maximum overlap, one-to-one (``track="overlap"``).
+
+With a Cell Tracking Challenge ``man_track.txt`` (tracks and their parents) the sequences come from
+the lineages instead (:func:`build_ctc_tracks`, :data:`DIVISION_MODES`): a lineage (a cell and all
+its descendants) is one time-evolving shape, as the authors' dividing C. elegans cells are; a frame
+of such a sequence is the union of the labels of the lineage alive in it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ class Track:
     """One future sequence: the label id of the cell in each frame where it is present."""
 
     source: int
-    labels: dict[int, int] = field(default_factory=dict)  # frame -> label id
+    labels: dict[int, int | tuple[int, ...]] = field(default_factory=dict)
+    """frame -> label id (or, for a lineage, the tuple of label ids whose union is the cell)."""
     name: str = ""
 
 
@@ -142,3 +148,148 @@ def build_tracks(index: int, scan: SourceScan, *, track: str, min_voxels: int) -
                 new_active[c] = tr
         active = new_active
     return tracks
+
+
+# -- Cell Tracking Challenge lineages ----------------------------------------------------------------
+#: How tracks with divisions become sequences: ``lineage`` (a root track and all its descendants),
+#: ``division`` (each mother with its daughters; a cell that never divides alone) or ``track`` (one
+#: sequence per track).
+DIVISION_MODES = ("lineage", "division", "track")
+
+
+@dataclass
+class LineageTrack(Track):
+    """A sequence made of CTC tracks: ``labels`` maps each frame to the tuple of member labels in it."""
+
+    members: tuple[int, ...] = ()
+    """The CTC track labels of the sequence (the root first)."""
+    span: tuple[int, int] = (0, 0)
+    """First and last frame index (of the source) that the member tracks cover."""
+    root: int = 0
+    """The first member (the lineage's root, the mother of a division, or the track itself)."""
+
+
+def merge_occurrences(items: list[Occurrence]) -> Occurrence:
+    """One occurrence for the union of disjoint labels: voxel counts summed, box united, centroid weighted."""
+    if len(items) == 1:
+        return items[0]
+    count = sum(o.count for o in items)
+    start = tuple(min(o.start[a] for o in items) for a in range(3))
+    stop = tuple(max(o.stop[a] for o in items) for a in range(3))
+    centroid = tuple(sum(o.centroid[a] * o.count for o in items) / count for a in range(3))
+    return Occurrence(count=count, start=start, stop=stop, centroid=centroid)
+
+
+def occurrence_of(occ: dict[int, Occurrence], label: int | tuple[int, ...]) -> Occurrence:
+    """The occurrence of ``label`` in one frame's scan, or the merged one of a tuple of labels."""
+    if isinstance(label, tuple):
+        return merge_occurrences([occ[k] for k in label])
+    return occ[label]
+
+
+def check_man_track(tracks, scan: SourceScan, *, where: str, frame_numbers: list[int],
+                    frame_names: list[str] | None = None) -> None:
+    """Raise InputError (one line naming the label and frame) if ``man_track.txt`` disagrees with the masks.
+
+    Parameters
+    ----------
+    tracks : list of :class:`cellinr.io.ctc.Track` read from ``where``.
+    scan : the masks' scan (every label of every frame).
+    frame_numbers : the CTC frame number of each source frame (``man_track005.tif`` is 5).
+    frame_names : file name of each source frame, for the message.
+    """
+    names = frame_names or [f"frame {n}" for n in frame_numbers]
+    by_label = {}
+    for tr in tracks:
+        if tr.label in by_label:
+            raise InputError(f"{where}: label {tr.label} is listed twice")
+        if tr.end < tr.begin:
+            raise InputError(f"{where}: label {tr.label} ends (frame {tr.end}) before it begins (frame {tr.begin})")
+        by_label[tr.label] = tr
+    for tr in tracks:
+        if tr.parent and tr.parent not in by_label:
+            raise InputError(f"{where}: label {tr.label} has parent {tr.parent}, which is not a track")
+    index_of = {n: i for i, n in enumerate(frame_numbers)}
+    for i, occ in enumerate(scan.occurrences):
+        number = frame_numbers[i]
+        for label in sorted(occ):
+            tr = by_label.get(label)
+            if tr is None:
+                raise InputError(f"{where}: label {label} in frame {number} ({names[i]}) is not in man_track.txt")
+            if not tr.begin <= number <= tr.end:
+                raise InputError(f"{where}: label {label} is in frame {number} ({names[i]}), outside its track's "
+                                 f"frames {tr.begin}-{tr.end}")
+    for tr in tracks:
+        for number in range(tr.begin, tr.end + 1):
+            i = index_of.get(number)
+            if i is None:
+                raise InputError(f"{where}: label {tr.label} spans frames {tr.begin}-{tr.end}, but there is no "
+                                 f"mask for frame {number}")
+            if tr.label not in scan.occurrences[i]:
+                raise InputError(f"{where}: label {tr.label} (frames {tr.begin}-{tr.end}) is missing in frame "
+                                 f"{number} ({names[i]})")
+
+
+def ctc_groups(tracks, divisions: str) -> list[tuple[int, ...]]:
+    """The member labels of each sequence, the first being its root (see :data:`DIVISION_MODES`).
+
+    ``lineage``: each parentless track with all its descendants; ``division``: each track that has
+    daughters with those daughters, and every track that neither divides nor is a daughter alone;
+    ``track``: each track alone. Ordered by the first member's label.
+    """
+    if divisions not in DIVISION_MODES:
+        raise ValueError(f"divisions must be one of {DIVISION_MODES}, got {divisions!r}")
+    labels = sorted(tr.label for tr in tracks)
+    children: dict[int, list[int]] = {}
+    for tr in tracks:
+        if tr.parent:
+            children.setdefault(tr.parent, []).append(tr.label)
+    if divisions == "track":
+        return [(k,) for k in labels]
+    if divisions == "division":
+        parent_of = {tr.label: tr.parent for tr in tracks}
+        groups = []
+        for k in labels:
+            if k in children:
+                groups.append((k, *sorted(children[k])))
+            elif not parent_of[k]:
+                groups.append((k,))
+        return groups
+    groups = []
+    for tr in sorted(tracks, key=lambda t: t.label):
+        if tr.parent:
+            continue
+        members, stack = [], [tr.label]
+        while stack:
+            k = stack.pop(0)
+            members.append(k)
+            stack.extend(sorted(children.get(k, [])))
+        groups.append(tuple(members))
+    return groups
+
+
+def build_ctc_tracks(index: int, scan: SourceScan, tracks, *, divisions: str, min_voxels: int,
+                     frame_numbers: list[int]) -> list[LineageTrack]:
+    """Sequences of a CTC source from its ``man_track.txt`` (checked first with :func:`check_man_track`).
+
+    Frame t of a sequence holds the members alive in it that have at least ``min_voxels`` voxels;
+    ``span`` covers the members' frames (a frame without any member is a gap).
+    """
+    by_label = {tr.label: tr for tr in tracks}
+    index_of = {n: i for i, n in enumerate(frame_numbers)}
+    out = []
+    for members in ctc_groups(tracks, divisions):
+        begin = min(by_label[k].begin for k in members)
+        end = max(by_label[k].end for k in members)
+        labels: dict[int, tuple[int, ...]] = {}
+        for number in range(begin, end + 1):
+            i = index_of.get(number)
+            if i is None:
+                continue
+            occ = scan.occurrences[i]
+            present = tuple(k for k in members if k in occ and occ[k].count >= min_voxels)
+            if present:
+                labels[i] = present
+        out.append(LineageTrack(source=index, labels=labels, members=members, root=members[0],
+                                span=(index_of[begin], index_of[end])))
+    return out

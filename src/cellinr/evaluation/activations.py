@@ -27,7 +27,11 @@ import numpy as np
 
 from cellinr._util.jsonsafe import json_safe
 from cellinr.errors import ParameterError
-from cellinr.measurement.protrusions import count_protrusions, protrusion_dice, thin_part_dice
+from cellinr.measurement.protrusions import (
+    count_protrusions,
+    protrusion_dice,
+    thin_part_dice,
+)
 
 logger = logging.getLogger(__name__)
 

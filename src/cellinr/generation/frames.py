@@ -56,7 +56,8 @@ def check_frames(frames: int | None) -> int | None:
 
 
 def resolve_dims(run, size: int | None = None, dims: Sequence[int] | None = None) -> tuple[int, int, int]:
-    """The output grid (Z, Y, X): ``dims``, or a cube of ``size``, or the run's training size."""
+    """The output grid (Z, Y, X): ``dims``, or a cube of ``size``, or the run's training grid
+    (``manifest["dims"]`` when it is not a cube, else the cube of ``manifest["size"]``)."""
     if size is not None and dims is not None:
         raise ParameterError("give either --size or --dims, not both")
     if dims is not None:
@@ -65,6 +66,9 @@ def resolve_dims(run, size: int | None = None, dims: Sequence[int] | None = None
             raise ParameterError(f"--dims {' '.join(map(str, dims))}: need three positive integers Z Y X")
         return dims
     if size is None:
+        grid = (getattr(run, "manifest", None) or {}).get("dims")
+        if grid and len(grid) == 3 and min(int(d) for d in grid) >= 1:  # a non-cubic training grid
+            return tuple(int(d) for d in grid)
         size = run.training_size
         if not size:
             raise ParameterError("the run does not record its grid size; give --size or --dims")

@@ -38,12 +38,15 @@ from cellinr.generation.runner import (
 )
 from cellinr.generation.samplers import (
     ROTATION_MODES,
+    check_path,
     check_sampler,
     check_sigma,
     default_sampler,
+    manifold_point,
     random_rotation,
     sample_latents,
     sequence_rng,
+    slerp_latent,
     slerp_rotation,
 )
 from cellinr.io.meshes import MESH_FORMATS
@@ -60,18 +63,25 @@ class _Setup:
     opts: EvalOptions
 
 
-def _setup(run, *, device, size, dims, frames, formats, mesh_format, method, chunk, precision) -> _Setup:
-    """The preamble of every front-end: check the options, load the run, resolve the grid."""
+def _setup(run, *, device, size, dims, frames, formats, mesh_format, method, chunk, precision,
+           from_fit=None) -> _Setup:
+    """The preamble of every front-end: check the options, load the run (with the codes of a fit), resolve the grid."""
     check_frames(frames)
     formats = parse_formats(formats)
     if mesh_format not in MESH_FORMATS:
         raise ParameterError(f"--mesh-format {mesh_format!r}: choose one of {', '.join(MESH_FORMATS)}")
     opts = EvalOptions(method=method, chunk=chunk, precision=precision)
     run, dev = load_for_evaluation(run, device)
+    if from_fit is not None:
+        from cellinr.model.run import apply_fit
+
+        run = apply_fit(run, from_fit)
     return _Setup(run=run, device=dev, dims=resolve_dims(run, size, dims), formats=formats, opts=opts)
 
 
 def _run(s: _Setup, jobs, out, *, kind, mesh_format, reference_layout, overwrite, max_memory_gb, **extra):
+    if s.run.info.get("fit"):
+        extra["from_fit"] = s.run.info["fit"]
     options = common_options(s.run, s.dims, s.formats, mesh_format, reference_layout, s.opts, job=kind, **extra)
     spec = JobSpec(kind=kind, dims=s.dims, formats=s.formats, mesh_format=mesh_format,
                    reference_layout=bool(reference_layout), opts=s.opts, options=options)
@@ -100,6 +110,7 @@ def generate(
     max_memory_gb: float | None = None,
     chunk: int = 2**17,
     precision: str = "fp32",
+    from_fit: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Generate ``n`` new time-evolving cells from a trained run.
 
@@ -130,6 +141,8 @@ def generate(
     max_memory_gb : refuse sizes needing more memory (default 80 % of physical memory)
     chunk : points per network call
     precision : {"fp32", "bf16", "fp16"} autocast precision of the network
+    from_fit : a ``cellinr fit`` output folder: its fitted codes replace the run's learned ones (the
+        samplers ``fitted`` / ``perturb`` then draw around the fitted cells)
 
     Returns
     -------
@@ -144,7 +157,7 @@ def generate(
     if rotation not in ROTATION_MODES:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(ROTATION_MODES)}")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision)
+               method=method, chunk=chunk, precision=precision, from_fit=from_fit)
     frames = int(frames) if frames is not None else s.run.max_frames
     if latent is None:
         latent, run_sigma = default_sampler(s.run)
@@ -179,16 +192,17 @@ def reconstruct(
     max_memory_gb: float | None = None,
     chunk: int = 2**17,
     precision: str = "fp32",
+    from_fit: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Evaluate the learned codes and rotations of a run: one output sequence per training sequence.
 
     Each sequence is named after its training sequence and has its training frame count unless
     ``frames`` is given (temporal interpolation: any count samples the continuous time axis).
-    Other parameters as in :func:`generate`; ``sequences`` selects some (names or indices).
-    Resumable like :func:`generate`.
+    Other parameters as in :func:`generate`; ``sequences`` selects some (names or indices);
+    ``from_fit`` renders the sequences of a ``cellinr fit`` folder instead. Resumable like :func:`generate`.
     """
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision)
+               method=method, chunk=chunk, precision=precision, from_fit=from_fit)
     r = s.run
     codes, rots = r.codes, r.rotation_matrices
     indices = range(len(r.names)) if sequences is None else [r.code_index(q) for q in sequences]
@@ -222,10 +236,12 @@ def interpolate(
     max_memory_gb: float | None = None,
     chunk: int = 2**17,
     precision: str = "fp32",
+    path: str = "manifold",
+    from_fit: str | os.PathLike | None = None,
 ) -> list[dict]:
-    """Shapes along the straight path between two learned codes.
+    """Shapes along a path between two learned (or fitted) codes.
 
-    Step j of ``steps`` uses ``z = (1 - a) z_start + a z_end`` with ``a = j / (steps - 1)``.
+    Step j of ``steps`` is at ``a = j / (steps - 1)`` of the way (the ends are the two codes).
 
     Parameters
     ----------
@@ -233,25 +249,40 @@ def interpolate(
     steps : number of shapes (>= 2)
     rotation : ``none`` (canonical orientation) or ``learned`` (spherical interpolation between
         the two learned rotations)
+    path : {"manifold", "spherical", "linear"} (:data:`cellinr.generation.samplers.INTERPOLATION_PATHS`).
+        ``manifold`` (default): the code whose shape is nearest to the blend of the two SDFs
+        (:func:`cellinr.generation.samplers.manifold_point`), which keeps the size of similar cells;
+        ``spherical``: directions interpolated on the sphere, norms linearly; ``linear``:
+        ``(1 - a) z_start + a z_end``, whose middle shrinks.
+    from_fit : interpolate between the codes of a ``cellinr fit`` folder
     Other parameters as in :func:`generate`.
     """
+    check_path(path)
     if int(steps) < 2:
         raise ParameterError(f"--steps {steps}: need at least 2")
     if rotation not in INTERPOLATION_ROTATIONS:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(INTERPOLATION_ROTATIONS)}")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision)
+               method=method, chunk=chunk, precision=precision, from_fit=from_fit)
     r = s.run
     codes, rots = r.codes.astype(np.float64), r.rotation_matrices
     ia, ib = r.code_index(start), r.code_index(end)
     frames = int(frames) if frames is not None else int(r.frames[ia])
+    from cellinr.geometry.grid import time_coords
+
     jobs = []
     for j in range(int(steps)):
         a = j / (int(steps) - 1)
-        z = ((1.0 - a) * codes[ia] + a * codes[ib]).astype(np.float32)
+        if path == "linear":
+            z = (1.0 - a) * codes[ia] + a * codes[ib]
+        elif path == "spherical":
+            z = slerp_latent(codes[ia], codes[ib], a)
+        else:
+            z = manifold_point(r.decoder, codes[ia], codes[ib], a, times=time_coords(frames), seed=j,
+                               device=s.device)
         rot = slerp_rotation(rots[ia], rots[ib], a) if rotation == "learned" else None
-        jobs.append(SequenceJob(name=f"step_{j:03d}", latent=z, rotation=rot, frames=frames,
-                                info={"index": j, "alpha": a}))
+        jobs.append(SequenceJob(name=f"step_{j:03d}", latent=z.astype(np.float32), rotation=rot, frames=frames,
+                                info={"index": j, "alpha": a, "path": path}))
     return _run(s, jobs, out, kind="interpolate", mesh_format=mesh_format, reference_layout=False,
                 overwrite=overwrite, max_memory_gb=max_memory_gb, start=r.names[ia], end=r.names[ib],
-                steps=int(steps), rotation_mode=rotation, frames_per_sequence=frames)
+                steps=int(steps), rotation_mode=rotation, frames_per_sequence=frames, path=path)

@@ -14,6 +14,7 @@ import numpy as np
 
 from cellinr.errors import InputError, ParameterError
 from cellinr.io.framesource import (
+    HDF5_SUFFIXES,
     REFERENCE_SDF_KEY,
     ArrayFrameSource,
     FrameSource,
@@ -149,3 +150,27 @@ def open_numpy(path: Path, dataset: str | None, axes: str | None, spacing, ndim,
                             spatial=spatial_axes_of(resolved, ndim), frame_interval=interval)
 
 
+
+
+def reference_sdf_files(folder: str | Path) -> list[Path]:
+    """The authors' SDF training files in ``folder``: HDF5 files with an ``sdf_vid`` dataset.
+
+    Sorted by name, the order in which the authors' code numbers the sequences
+    (``sorted(os.listdir(DataSource))``). [] when there are none (or ``folder`` is not a folder).
+    """
+    import h5py
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in sorted(folder.iterdir(), key=lambda q: q.name):
+        if not p.is_file() or p.suffix.lower() not in HDF5_SUFFIXES or p.name.startswith("."):
+            continue
+        try:
+            with h5py.File(p, "r") as f:
+                if isinstance(f.get(REFERENCE_SDF_KEY), h5py.Dataset):
+                    found.append(p)
+        except OSError:
+            continue
+    return found

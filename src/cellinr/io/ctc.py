@@ -306,3 +306,54 @@ def check_ctc_sequence(seq: CTCSequence) -> list[str]:
             elif parent.end >= tr.begin:
                 problems.append(f"track {tr.label}: parent {tr.parent} ends at {parent.end}, not before {tr.begin}")
     return problems
+
+
+# -- finding the tracking ground truth of a CTC data set -------------------------------------------
+#: Track files beside the masks: ground truth (``NN_GT/TRA``) and results (``NN_RES``).
+TRACK_FILES = ("man_track.txt", "res_track.txt")
+_SEQUENCE = re.compile(r"^(\d+)$")
+_GT = re.compile(r"^(\d+)_GT$")
+
+
+def track_file(folder: str | os.PathLike) -> Path | None:
+    """The ``man_track.txt`` (or ``res_track.txt``) of a folder of CTC masks, or None."""
+    folder = Path(folder)
+    for name in TRACK_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def find_ctc_sequences(path: str | os.PathLike) -> list[Path]:
+    """The tracking ground-truth folders (``NN_GT/TRA``) under a CTC data-set folder, in sequence order.
+
+    ``path`` may be the data-set root (holding ``01``, ``01_GT``, ``02``, ...), one ``NN_GT`` folder
+    or one ``NN`` image folder (its ``NN_GT/TRA`` beside it is taken). Returns [] when ``path`` is
+    none of these (for instance a ``TRA`` folder itself, which is read as it is).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    if _GT.match(path.name):
+        tra = path / "TRA"
+        return [tra] if tra.is_dir() else []
+    if _SEQUENCE.match(path.name):
+        tra = path.parent / f"{path.name}_GT" / "TRA"
+        return [tra] if tra.is_dir() else []
+    found = []
+    for sub in path.iterdir():
+        m = _GT.match(sub.name)
+        if m and sub.is_dir() and (sub / "TRA").is_dir():
+            found.append((int(m.group(1)), sub / "TRA"))
+    return [p for _, p in sorted(found)]
+
+
+def sequence_stem(folder: str | os.PathLike) -> str | None:
+    """A name for the sequence of a CTC mask folder: ``<dataset>_<NN>`` for ``<dataset>/NN_GT/TRA``
+    (``NN`` alone when the data-set folder has no name), None when ``folder`` is not in such a layout."""
+    folder = Path(folder).resolve()
+    m = _GT.match(folder.parent.name)
+    if folder.name not in ("TRA", "SEG") or m is None:
+        return None
+    dataset = folder.parent.parent.name
+    return f"{dataset}_{m.group(1)}" if dataset else m.group(1)

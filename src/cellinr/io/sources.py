@@ -134,17 +134,21 @@ def _open_tiff_file(path: Path, axes: str | None, spacing, ndim, interval) -> Fr
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike], *, axes: str | None = None) -> list[Path]:
-    """Replace each folder of whole 3D+t TIFF sequences (e.g. ``cellinr simulate`` output) by its files.
+    """Replace each folder of whole 3D+t TIFF sequences (e.g. ``cellinr simulate`` output), and each folder
+    of the authors' ``sdf_vid`` files, by its files.
 
     Folders of per-frame 3D TIFFs (one time point per file) are kept as one input.
     """
+    from cellinr.io.arrays import reference_sdf_files
+
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             try:
                 files, numbers, pattern = _list_frame_files(p)
             except InputError:
-                out.append(p)  # open_source reports the problem
+                reference = reference_sdf_files(p)  # a folder of the authors' sdf_vid files
+                out.extend(reference or [p])  # else open_source reports the problem
                 continue
             if pattern == "*.tif":
                 whole = sequence_files(p, files, axes=axes)

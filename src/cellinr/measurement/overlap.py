@@ -170,3 +170,98 @@ def overlap_sequence(
     for t in range(a.shape[0]):
         rows.append({"sequence": name, "frame": t, **overlap_metrics(a[t], b[t], spacing)})
     return rows
+
+
+# -- two mask sets (``cellinr overlap``) ---------------------------------------------------------------
+#: Statistics of the per-frame values in :func:`overlap_summary`.
+SUMMARY_STATS = ("mean", "std", "min", "median", "max")
+
+
+def pair_mask_inputs(a, b) -> list[tuple[str, object, object]]:
+    """(name, file of A, file of B) pairs: the two inputs themselves when each is one sequence, else the
+    sequences of two folders matched by name (file stem). Raises InputError on unmatched names."""
+    from pathlib import Path
+
+    from cellinr.io.masks import mask_inputs
+
+    fa, fb = mask_inputs(a), mask_inputs(b)
+    if len(fa) == 1 and len(fb) == 1:
+        return [(Path(fa[0]).stem if Path(fa[0]).is_file() else Path(fa[0]).name, fa[0], fb[0])]
+
+    def stem(p):
+        return p.stem if p.is_file() else p.name
+
+    by_a, by_b = {stem(p): p for p in fa}, {stem(p): p for p in fb}
+    common = sorted(set(by_a) & set(by_b))
+    if not common:
+        raise InputError(f"{a} and {b}: no mask sequences with the same name (A: {', '.join(sorted(by_a)[:5])}; "
+                         f"B: {', '.join(sorted(by_b)[:5])})")
+    missing = sorted(set(by_a) ^ set(by_b))
+    if missing:
+        raise InputError(f"{a} and {b}: {len(missing)} sequences are only in one of them (first: {missing[0]})")
+    return [(n, by_a[n], by_b[n]) for n in common]
+
+
+def _read_binary(path, *, spacing, axes, dataset):
+    from cellinr.io.sources import open_source
+
+    with open_source(path, axes=axes, spacing=spacing, dataset=dataset, ndim=None) as src:
+        masks = src.read_all_labels() != 0
+        return masks, src.spacing
+
+
+def compare_masks(
+    a, b, *, spacing: Sequence[float] | None = None, axes: str | None = None, dataset: str | None = None,
+) -> tuple[list[dict], dict]:
+    """Per-frame overlap of two mask inputs (foreground = any value > 0, or SDF <= 0) and their summary.
+
+    Parameters
+    ----------
+    a, b : mask files or folders (:func:`cellinr.io.masks.mask_inputs`); two folders are matched by
+        sequence name.
+    spacing : voxel size (z, y, x) microns for both; default the metadata of ``a`` (then ``b``),
+        else 1 with a warning. Different voxel sizes in the two files raise InputError.
+    axes, dataset : as in :func:`cellinr.io.sources.open_source`.
+
+    Returns
+    -------
+    rows : list of dict, one per sequence and frame: ``sequence``, ``frame`` and :data:`OVERLAP_KEYS`.
+    summary : :func:`overlap_summary` of the rows, plus ``spacing_um`` and ``sequences``.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    rows = []
+    used = None
+    for name, fa, fb in pair_mask_inputs(a, b):
+        ma, sa = _read_binary(fa, spacing=spacing, axes=axes, dataset=dataset)
+        mb, sb = _read_binary(fb, spacing=spacing, axes=axes, dataset=dataset)
+        if ma.shape != mb.shape:
+            raise InputError(f"{fa} and {fb}: masks of different sizes {ma.shape[1:]} x {ma.shape[0]} frames and "
+                             f"{mb.shape[1:]} x {mb.shape[0]} frames")
+        if sa is not None and sb is not None and not np.allclose(sa, sb, rtol=1e-4):
+            raise InputError(f"{fa} and {fb}: different voxel sizes {tuple(sa)} and {tuple(sb)} um; pass --spacing "
+                             "to compare them on one grid")
+        sp = sa if sa is not None else sb
+        if sp is None:
+            log.warning("%s, %s: no voxel size in the metadata; microns = voxels (pass --spacing)", fa, fb)
+            sp = (1.0,) * (ma.ndim - 1)
+        used = tuple(float(s) for s in sp)
+        rows.extend(overlap_sequence(ma, mb, sp, name=name))
+    summary = overlap_summary(rows)
+    summary["spacing_um"] = list(used) if used else None
+    summary["sequences"] = sorted({r["sequence"] for r in rows})
+    return rows, summary
+
+
+def overlap_summary(rows: list[dict]) -> dict:
+    """Per metric of :data:`OVERLAP_KEYS`: the :data:`SUMMARY_STATS` over all frames (infinite values,
+    from a frame where one mask is empty, are counted in ``frames_one_empty`` and left out)."""
+    out = {"frames": len(rows)}
+    for key in OVERLAP_KEYS:
+        values = np.array([float(r[key]) for r in rows], dtype=float)
+        finite = values[np.isfinite(values)]
+        out[key] = {stat: (float(getattr(np, stat)(finite)) if finite.size else float("nan"))
+                    for stat in SUMMARY_STATS}
+    out["frames_one_empty"] = int(sum(1 for r in rows if not np.isfinite(float(r["hausdorff_vox"]))))
+    return out

@@ -286,3 +286,50 @@ def load_run(path: str | os.PathLike, device="cpu") -> Run:
         names=names, frames=frames, manifest=manifest, model_hash=model_hash, version=tool_version_of(info),
         info=info,
     )
+
+
+# -- fitted codes (``cellinr fit`` output) ------------------------------------------------------------
+#: The record of a fit folder (codes of new sequences for a run's frozen network); written last.
+FIT_FILE = "fit.json"
+FIT_FORMAT = "cellinr-fit"
+
+
+def apply_fit(run: Run, fit_dir: str | os.PathLike) -> Run:
+    """The run with its learned codes replaced by the codes that ``cellinr fit`` found for new sequences.
+
+    ``fit_dir`` holds ``fit.json`` (names, frame counts, the run's model hash) and
+    ``latents.safetensors`` ("latents" (N, L), "rotations" (N, 3, 3)), as a run folder does. The
+    result generates, reconstructs and interpolates the fitted sequences with the run's network.
+
+    Raises
+    ------
+    RunError : the folder is not a complete fit, or it was fitted with another network.
+    """
+    import dataclasses
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    fit_dir = Path(fit_dir)
+    try:
+        record = json.loads((fit_dir / FIT_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{fit_dir}: not a complete fit folder (cannot read {FIT_FILE}: {exc})") from None
+    if not isinstance(record, dict) or record.get("format") != FIT_FORMAT:
+        raise RunError(f"{fit_dir / FIT_FILE}: not a {FIT_FORMAT} record")
+    if record.get("model_hash") and run.model_hash and record["model_hash"] != run.model_hash:
+        raise RunError(f"{fit_dir}: fitted with another network (model sha256 {record['model_hash'][:12]}, the run's "
+                       f"is {run.model_hash[:12]}); use the run it was fitted with ({record.get('run')})")
+    try:
+        tensors = load_file(str(fit_dir / LATENTS_FILE), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise RunError(f"{fit_dir / LATENTS_FILE}: unreadable ({exc})") from None
+    names, frames = list(record.get("names", [])), [int(f) for f in record.get("frames", [])]
+    latents, rotations = tensors.get("latents"), tensors.get("rotations")
+    if (latents is None or rotations is None or latents.shape != (len(names), run.config.model.latent_dim)
+            or rotations.shape != (len(names), 3, 3) or len(frames) != len(names)):
+        raise RunError(f"{fit_dir}: inconsistent fit ({len(names)} names, {len(frames)} frame counts, latents "
+                       f"{None if latents is None else tuple(latents.shape)})")
+    device = run.latents.device
+    return dataclasses.replace(run, latents=latents.to(device), rotations=rotations.to(device), names=names,
+                               frames=frames, info={**run.info, "fit": str(fit_dir.resolve())})

@@ -9,7 +9,9 @@ each with its own learning rate and step schedule; rotations are optimised durin
 A run is resumable: checkpoints (:mod:`cellinr.training.checkpoint`) hold everything the loop
 depends on, and the training data of each step are a pure function of (seed, epoch) (see
 :mod:`cellinr.training.sampling`), so a resumed run ends with exactly the parameters of an
-uninterrupted one (same device and thread count).
+uninterrupted one (same device and thread count). Each step's gradient is summed frame by frame in
+the global batch order (:func:`cellinr.training.distributed.ordered_gradients`), so a run on N
+processes (torchrun) follows the same optimisation as on one.
 """
 
 from __future__ import annotations
@@ -39,14 +41,13 @@ from cellinr.training.sampling import PointPool, index_to_coords
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("epoch", "loss", "l1", "reg", "lr_net", "lr_codes", "lr_rotations", "seconds")
+#: Sub-folder of a run that holds the data set prepared from a folder of the authors' sdf_vid files.
+PREPARED_DATA_DIR = "data"
 _OWNED = ("config.yaml", "model.safetensors", "latents.safetensors", "run.json", "manifest.json", "log.csv", "loss.png")
 
 
 class ShapeModel(nn.Module):
-    """Decoder, latent table and (optionally) rotation table: the trainable parameters of a run.
-
-    Kept in one module so DistributedDataParallel averages the gradients of all of them.
-    """
+    """Decoder, latent table and (optionally) rotation table: the trainable parameters of a run."""
 
     def __init__(self, config: Config, n_sequences: int):
         super().__init__()
@@ -192,7 +193,9 @@ def train(
 
     Parameters
     ----------
-    dataset_dir : folder of a prepared SDF data set (``manifest.json`` + HDF5 sequences).
+    dataset_dir : folder of a prepared SDF data set (``manifest.json`` + HDF5 sequences), or a folder
+        of the authors' ``sdf_vid`` files, prepared once into ``out/data`` (and reused from there; see
+        :func:`cellinr.data.reference_data.prepare_reference_folder`).
     out : run folder to create (or to continue with ``resume``).
     preset : ``reference``, ``small`` (default for new runs) or ``tiny`` (cellinr.model.config.PRESETS).
     config : a Config, a nested dict or a YAML file; its keys override the preset.
@@ -216,12 +219,13 @@ def train(
     from cellinr.io.sdf_dataset import SDFDataset
 
     out = Path(out)
-    dataset = SDFDataset(dataset_dir)
     device = resolve_device(device)
     info, device = dist_utils.init_distributed(device)
     # the loop restores the run's RNG state on resume: keep it from outliving the call
     forked = [device.index or 0] if device.type == "cuda" else []
     try:
+        dataset = SDFDataset(_reference_data(Path(dataset_dir), out, info, resume=resume, overwrite=overwrite,
+                                             progress=progress))
         with torch.random.fork_rng(devices=forked):
             return _train(
                 dataset, out, info=info, device=device, preset=preset, config=config, epochs=epochs,
@@ -312,11 +316,10 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
             "training %d sequences, %d frames, %d points per frame, %d steps per epoch, pool %.1f MB",
             n_seq, len(pool.frames), pool.points_per_frame, len(pool), pool.pool_bytes / 2**20,
         )
-    net = model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # every process starts from process 0's parameters; steps are summed frame by frame in the global
+    # batch order (cellinr.training.distributed.ordered_gradients), so 1 and N processes train alike
+    dist_utils.broadcast_parameters(model, info)
+    dense_params = [p for n, p in model.named_parameters() if not n.startswith("latents.")]
 
     rows = _read_log(out / "log.csv", start_epoch) if info.is_main else []
     if info.is_main and state is not None:
@@ -336,7 +339,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     try:
         for epoch in range(start_epoch, tc.epochs):
             t0 = time.perf_counter()
-            net.train()
+            model.train()
             reg_weight = regulariser_weight(tc.code_reg, epoch, tc.code_reg_warmup)
             rot_active = model.rotations is not None and epoch < tc.rotation_epochs
             totals = torch.zeros(3, device=device)  # summed on the device: no host sync per step
@@ -347,15 +350,22 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                 xyz = index_to_coords(torch.from_numpy(index).to(device), shape)
                 target = torch.from_numpy(value).to(device=device, dtype=torch.float32)
                 model.zero_grad(set_to_none=True)
-                with autocast():
-                    pred, codes = net(seq_t, times_t, xyz)
-                l1 = sdf_l1(pred, target, tc.clamp)
-                reg = code_regulariser(codes)
-                loss = l1 + reg_weight * reg
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                global_frames = len(seq) * info.world_size
+
+                def frame_terms(j, seq_t=seq_t, times_t=times_t, xyz=xyz, target=target, seq=seq,
+                                reg_weight=reg_weight, global_frames=global_frames):
+                    with autocast():
+                        pred, codes = model(seq_t[j:j + 1], times_t[j:j + 1], xyz[j:j + 1])
+                    l1 = sdf_l1(pred, target[j:j + 1], tc.clamp)
+                    reg = reg_weight * code_regulariser(codes)
+                    loss = (l1 + reg) / global_frames
+                    return dist_utils.FrameTerms(
+                        loss=scaler.scale(loss) if scaler is not None else loss, codes=codes, seq=int(seq[j]),
+                        logged=torch.stack([l1 + reg, l1, reg]) / global_frames,
+                    )
+
+                logged = dist_utils.ordered_gradients(frame_terms, len(seq), params=dense_params,
+                                                      code_table=model.latents.weight, info=info)
                 active = [optimisers["net"], optimisers["codes"]] + ([optimisers["rotations"]] if rot_active else [])
                 if tc.grad_clip is not None:
                     if scaler is not None:
@@ -368,12 +378,11 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                         o.step()
                 if scaler is not None:
                     scaler.update()
-                totals += torch.stack([loss.detach(), l1.detach(), reg_weight * reg.detach()])
+                totals += logged
                 n_steps += 1
             for s in schedulers.values():
                 s.step()
-            totals /= max(1, n_steps)
-            totals = dist_utils.all_reduce_mean(totals, info).cpu()
+            totals = (totals / max(1, n_steps)).cpu()  # the global batch's values, equal on every process
             done = epoch + 1
             if not torch.isfinite(totals).all():
                 raise RunError(
@@ -425,11 +434,49 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     return out
 
 
+def _reference_data(path: Path, out: Path, info, *, resume: bool, overwrite: bool, progress) -> Path:
+    """``path``, or for a folder of the authors' sdf_vid files the data set prepared from it in ``out/data``."""
+    from cellinr.data.reference_data import (
+        prepare_reference_folder,
+        reference_folder_is_prepared,
+    )
+    from cellinr.errors import DatasetError
+    from cellinr.io.arrays import reference_sdf_files
+
+    if not path.is_dir() or (path / "manifest.json").is_file() or not reference_sdf_files(path):
+        return path
+    cache = out / PREPARED_DATA_DIR
+    error = None
+    if info.is_main:
+        try:
+            if not reference_folder_is_prepared(path, cache):
+                if not resume and not overwrite and _holds_run_files(out):
+                    raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it or --resume "
+                                            "to continue")
+                if info.enabled:  # the other processes would wait (and time out) while process 0 prepares
+                    raise DatasetError(f"{path}: the authors' sdf_vid files are not prepared yet; run `cellinr "
+                                       f"prepare {path} --out {cache}` first, then train on {cache}")
+            prepare_reference_folder(path, cache, progress=progress)  # reuses a prepared one
+        except CellinrError as exc:
+            error = exc
+    message = dist_utils.broadcast_object(None if error is None else str(error), info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunError(f"process 0 failed: {message}")
+    return cache
+
+
+def _holds_run_files(out: Path) -> bool:
+    """``out`` exists and holds something besides the prepared data folder."""
+    return out.exists() and (not out.is_dir() or any(p.name != PREPARED_DATA_DIR for p in out.iterdir()))
+
+
 def _prepare_out(out: Path, cfg: Config, dataset, overwrite: bool) -> None:
     from cellinr._util.atomic import atomic_write_text
     from cellinr.model.config import save_config
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if _holds_run_files(out):
         if not overwrite:
             raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it or --resume to continue")
         if not out.is_dir():
