@@ -374,7 +374,7 @@ def _warn_small_cells(tracks, scans, spacings, *, voxel: float, size: int, cente
     small = []
     for tr in tracks:
         occ = scans[tr.source].occurrences
-        volume = min(occ[t][lab].count for t, lab in tr.labels.items()) * float(np.prod(spacings[tr.source]))
+        volume = min(occurrence_of(occ[t], lab).count for t, lab in tr.labels.items()) * float(np.prod(spacings[tr.source]))
         across = (6.0 * volume / math.pi) ** (1 / 3) / voxel  # equivalent-sphere diameter in output voxels
         # only where preparing coarsens the input: a cell small in its own voxels stays as it was
         if across < MIN_VOXELS_ACROSS and voxel > 1.01 * min(spacings[tr.source]):
@@ -451,7 +451,7 @@ def _write_sequence(folder: Path, tr: Track, cen: dict, src, spacing, occ, *, vo
         "volume_um3": stats.volumes,
         "centre_um": [cen[t].tolist() for t in frames] if center == "frame" else cen[frames[0]].tolist(),
         # the cell's centroid per frame (Z, Y, X microns in the input's frame): its motion
-        "trajectory_um": [(np.asarray(occ[t][tr.labels[t]].centroid) * s).tolist() for t in frames],
+        "trajectory_um": [(np.asarray(occurrence_of(occ[t], tr.labels[t]).centroid) * s).tolist() for t in frames],
         "crop_origin_um": [origins[t].tolist() for t in frames],
         # first and last cube voxel centres in input voxel coordinates (Z, Y, X), per frame
         "crop_box_input_voxels": [[(origins[t] / s).tolist(), ((origins[t] + (size - 1) * voxel) / s).tolist()]
