@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from cellinr.cli._common import add_overwrite, add_spacing
+from cellinr.cli._common import add_overwrite, add_spacing, positive_float
+from cellinr.measurement.protrusions import PROTRUSION_RADIUS_UM
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_spacing(parser, " (applies to both)")
     parser.add_argument("--axes", help="stored axes of the inputs if their metadata is missing, e.g. TZYX")
     parser.add_argument("--dataset", metavar="NAME", help="HDF5 dataset or .npz array name")
+    parser.add_argument("--protrusion-radius", type=positive_float, default=PROTRUSION_RADIUS_UM, metavar="UM",
+                        help="opening radius (microns) of the thin-part and protrusion Dice "
+                        f"(default: {PROTRUSION_RADIUS_UM})")
     parser.add_argument("--quiet", action="store_true", help="print only the summary, not every frame")
     add_overwrite(parser)
     parser.set_defaults(func=run)
@@ -30,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 _COLUMNS = (("dice", "Dice", "{:.4f}"), ("jaccard", "Jaccard", "{:.4f}"), ("hausdorff_vox", "HD vox", "{:.3g}"),
             ("hausdorff95_vox", "HD95 vox", "{:.3g}"), ("assd_vox", "ASSD vox", "{:.3g}"),
             ("hausdorff_um", "HD um", "{:.3g}"), ("hausdorff95_um", "HD95 um", "{:.3g}"),
-            ("assd_um", "ASSD um", "{:.3g}"))
+            ("assd_um", "ASSD um", "{:.3g}"), ("thin_part_dice", "thin Dice", "{:.4f}"),
+            ("protrusion_dice", "protr Dice", "{:.4f}"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from cellinr._util.atomic import atomic_path, atomic_write_text
     from cellinr._util.jsonsafe import json_safe
     from cellinr.errors import OutputExistsError
-    from cellinr.measurement.overlap import OVERLAP_KEYS, compare_masks
+    from cellinr.measurement.overlap import OVERLAP_KEYS, THIN_KEYS, compare_masks
 
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
-    rows, summary = compare_masks(args.a, args.b, spacing=args.spacing, axes=args.axes, dataset=args.dataset)
+    rows, summary = compare_masks(args.a, args.b, spacing=args.spacing, axes=args.axes, dataset=args.dataset,
+                                  protrusion_radius_um=args.protrusion_radius)
     width = max(len("sequence"), *(len(r["sequence"]) for r in rows))
     header = f"{'sequence':<{width}}  {'frame':>5}  " + "  ".join(f"{title:>9}" for _, title, _ in _COLUMNS)
     if not args.quiet:
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         with atomic_path(out) as tmp:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=["sequence", "frame", *OVERLAP_KEYS])
+                writer = csv.DictWriter(f, fieldnames=["sequence", "frame", *OVERLAP_KEYS, *THIN_KEYS])
                 writer.writeheader()
                 writer.writerows(rows)
         atomic_write_text(out.with_name(out.name + ".json"),

@@ -148,19 +148,26 @@ def overlap_metrics(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | Non
     return {k: row[k] for k in OVERLAP_KEYS}
 
 
+#: Overlap of the thin parts (protrusions), added by :func:`overlap_sequence` with ``protrusion_radius_um``.
+THIN_KEYS = ("thin_part_dice", "protrusion_dice")
+
+
 def overlap_sequence(
     a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None, *, name: str = "sequence",
+    protrusion_radius_um: float | None = None,
 ) -> list[dict]:
     """Per-frame :func:`overlap_metrics` of two mask sequences.
 
     Parameters
     ----------
     a, b : (T, Z, Y, X) or (T, Y, X) bool ndarrays of equal shape
+    protrusion_radius_um : when given, also the thin-part and protrusion Dice of every frame
+        (:mod:`cellinr.measurement.protrusions`, opening radius in microns)
 
     Returns
     -------
     list of dict
-        One row per frame: ``sequence``, ``frame`` and :data:`OVERLAP_KEYS`.
+        One row per frame: ``sequence``, ``frame``, :data:`OVERLAP_KEYS` (and :data:`THIN_KEYS`).
     """
     a = np.asarray(a)
     b = np.asarray(b)
@@ -168,7 +175,14 @@ def overlap_sequence(
         raise InputError(f"{name}: mask sequences of different sizes {a.shape} and {b.shape}")
     rows = []
     for t in range(a.shape[0]):
-        rows.append({"sequence": name, "frame": t, **overlap_metrics(a[t], b[t], spacing)})
+        row = {"sequence": name, "frame": t, **overlap_metrics(a[t], b[t], spacing)}
+        if protrusion_radius_um is not None:
+            from cellinr.measurement.protrusions import protrusion_dice, thin_part_dice
+
+            kw = {"radius_um": float(protrusion_radius_um), "spacing": spacing}
+            row["thin_part_dice"] = thin_part_dice(a[t], b[t], **kw)
+            row["protrusion_dice"] = protrusion_dice(a[t], b[t], **kw)
+        rows.append(row)
     return rows
 
 
@@ -212,6 +226,7 @@ def _read_binary(path, *, spacing, axes, dataset):
 
 def compare_masks(
     a, b, *, spacing: Sequence[float] | None = None, axes: str | None = None, dataset: str | None = None,
+    protrusion_radius_um: float | None = 1.5,
 ) -> tuple[list[dict], dict]:
     """Per-frame overlap of two mask inputs (foreground = any value > 0, or SDF <= 0) and their summary.
 
@@ -222,6 +237,7 @@ def compare_masks(
     spacing : voxel size (z, y, x) microns for both; default the metadata of ``a`` (then ``b``),
         else 1 with a warning. Different voxel sizes in the two files raise InputError.
     axes, dataset : as in :func:`cellinr.io.sources.open_source`.
+    protrusion_radius_um : opening radius of the thin-part and protrusion Dice (None: not computed).
 
     Returns
     -------
@@ -247,7 +263,7 @@ def compare_masks(
             log.warning("%s, %s: no voxel size in the metadata; microns = voxels (pass --spacing)", fa, fb)
             sp = (1.0,) * (ma.ndim - 1)
         used = tuple(float(s) for s in sp)
-        rows.extend(overlap_sequence(ma, mb, sp, name=name))
+        rows.extend(overlap_sequence(ma, mb, sp, name=name, protrusion_radius_um=protrusion_radius_um))
     summary = overlap_summary(rows)
     summary["spacing_um"] = list(used) if used else None
     summary["sequences"] = sorted({r["sequence"] for r in rows})
@@ -258,7 +274,7 @@ def overlap_summary(rows: list[dict]) -> dict:
     """Per metric of :data:`OVERLAP_KEYS`: the :data:`SUMMARY_STATS` over all frames (infinite values,
     from a frame where one mask is empty, are counted in ``frames_one_empty`` and left out)."""
     out = {"frames": len(rows)}
-    for key in OVERLAP_KEYS:
+    for key in (*OVERLAP_KEYS, *(k for k in THIN_KEYS if rows and k in rows[0])):
         values = np.array([float(r[key]) for r in rows], dtype=float)
         finite = values[np.isfinite(values)]
         out[key] = {stat: (float(getattr(np, stat)(finite)) if finite.size else float("nan"))
