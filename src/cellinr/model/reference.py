@@ -24,7 +24,6 @@ evaluates exactly the reference SDF at the permuted points.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.errors import RunError
+from cellinr.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +80,31 @@ def _loadmat(path: Path, variable: str) -> np.ndarray:
 
     try:
         data = scipy.io.loadmat(str(path))
-    except (OSError, ValueError, NotImplementedError) as exc:
+    except (OSError, ValueError, NotImplementedError, TypeError, KeyError, IndexError, EOFError,
+            UnicodeDecodeError, scipy.io.matlab.MatReadError) as exc:
         raise RunError(f"{path}: cannot read MATLAB file ({exc})") from None
     if variable not in data:
         raise RunError(f"{path}: no variable {variable!r}")
-    return np.asarray(data[variable], dtype=np.float64)
+    try:
+        values = np.asarray(data[variable], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RunError(f"{path}: variable {variable!r} is not a numeric matrix") from None
+    if not np.isfinite(values).all():
+        raise RunError(f"{path}: variable {variable!r} holds NaN or infinite values")
+    return values
+
+
+def _specs_schema():
+    from cellinr._util.schema import POSITIVE, POSITIVE_INT, ListOf, Opt
+
+    return {"CodeLength": POSITIVE_INT, "?Omega": POSITIVE, "?ReconstructionFramesPerSequence": POSITIVE_INT,
+            "?ReconstructionDims": Opt(ListOf(POSITIVE_INT, min_length=1)),
+            "NetworkSpecs": {"dims": ListOf(POSITIVE_INT, min_length=1), "?latent_in": ListOf(int),
+                             "?xyz_in_all": bool, "?use_sine": bool, "?use_tanh": bool, "?weight_norm": bool,
+                             "?latent_dropout": bool}}
+
+
+SPECS_SCHEMA = _specs_schema()
 
 
 def _find(exp: Path, names: list[str]) -> Path | None:
@@ -114,7 +133,8 @@ def import_reference(
     """
     import torch
 
-    from cellinr._util.atomic import atomic_dir
+    from cellinr._util.outputs import atomic_dir, check_new_output, check_no_overlap
+    from cellinr._util.schema import read_json
     from cellinr.model.config import Config, ModelConfig, TrainConfig, validate
     from cellinr.model.run import write_run_files
     from cellinr.nn.decoder import AutoDecoder
@@ -126,24 +146,24 @@ def import_reference(
     specs_path = exp / "specs.json"
     if not specs_path.is_file():
         raise RunError(f"{exp}: not a reference experiment folder (no specs.json)")
-    try:
-        specs = json.loads(specs_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"{specs_path}: unreadable ({exc})") from None
-    net = specs.get("NetworkSpecs", {})
-    if "CodeLength" not in specs or "dims" not in net:
-        raise RunError(f"{specs_path}: needs CodeLength and NetworkSpecs.dims")
+    check_no_overlap([exp, model_file], [out])
+    check_new_output(out, overwrite=overwrite)
+    specs = read_json(specs_path, SPECS_SCHEMA, error=RunError, what="specs.json")
+    net = specs["NetworkSpecs"]
     for key in ("use_tanh", "positional_encoding", "latent_dropout"):
         if net.get(key):
             raise RunError(f"{specs_path}: NetworkSpecs.{key} = true is not supported")
     if net.get("norm_layers") and not net.get("weight_norm"):
         raise RunError(f"{specs_path}: NetworkSpecs.norm_layers (LayerNorm) is not supported")
     activation = "sine" if net.get("use_sine", True) else "relu"
-    model_cfg = ModelConfig(
-        latent_dim=int(specs["CodeLength"]), hidden=[int(d) for d in net["dims"]],
-        latent_in=[int(k) for k in net.get("latent_in", [])], xyz_in_all=bool(net.get("xyz_in_all", False)),
-        activation=activation, omega_0=float(specs.get("Omega", 30.0)),
-    )
+    try:  # a layout the decoder can build, or one line naming the key
+        model_cfg = validate(Config(model=ModelConfig(
+            latent_dim=int(specs["CodeLength"]), hidden=[int(d) for d in net["dims"]],
+            latent_in=[int(k) for k in net.get("latent_in", [])], xyz_in_all=bool(net.get("xyz_in_all", False)),
+            activation=activation, omega_0=float(specs.get("Omega", 30.0)),
+        ))).model
+    except ConfigError as exc:
+        raise RunError(f"{specs_path}: NetworkSpecs do not form a valid network ({exc})") from None
 
     path = Path(model_file) if model_file is not None else _pick_model_file(exp / "ModelParameters")
     state = _load_state(path)

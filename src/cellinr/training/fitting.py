@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.errors import OutputExistsError, ParameterError
+from cellinr.errors import ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def fit(
     import torch
     from tqdm.auto import tqdm
 
-    from cellinr._util.atomic import atomic_dir
+    from cellinr._util.outputs import atomic_dir, check_new_output, check_no_overlap
     from cellinr.generation.frames import (
         EvalOptions,
         evaluate_frame,
@@ -98,10 +98,8 @@ def fit(
     _check(steps, init, points, lr, rotation_lr, 0.0 if regularization is None else regularization, near_fraction)
     opts = EvalOptions(method=method, chunk=chunk)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
+    check_no_overlap([getattr(run, "path", run) if not isinstance(run, (str, os.PathLike)) else run, dataset], [out])
+    check_new_output(out, overwrite=overwrite)
     ds = SDFDataset(dataset)
     run, dev = load_for_evaluation(run, device)
     sampling = run.config.sampling

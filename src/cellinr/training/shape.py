@@ -19,14 +19,13 @@ import csv
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cellinr.errors import CellinrError, OutputExistsError, RunError
+from cellinr.errors import CellinrError, RunError
 from cellinr.model.config import Config, config_from_dict, load_config, validate
 from cellinr.model.config import preset as get_preset
 from cellinr.nn.decoder import AutoDecoder
@@ -39,7 +38,6 @@ from cellinr.training.sampling import PointPool, index_to_coords
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("epoch", "loss", "l1", "reg", "lr_net", "lr_codes", "lr_rotations", "seconds")
-_OWNED = ("config.yaml", "model.safetensors", "latents.safetensors", "run.json", "manifest.json", "log.csv", "loss.png")
 
 
 class ShapeModel(nn.Module):
@@ -152,8 +150,10 @@ def _plot_loss(rows: list[dict], path: Path) -> None:
 def _read_log(path: Path, max_epoch: int) -> list[dict]:
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= max_epoch]
+    from cellinr._util.schema import read_csv_rows
+
+    rows = read_csv_rows(path, columns={"epoch": int}, error=RunError)
+    return [r for r in rows if int(r["epoch"]) <= max_epoch]
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -213,10 +213,13 @@ def train(
     OutputExistsError : ``out`` holds files and neither ``resume`` nor ``overwrite`` is given.
     """
     from cellinr._util.device import resolve_device
+    from cellinr._util.outputs import abandon_run, check_no_overlap, incomplete_dir
     from cellinr.io.sdf_dataset import SDFDataset
 
     out = Path(out)
     dataset = SDFDataset(dataset_dir)
+    check_no_overlap([dataset.path, config if isinstance(config, (str, os.PathLike)) else None],
+                     [out, incomplete_dir(out)])
     device = resolve_device(device)
     info, device = dist_utils.init_distributed(device)
     # the loop restores the run's RNG state on resume: keep it from outliving the call
@@ -228,51 +231,67 @@ def train(
                 activation=activation, rotations=rotations, seed=seed, resume=resume, overwrite=overwrite,
                 progress=progress,
             )
+    except BaseException:
+        if info.is_main:  # failed before its first checkpoint: leave nothing, so a retry is not refused
+            abandon_run(incomplete_dir(out), progress=ckpt.CHECKPOINT_DIR)
+        raise
     finally:
         dist_utils.cleanup(info)
 
 
 def _train(dataset, out: Path, *, info, device, preset, config, epochs, activation, rotations, seed, resume,
            overwrite, progress) -> Path:
+    from cellinr._util.outputs import begin_run, finish_run, incomplete_dir
+
     fingerprint = _data_fingerprint(dataset)
     state = None
+    # the run is built in the hidden folder .<name>.incomplete and moved onto ``out`` when finished
+    final, work = out, incomplete_dir(out)
     if resume:
-        if not out.is_dir():
+        src = work if work.is_dir() else out  # an interrupted run, or a finished one to continue
+        if not src.is_dir():
             raise RunError(f"{out}: no run folder to resume")
-        if not (out / "config.yaml").is_file():
-            raise RunError(f"{out}: not a run folder (no config.yaml)")
-        cfg_saved = load_config(out / "config.yaml")
-        ckpt_path, state = ckpt.load_latest(out, map_location="cpu")
-        if ckpt_path != ckpt.list_checkpoints(out)[0][1]:
-            log.warning("%s: resuming from the older checkpoint %s", out, ckpt_path.name)
+        if not (src / "config.yaml").is_file():
+            raise RunError(f"{src}: not a run folder (no config.yaml)")
+        cfg_saved = load_config(src / "config.yaml")
+        if ckpt.list_checkpoints(src):
+            ckpt_path, state = ckpt.load_latest(src, map_location="cpu")
+            if ckpt_path != ckpt.list_checkpoints(src)[0][1]:
+                log.warning("%s: resuming from the older checkpoint %s", src, ckpt_path.name)
+        else:
+            log.info("%s: killed before its first checkpoint; training from the first epoch", src)
         if preset is None and config is None:
             cfg = _apply_overrides(cfg_saved, epochs, activation, rotations)
         else:
             cfg = _resolve_config(preset, config, epochs, activation, rotations)
-        diff = _diff_keys(_compat_dict(cfg), _compat_dict(cfg_saved)) + _diff_keys(
+        diff = _diff_keys(_compat_dict(cfg), _compat_dict(cfg_saved)) + (_diff_keys(
             _compat_dict(cfg), state.get("compat", {}).get("config", {})
-        )
+        ) if state is not None else [])
         if diff:
             raise RunError(f"{out}: cannot resume: the config differs from the run's in {', '.join(sorted(set(diff)))}")
-        if state.get("compat", {}).get("data") != fingerprint:
+        if state is not None and state.get("compat", {}).get("data") != fingerprint:
             raise RunError(f"{out}: cannot resume: the run was trained on a different data set (names/frames/shape)")
-        run_seed = int(state["seed"])
+        run_seed = int(state["seed"]) if state is not None else (0 if seed is None else int(seed))
         if seed is not None and int(seed) != run_seed:
             raise RunError(f"{out}: cannot resume: the run used seed {run_seed}, not {seed}")
     else:
         cfg = _resolve_config(preset, config, epochs, activation, rotations)
         run_seed = 0 if seed is None else int(seed)
-        error = None
-        if info.is_main:
-            try:
+    error = None
+    if info.is_main:  # every check is done: only now is anything created
+        try:
+            if resume:
+                begin_run(out, resume=True, overwrite=False, done="run.json", progress=ckpt.CHECKPOINT_DIR)
+            else:
                 _prepare_out(out, cfg, dataset, overwrite)
-            except CellinrError as exc:
-                error = exc
-        message = dist_utils.broadcast_object(None if error is None else str(error), info)
-        if error is not None:
-            raise error
-        if message is not None:
-            raise RunError(f"process 0 failed: {message}")
+        except CellinrError as exc:
+            error = exc
+    message = dist_utils.broadcast_object(None if error is None else str(error), info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunError(f"process 0 failed: {message}")
+    out = work
     dist_utils.barrier(info)
 
     tc = cfg.train
@@ -421,26 +440,21 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                     "final_loss": float(rows[-1]["loss"]) if rows else None,
                 },
             )
+        finish_run(work, final)
     dist_utils.barrier(info)
-    return out
+    return final
 
 
-def _prepare_out(out: Path, cfg: Config, dataset, overwrite: bool) -> None:
-    from cellinr._util.atomic import atomic_write_text
+def _prepare_out(out: Path, cfg: Config, dataset, overwrite: bool) -> Path:
+    """Create the working folder of a new run (an existing ``out`` stays until the new run replaces it)."""
+    from cellinr._util.outputs import atomic_write_text, begin_run
     from cellinr.model.config import save_config
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it or --resume to continue")
-        if not out.is_dir():
-            raise OutputExistsError(f"{out}: exists and is not a folder")
-        for name in _OWNED:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / ckpt.CHECKPOINT_DIR, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    atomic_write_text(out / "manifest.json", json.dumps(dataset.manifest, indent=2))
-    _write_log(out / "log.csv", [])
+    work = begin_run(out, resume=False, overwrite=overwrite, done="run.json", progress=ckpt.CHECKPOINT_DIR)
+    save_config(cfg, work / "config.yaml")
+    atomic_write_text(work / "manifest.json", json.dumps(dataset.manifest, indent=2))
+    _write_log(work / "log.csv", [])
+    return work
 
 
 def _save_state(out, epoch, model, optimisers, schedulers, scaler, cfg, fingerprint, seed, tc) -> Path:
