@@ -307,6 +307,8 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
             if _is_write_failure(exc, path.parent):
                 raise write_error(exc, path) from None
             raise
+    except OutputError as exc:  # name the final file, not the temporary one
+        raise OutputError(str(exc).replace(str(tmp_path), str(path))) from None
     finally:
         with contextlib.suppress(OSError):
             if os.path.lexists(tmp_path):
@@ -676,6 +678,8 @@ def abandon_run(work: Path, *, progress: str) -> None:
 def finish_run(work: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Move a finished run from its working folder onto ``out`` (replacing an older ``out`` as a whole)."""
     work, out = Path(work), Path(out)
+    for folder, _, _ in os.walk(work):  # what killed runs left inside the working folder
+        clean_stale(folder)
     try:
         normalise_modes(work)
         replace_dir(work, out)

@@ -261,8 +261,12 @@ class ArrayFrameSource(FrameSource):
             data = np.asarray(self._array[tuple(key)])
         except InputError:
             raise
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise InputError(f"{self.path}: cannot read {self.frame_labels[t]} ({type(exc).__name__}: {exc})") from None
+        except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError, MemoryError) as exc:
+            raise InputError(f"{self.path}: cannot read {self.frame_labels[t]} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        if data.ndim != len(kept) or sorted(kept) != sorted(self.spatial):  # a damaged file: pages disagree
+            raise InputError(f"{self.path}: cannot read {self.frame_labels[t]}: the stored data ({data.shape}) do "
+                             f"not match the declared shape {self.shape} (axes {self.axes})")
         return np.transpose(data, [kept.index(a) for a in self.spatial])
 
     def close(self) -> None:

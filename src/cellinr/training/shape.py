@@ -296,6 +296,8 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
 
     tc = cfg.train
     n_seq = len(dataset)
+    if state is None:  # the run's own random stream (inside train's fork_rng): checkpoints are reproducible
+        torch.manual_seed(run_seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run_seed)
         model = ShapeModel(cfg, n_seq)
