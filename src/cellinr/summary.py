@@ -66,6 +66,13 @@ def _describe_output_folder(path: Path) -> str | None:
     """Summary of a benchmark folder or a texture model folder (recognised by their JSON), else None."""
     import json
 
+    from cellinr._util.schema import Any, ListOf, Opt, check
+    from cellinr.errors import InputError
+
+    shapes = {  # what the summary reads: refused with one line naming the key when it differs
+        "cellinr-benchmark": {"?sequences": Opt(ListOf({"?divisions_2d": Opt(int), "?tracks_2d": Opt(ListOf(Any))}))},
+        "cellinr-texture-model": {"?net": Opt({}), "?normalisation": Opt({}), "?training": Opt({})},
+    }
     for name, kind in (("benchmark.json", "cellinr-benchmark"), ("texture_model.json", "cellinr-texture-model")):
         try:
             info = json.loads((path / name).read_text(encoding="utf-8"))
@@ -73,6 +80,7 @@ def _describe_output_folder(path: Path) -> str | None:
             continue
         if not isinstance(info, dict) or info.get("kind") != kind:
             continue
+        check(info, shapes[kind], path / name, error=InputError)
         if kind == "cellinr-benchmark":
             seqs = info.get("sequences") or []
             divisions = sum(int(s.get("divisions_2d", 0)) for s in seqs)

@@ -230,11 +230,12 @@ def _finished(out: Path, name: str, options: dict) -> bool:
 
 
 def _remove_partial_files(out: Path, name: str) -> None:
-    """Delete what an interrupted run left for sequence ``name`` (it is rendered anew): its staging
-    folder (:func:`cellinr._util.outputs.staged_files`) and the temporary files of older versions."""
-    from cellinr._util.outputs import clean_stale
+    """Delete temporary files that an interrupted run left for sequence ``name`` (it is rendered anew).
 
-    clean_stale(out)
+    Atomic writes go through ``.tmp-<stem>-*`` files that a killed process cannot clean up; a large
+    partial HDF5 file would otherwise stay in the output folder for good. (The staging folders of
+    killed runs are removed by :func:`cellinr._util.outputs.check_output_dir`.)
+    """
     patterns = [(out, f".tmp-{name}-*"), (out, f".tmp-{name}_mip-*"), (out / "meshes" / name, ".tmp-*")]
     for folder, pattern in patterns:
         if folder.is_dir():

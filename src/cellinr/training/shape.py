@@ -222,6 +222,7 @@ def train(
                      [out, incomplete_dir(out)])
     device = resolve_device(device)
     info, device = dist_utils.init_distributed(device)
+    existed = incomplete_dir(out).exists()
     # the loop restores the run's RNG state on resume: keep it from outliving the call
     forked = [device.index or 0] if device.type == "cuda" else []
     try:
@@ -232,7 +233,7 @@ def train(
                 progress=progress,
             )
     except BaseException:
-        if info.is_main:  # failed before its first checkpoint: leave nothing, so a retry is not refused
+        if info.is_main and not existed:  # failed before its first checkpoint: leave nothing, a retry runs
             abandon_run(incomplete_dir(out), progress=ckpt.CHECKPOINT_DIR)
         raise
     finally:
