@@ -514,7 +514,7 @@ CASES = [
          r"pass --resume", output="{W}/r",
          setup=_bytes(".r.incomplete/checkpoints/epoch_0000001.pt", b"x")),
     Case("texture", "train output exists", ["texture", "train", "--images", "{I}/img.tif", "--masks", "{I}/mask.tif",
-                                            "--out", "{W}/out", "--size", "16"], r"exists",
+                                            "--out", "{W}/out", "--size", "16"], r"pass --overwrite",
          setup=_file("out/keep.txt"), output=None),
     Case("benchmark", "like mask is a 3D volume", ["benchmark", "{I}/sim", "--out", "{W}/out", "--like", "{I}/img.tif",
                                                    "{W}/vol.tif"], r"3D volume", setup=_write_tif("vol.tif", VOL3D, "ZYX")),

@@ -98,10 +98,10 @@ def fit(
     _check(steps, init, points, lr, rotation_lr, 0.0 if regularization is None else regularization, near_fraction)
     opts = EvalOptions(method=method, chunk=chunk)
     out = Path(out)
-    check_no_overlap([getattr(run, "path", run) if not isinstance(run, (str, os.PathLike)) else run, dataset], [out])
     check_new_output(out, overwrite=overwrite)
     ds = SDFDataset(dataset)
     run, dev = load_for_evaluation(run, device)
+    check_no_overlap([getattr(run, "path", None), ds.path], [out])
     sampling = run.config.sampling
     near_fraction = sampling.near_fraction if near_fraction is None else float(near_fraction)
     regularization = run.config.train.code_reg if regularization is None else float(regularization)
