@@ -6,7 +6,7 @@ import pytest
 
 from cellinr.benchmarking import benchmark
 from cellinr.cli import main
-from cellinr.errors import InputError, OutputExistsError, RunError
+from cellinr.errors import InputError, OutputExistsError, ParameterError, RunError
 from cellinr.io.ctc import check_ctc_sequence, read_ctc_sequence
 from cellinr.io.tiff import read_tiff, write_tiff
 
@@ -76,11 +76,10 @@ def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
     assert not (other / "ctc3d").exists()
     with pytest.raises(OutputExistsError):
         benchmark(source, out)
-    # a benchmark written inside its source: a rerun does not take its images for masks
-    inner = benchmark(source, source / "bench", three_d=True, seed=3)  # ctc3d/: 3D images
-    again = benchmark(source, inner, seed=3, overwrite=True)
-    assert [s["name"] for s in json.loads((again / "benchmark.json").read_text())["sequences"]] == [
-        "cell_000", "cell_001"]
+    # a benchmark inside its source is refused (an output never lies inside an input), and nothing is left
+    with pytest.raises(ParameterError, match="lies inside the input"):
+        benchmark(source, source / "bench", three_d=True, seed=3)
+    assert not (source / "bench").exists()
     from cellinr.summary import describe
 
     text = describe(out)

@@ -83,14 +83,19 @@ def test_ctc_folder_orders_by_frame_number(tmp_path):
         write_tiff(tmp_path / f"man_track{number:03d}.tif", frame, axes="ZYX", spacing=(2.0, 1.0, 1.0))
     write_tiff(tmp_path / "man_seg_000_001.tif", frames[0][0], axes="YX")  # CTC 2D slice annotation: ignored
     (tmp_path / "man_track.txt").write_text("1 0 2 0\n")
-    with open_source(tmp_path) as src:
+    # numbers with gaps are not read as consecutive frames
+    with pytest.raises(InputError, match=r"gaps \(missing 001, 003"):
+        open_source(tmp_path)
+    # ... unless allowed: the real numbers are honoured, a missing frame is empty
+    with open_source(tmp_path, allow_gaps=True) as src:
         assert src.format == "tiff-folder" and src.pattern == "man_track"
-        assert src.n_frames == 3 and src.time_indices == [0, 2, 10]
-        assert src.frame_labels[2] == "man_track010.tif"
+        assert src.n_frames == 11 and src.time_indices == list(range(11))
+        assert src.frame_labels[10] == "man_track010.tif" and "missing" in src.frame_labels[1]
         np.testing.assert_allclose(src.spacing, (2.0, 1.0, 1.0), rtol=1e-5)
-        for t in range(3):
-            np.testing.assert_array_equal(src.read_frame(t), frames[t])
-        np.testing.assert_array_equal(src.read_frame(1, (slice(1, 2),) * 3), frames[1][1:2, 1:2, 1:2])
+        for t, frame in zip([0, 2, 10], frames):
+            np.testing.assert_array_equal(src.read_frame(t), frame)
+        assert not src.read_frame(5).any() and src.read_frame(5).shape == frames[0].shape
+        np.testing.assert_array_equal(src.read_frame(2, (slice(1, 2),) * 3), frames[1][1:2, 1:2, 1:2])
 
 
 def test_folder_natural_order_and_shape_mismatch(tmp_path):

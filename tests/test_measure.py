@@ -133,12 +133,13 @@ def test_measure_files_labels_and_csv(tmp_path):
         labels[t][ellipsoid((24, 40, 40), (12, 28, 28), (5, 5, 5))] = 7
     labels[1][ellipsoid((24, 40, 40), (12, 30, 8), (3, 3, 3))] = 9  # a cell entering in frame 1
     write_tiff(tmp_path / "cells.tif", labels, axes="TZYX", spacing=(2.0, 0.5, 0.5))
-    rows = measure(tmp_path, tmp_path / "out.csv")
+    table = tmp_path.with_name(tmp_path.name + "_out.csv")  # outside the input folder
+    rows = measure(tmp_path, table)
     assert sorted({r["sequence"] for r in rows}) == ["cells_label3", "cells_label7", "cells_label9"]
     assert len(rows) == 5 and [r["n_frames"] for r in rows if r["label"] == 9] == [1]
     lab7 = [r for r in rows if r["label"] == 7][0]
     assert lab7["volume_um3"] == pytest.approx(4 / 3 * math.pi * 125 * 0.5, rel=0.05)  # metadata voxel 0.5 um3
-    back = read_rows(tmp_path / "out.csv")
+    back = read_rows(table)
     assert len(back) == 5 and back[0]["volume_um3"] == pytest.approx(rows[0]["volume_um3"])
     argv = ["measure", str(tmp_path / "cells.tif"), "--out", str(tmp_path / "b.csv"), "--spacing", "1", "1", "1"]
     assert main(argv) == 0

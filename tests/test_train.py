@@ -375,10 +375,13 @@ def _authors_sdf_folder(folder, n_files=2, frames=3, edge=20):
     return folder
 
 
-def test_train_and_info_take_a_folder_of_the_authors_sdf_vid_files(tmp_path, caplog, capsys):
+def test_train_and_info_take_a_folder_of_the_authors_sdf_vid_files(tmp_path, caplog, capsys, monkeypatch):
     import logging
 
+    from cellinr._util.cache import cache_entry
     from cellinr.summary import describe
+
+    monkeypatch.setenv("CELLINR_CACHE", str(tmp_path / "cache"))
 
     folder = _authors_sdf_folder(tmp_path / "authors")
     text = describe(folder)
@@ -386,7 +389,8 @@ def test_train_and_info_take_a_folder_of_the_authors_sdf_vid_files(tmp_path, cap
     with caplog.at_level(logging.WARNING):
         run = train(folder, tmp_path / "run", preset="tiny", epochs=1, device="cpu", progress=False)
     assert "2 sdf_vid files of the authors; preparing them once into" in caplog.text
-    data = SDFDataset(run / "data")
+    data = SDFDataset(cache_entry("sdf_vid", folder))  # in the cache: never inside the input or the run
+    assert str(data.path).startswith(str(tmp_path / "cache")) and not (run / "data").exists()
     assert data.names == ["cell_00", "cell_01"] and data.sequences[0].frames == 3
     assert load_run(run).names == ["cell_00", "cell_01"]
     caplog.clear()

@@ -123,7 +123,7 @@ def benchmark(
     from tqdm import tqdm
 
     from cellinr import __version__
-    from cellinr._util.atomic import atomic_dir
+    from cellinr._util.outputs import atomic_dir, atomic_write_text
     from cellinr.io.ctc import (
         track_masks,
         write_ctc_frame,
@@ -138,8 +138,13 @@ def benchmark(
         render,
     )
 
+    from cellinr._util.outputs import check_new_output, check_no_overlap
+
     if like is not None and len(like) != 2:
         raise ParameterError(f"--like needs IMAGE and MASK, got {len(like)} values")
+    texture_path = Path(texture) if str(texture) != "render" and Path(texture).exists() else None
+    check_no_overlap([source, texture_path, *(like or ())], [out])
+    check_new_output(out, overwrite=overwrite)
     params = params_like(*like) if like is not None else RenderParams()
     model = None
     if str(texture) != "render":
@@ -194,9 +199,11 @@ def benchmark(
             entries.append(entry)
 
         flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks
+        skipped: list[str] = []  # files that are not masks (named in the error when nothing is left)
         for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
             read = _read_masks(path, single_file=source.is_file())
             if read is None:
+                skipped.append(path.name)
                 continue
             if not read[2]:
                 flat.append((k, name, path))
@@ -209,7 +216,8 @@ def benchmark(
                 process(k, name, path, *_read_masks(path, single_file=False))
         if not entries:
             what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
-            raise InputError(f"{source}: no {what} found")
+            unreadable = f" ({len(skipped)} skipped as unreadable or not masks: {', '.join(skipped[:3])})" if skipped else ""
+            raise InputError(f"{source}: no {what} found{unreadable}")
         info = {
             "format": "cellinr-benchmark",
             "source": str(source),
@@ -221,5 +229,5 @@ def benchmark(
             "sequences": entries,
             "cellinr_version": __version__,
         }
-        (tmp / "benchmark.json").write_text(json.dumps(info, indent=2) + "\n")
+        atomic_write_text(tmp / "benchmark.json", json.dumps(info, indent=2) + "\n")
     return Path(out)

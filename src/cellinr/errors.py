@@ -32,6 +32,10 @@ class OutputExistsError(CellinrError, FileExistsError):
     """An output exists already and ``overwrite`` was not given."""
 
 
+class OutputError(CellinrError, OSError):
+    """An output cannot be written: no space left, read-only file system, permission denied, ..."""
+
+
 class DeviceError(CellinrError, RuntimeError):
     """A requested compute device is not available."""
 

@@ -68,6 +68,13 @@ def _describe_output_folder(path: Path) -> str | None:
     """Summary of a benchmark folder or a texture model folder (recognised by their JSON), else None."""
     import json
 
+    from cellinr._util.schema import Any, ListOf, Opt, check
+    from cellinr.errors import InputError
+
+    shapes = {  # what the summary reads: refused with one line naming the key when it differs
+        "cellinr-benchmark": {"?sequences": Opt(ListOf({"?divisions_2d": Opt(int), "?tracks_2d": Opt(ListOf(Any))}))},
+        "cellinr-texture-model": {"?net": Opt({}), "?normalisation": Opt({}), "?training": Opt({})},
+    }
     for name, kind in (("benchmark.json", "cellinr-benchmark"), ("texture_model.json", "cellinr-texture-model")):
         try:
             info = json.loads((path / name).read_text(encoding="utf-8"))
@@ -75,6 +82,7 @@ def _describe_output_folder(path: Path) -> str | None:
             continue
         if file_type_of(info) != kind:
             continue
+        check(info, shapes[kind], path / name, error=InputError)
         if kind == "cellinr-benchmark":
             seqs = info.get("sequences") or []
             divisions = sum(int(s.get("divisions_2d", 0)) for s in seqs)
@@ -175,7 +183,7 @@ def _describe_reference_folder(path: Path, files: list[Path]) -> str:
     if len(files) > 10:
         lines.append(f"  ... and {len(files) - 10} more")
     lines.append("  no voxel size stored (1 um is assumed); `cellinr train` takes this folder as it is (prepared "
-                 "once into RUN/data), or prepare it yourself: cellinr prepare FOLDER --out DATA --size N")
+                 "once into the cache, ~/.cache/cellinr or $CELLINR_CACHE), or prepare it yourself: cellinr prepare FOLDER --out DATA --size N")
     return "\n".join(lines)
 
 

@@ -68,7 +68,7 @@ def _from_dict(cls, data, prefix: str, base, where: str):
         raise ConfigError(f"{where} key {prefix or '<top>'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
         dot = f"{prefix}." if prefix else ""
         raise ConfigError(f"{where} key {dot}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")

@@ -61,19 +61,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    from cellinr.errors import CellinrError
+    from cellinr._util.outputs import describe_os_error
+    from cellinr.errors import CellinrError, OutputError
 
     try:
         return int(args.func(args) or 0)
     except CellinrError as exc:
-        print(f"cellinr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        # user errors exit 2; an output the system refused (full disk, read-only, ...) exits 1
+        print(f"cellinr {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1 if isinstance(exc, OutputError) else 2
     except BrokenPipeError:  # e.g. `cellinr info X | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # not raised through an output writer: name its path and cause
+        print(f"cellinr {args.command}: error: {_one_line(describe_os_error(exc))}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"cellinr {args.command}: error: out of memory; use smaller sizes (or fewer workers)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"cellinr {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(message) -> str:
+    """The message on one line (a library's multi-line text joined)."""
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
         data = data[None]
     if data.ndim != 4:
         raise InputError(f"{path}: expected a 3D or 3D+t mask, got axes {img.axes}")
+    from cellinr._util.outputs import check_no_overlap
+
     out = Path(args.out) if args.out else path.with_name(path.stem + "_montage.png")
+    check_no_overlap([path], [out])
     mips = mask_mips(data)
     write_montage(out, [mips["XY"], mips["XZ"], mips["YZ"]], labels=["MIP XY", "MIP XZ", "MIP YZ"], title=path.name)
     print(f"montage: {out}")

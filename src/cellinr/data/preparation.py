@@ -57,7 +57,7 @@ from cellinr.data.tracking import (
     occurrence_of,
     scan_source,
 )
-from cellinr.errors import InputError, OutputExistsError, ParameterError
+from cellinr.errors import InputError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ MARGIN = 2
 #: Input voxels of padding around a cell's box when resampling (room for the interpolated boundary).
 _INPUT_PAD = 2
 _MAX_PREVIEW_FRAMES = 16
+#: Bytes per cube voxel held at once: mask (1), resampled SDF (4), float64 distance transforms (2 x 8), SDF (4).
+_BYTES_PER_CUBE_VOXEL = 25
 SDF_DEFINITION = ("EDT(outside) - EDT(inside) in voxels of the prepared grid (negative inside), "
                   "clipped to [-clamp, clamp], divided by clamp")
 
@@ -555,7 +557,8 @@ def prepare(
     """
     from tqdm.auto import tqdm
 
-    from cellinr._util.atomic import atomic_dir
+    from cellinr._util.memory import check_memory
+    from cellinr._util.outputs import atomic_dir, check_new_output, check_no_overlap
     from cellinr.io.ctc import find_ctc_sequences
     from cellinr.io.sdf_dataset import new_manifest, write_manifest
     from cellinr.io.sources import expand_inputs, open_source
@@ -571,17 +574,18 @@ def prepare(
         raise ParameterError("inputs: give at least one input file or folder")
     paths = expand_inputs([q for p in paths for q in (find_ctc_sequences(p) or [p])], axes=axes)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
-    for p in paths:
-        if p.exists() and out.exists() and (p.resolve() == out.resolve() or out.resolve() in p.resolve().parents):
-            raise ParameterError(f"{out}: the output folder holds the input {p}; choose another --out")
+    check_no_overlap(paths, [out])
+    check_new_output(out, overwrite=overwrite)
+    # the largest allocations scale with the cube: the mask, its SDF and the distance transforms
+    check_memory(size**3 * _BYTES_PER_CUBE_VOXEL, None, f"--size {size} (a {size}^3 cube per frame)")
+    paths = expand_inputs(paths, axes=axes)
     show = None if progress is None else (not progress)
 
     sources = []
     try:
         for p in paths:
-            sources.append(open_source(p, axes=axes, spacing=spacing, dataset=dataset, frame_interval=frame_interval))
+            sources.append(open_source(p, axes=axes, spacing=spacing, dataset=dataset, frame_interval=frame_interval,
+                                       allow_gaps=allow_gaps))
 
         tracks, scans, excluded = _collect_tracks(sources, track=track, min_voxels=min_voxels,
                                                   exclude_border=exclude_border, show=show, divisions=divisions)

@@ -108,6 +108,9 @@ def compare_activations(
         raise ParameterError(f"max_frames: must be at least 1, got {max_frames}")
     dataset = SDFDataset(dataset_dir)
     out = Path(out)
+    from cellinr._util.outputs import check_no_overlap
+
+    check_no_overlap([dataset.path], [out])
     # resumable: a rerun with the same options reuses finished runs; other options need --overwrite
     options = {"dataset": str(dataset.path.resolve()), "preset": preset, "epochs": epochs, "seed": seed}
     marker = out / MARKER

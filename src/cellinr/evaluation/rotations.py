@@ -58,15 +58,21 @@ def infer_groups(names: Sequence[str]) -> dict[str, list[str]]:
 
 def read_groups_file(path: str | os.PathLike) -> dict:
     """Read and check a groups file (see the module docstring)."""
+    from cellinr._util.schema import Choice, ListOf, check, read_json
+
     path = Path(path)
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: groups file not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable groups file ({exc})") from None
-    if not isinstance(spec, dict) or not set(spec) <= {"groups", "rotations", "convention"}:
-        raise InputError(f"{path}: expected a JSON object with keys groups, rotations, convention")
+    spec = read_json(path, {"?convention": Choice("rotated", "inverse")}, what="groups file")
+    if not set(spec) <= {"groups", "rotations", "convention"}:
+        raise InputError(f"{path}: unknown key {sorted(set(spec) - {'groups', 'rotations', 'convention'})[0]} "
+                         "(known: groups, rotations, convention)")
+    for name, members in (spec.get("groups") or {}).items() if isinstance(spec.get("groups"), dict) else ():
+        check(members, ListOf(str), f"{path}: key groups.{name}")
+    if "groups" in spec and not isinstance(spec["groups"], dict):
+        raise InputError(f"{path}: key groups: expected an object {{cell: [sequence names]}}")
+    if "rotations" in spec and not isinstance(spec["rotations"], dict):
+        raise InputError(f"{path}: key rotations: expected an object {{sequence: 3x3 matrix}}")
+    for name, value in (spec.get("rotations") or {}).items():
+        check(value, ListOf(ListOf(float, length=3), length=3), f"{path}: key rotations.{name}")
     return spec
 
 
@@ -242,10 +248,12 @@ def rotation_report(
     Path
         ``out`` with ``report.md``, ``report.html``, ``metrics.json``, ``sequences.csv`` and figures.
     """
-    from cellinr._util.atomic import atomic_dir, atomic_write_text
+    from cellinr._util.outputs import atomic_dir, atomic_write_text, check_new_output, check_no_overlap
     from cellinr.measurement import report as rp
     from cellinr.model.run import load_run
 
+    check_no_overlap([run_dir, groups if isinstance(groups, (str, os.PathLike)) else None], [out])
+    check_new_output(out, overwrite=overwrite)
     spec: dict = {}
     if groups is not None:
         spec = dict(groups) if isinstance(groups, Mapping) else read_groups_file(groups)

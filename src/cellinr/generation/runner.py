@@ -126,10 +126,9 @@ def common_options(run, spec_dims, formats, mesh_format, reference_layout, opts:
 
 def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, spacing) -> dict:
     """Evaluate one sequence frame by frame and write its files; the JSON last. Returns the record."""
-    import h5py
     from tqdm.auto import tqdm
 
-    from cellinr._util.atomic import atomic_path, atomic_write_text
+    from cellinr._util.outputs import atomic_path, atomic_write_text, h5_check, h5_output
     from cellinr.geometry.grid import time_coords
     from cellinr.geometry.mesh import mesh_from_sdf
     from cellinr.geometry.project import max_projection
@@ -150,7 +149,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
     with contextlib.ExitStack() as stack:
         dset = None
         if "sdf" in formats:
-            h5 = stack.enter_context(h5py.File(stack.enter_context(atomic_path(out / f"{job.name}.h5")), "w"))
+            h5 = stack.enter_context(h5_output(stack.enter_context(atomic_path(out / f"{job.name}.h5"))))
             shape, chunks = (job.frames, *dims), (1, *dims)
             if spec.reference_layout:  # MATLAB-written files: h5py sees the axes reversed
                 shape, chunks = (*dims[::-1], job.frames), (*dims[::-1], 1)
@@ -172,6 +171,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
                     dset[..., k] = result.sdf.transpose(2, 1, 0)
                 else:
                     dset[k] = result.sdf
+                h5_check(h5)  # a full disk stops the sequence now, not after its last frame
             if "mesh" in formats:
                 mesh = mesh_from_sdf(result.sdf, spacing=spacing or (1.0, 1.0, 1.0))
                 rel = f"meshes/{job.name}/t{k:04d}.{spec.mesh_format}"
@@ -233,7 +233,8 @@ def _remove_partial_files(out: Path, name: str) -> None:
     """Delete temporary files that an interrupted run left for sequence ``name`` (it is rendered anew).
 
     Atomic writes go through ``.tmp-<stem>-*`` files that a killed process cannot clean up; a large
-    partial HDF5 file would otherwise stay in the output folder for good.
+    partial HDF5 file would otherwise stay in the output folder for good. (The staging folders of
+    killed runs are removed by :func:`cellinr._util.outputs.check_output_dir`.)
     """
     patterns = [(out, f".tmp-{name}-*"), (out, f".tmp-{name}_mip-*"), (out / "meshes" / name, ".tmp-*")]
     for folder, pattern in patterns:
@@ -274,8 +275,8 @@ def run_jobs(run, jobs: list[SequenceJob], out, spec: JobSpec, *, device, overwr
     from tqdm.auto import tqdm
 
     from cellinr import __version__
-    from cellinr._util.atomic import atomic_write_text, check_output_dir
     from cellinr._util.memory import check_memory
+    from cellinr._util.outputs import atomic_write_text, check_no_overlap, check_output_dir, staged_files
 
     dims = spec.dims
     for job in jobs:
@@ -283,6 +284,7 @@ def run_jobs(run, jobs: list[SequenceJob], out, spec: JobSpec, *, device, overwr
                      f"a sequence of {job.frames} frames of {dims[0]}x{dims[1]}x{dims[2]} voxels")
     marker = f"cellinr-{spec.kind}.json"
     out = Path(out)
+    check_no_overlap([getattr(run, "path", None)], [out])
     marker_path = out / marker
     if marker_path.is_file() and not overwrite:
         try:
@@ -311,7 +313,9 @@ def run_jobs(run, jobs: list[SequenceJob], out, spec: JobSpec, *, device, overwr
             records.append(json.loads((out / f"{job.name}.json").read_text(encoding="utf-8")))
             continue
         _remove_partial_files(out, job.name)
-        records.append(render_sequence(run, job, out, spec, device=device, spacing=spacing))
+        # the sequence's files are built aside and published together, its record last
+        with staged_files(out, job.name, last=[f"{job.name}.json"]) as stage:
+            records.append(render_sequence(run, job, stage, spec, device=device, spacing=spacing))
     if skipped:
         log.info("%d of %d sequences were complete already and skipped", skipped, len(jobs))
     if "sdf" in spec.formats and not spec.reference_layout:

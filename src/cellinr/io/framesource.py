@@ -75,6 +75,11 @@ def resolve_axes(stored_axes: str | None, shape: tuple[int, ...], override: str 
                              "pass --axes to name them, e.g. --axes TZCYX")
     else:
         axes = stored_axes.upper()
+    if (want == 2 and override is None and stored_axes is not None and "Z" in stored_axes.upper()
+            and "T" not in axes and dict(zip(axes, shape)).get("Z", 1) > 1):
+        # the file says these planes are one volume: reading them as 2D frames would be silently wrong
+        raise InputError(f"{where}: axes {axes!r} (shape {tuple(shape)}) are a 3D volume; expected 2D images "
+                         "(YX) or a 2D+t stack (TYX): store the planes as time points (axes TYX) to use them as frames")
     if want == 2 and "Z" in axes and "T" not in axes:
         axes = axes.replace("Z", "T")  # a stack of 2D planes is a sequence of 2D frames
     spatial = "ZYX" if want == 3 or (want is None and "Z" in axes) else "YX"
@@ -256,8 +261,12 @@ class ArrayFrameSource(FrameSource):
             data = np.asarray(self._array[tuple(key)])
         except InputError:
             raise
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise InputError(f"{self.path}: cannot read {self.frame_labels[t]} ({type(exc).__name__}: {exc})") from None
+        except (OSError, ValueError, KeyError, RuntimeError, IndexError, TypeError, MemoryError) as exc:
+            raise InputError(f"{self.path}: cannot read {self.frame_labels[t]} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        if data.ndim != len(kept) or sorted(kept) != sorted(self.spatial):  # a damaged file: pages disagree
+            raise InputError(f"{self.path}: cannot read {self.frame_labels[t]}: the stored data ({data.shape}) do "
+                             f"not match the declared shape {self.shape} (axes {self.axes})")
         return np.transpose(data, [kept.index(a) for a in self.spatial])
 
     def close(self) -> None:

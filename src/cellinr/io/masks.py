@@ -98,6 +98,11 @@ def mask_sequences(
     for file in mask_inputs(path):
         with open_source(file, axes=axes, spacing=spacing, dataset=dataset, ndim=None,
                          frame_interval=frame_interval) as src:
+            from cellinr._util.memory import check_memory
+
+            frame = int(np.prod(src.frame_shape))
+            # all labels and their masks, plus the float64 smoothing and surface arrays of one frame
+            check_memory(src.n_frames * frame * (src.dtype.itemsize + 1) + frame * 48, None, f"measuring {file}")
             data = src.read_all_labels()
             sp, interval = src.spacing, src.frame_interval
             ndim = src.ndim

@@ -30,6 +30,25 @@ MANIFEST = "manifest.json"
 SDF_KEY = "sdf"
 
 
+def _manifest_schema():
+    from cellinr._util.schema import POSITIVE, POSITIVE_INT, ListOf, OneOf, Opt
+
+    return {
+        "format": str,
+        "sequences": ListOf({"name": str, "file": str, "frames": POSITIVE_INT,
+                             "shape": ListOf(POSITIVE_INT, length=3)}),
+        "?clamp": Opt(POSITIVE),
+        "?size": Opt(POSITIVE_INT),
+        "?dims": Opt(ListOf(POSITIVE_INT, length=3)),
+        "?voxel_size_um": Opt(OneOf(POSITIVE, ListOf(POSITIVE, length=3))),
+        "?scale_um_per_unit": Opt(POSITIVE),
+        "?frame_interval_min": Opt(POSITIVE),
+    }
+
+
+MANIFEST_SCHEMA = _manifest_schema()
+
+
 @dataclass
 class SequenceInfo:
     """One sequence of a data set (an entry of ``manifest["sequences"]``)."""
@@ -56,14 +75,23 @@ class SDFDataset:
             raise DatasetError(f"{self.path}: data-set folder not found")
         if not manifest_path.is_file():
             raise DatasetError(f"{self.path}: not a prepared data set (no {MANIFEST})")
-        try:
-            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{manifest_path}: unreadable manifest ({exc})") from None
+        from cellinr._util.schema import read_json
+
+        self.manifest = read_json(manifest_path, MANIFEST_SCHEMA, error=DatasetError, what="manifest")
         if self.manifest.get("format") != FORMAT_NAME:
             raise DatasetError(f"{manifest_path}: not a {FORMAT_NAME} manifest")
         self.sequences: list[SequenceInfo] = []
-        for entry in self.manifest.get("sequences", []):
+        names, files = set(), set()
+        for i, entry in enumerate(self.manifest["sequences"]):
+            if entry["name"] in names or entry["file"] in files:
+                raise DatasetError(f"{manifest_path}: key sequences[{i}]: sequence {entry['name']!r} or file "
+                                   f"{entry['file']!r} listed twice")
+            file = Path(entry["file"])
+            if file.is_absolute() or ".." in file.parts:
+                raise DatasetError(f"{manifest_path}: key sequences[{i}].file: {entry['file']!r} is not a file "
+                                   "name inside the data-set folder")
+            names.add(entry["name"])
+            files.add(entry["file"])
             known = {"name", "file", "frames", "shape"}
             self.sequences.append(
                 SequenceInfo(
@@ -77,6 +105,8 @@ class SDFDataset:
         missing = [s.file for s in self.sequences if not (self.path / s.file).is_file()]
         if missing:
             raise DatasetError(f"{self.path}: missing sequence files: {', '.join(missing)}")
+        for seq in self.sequences:
+            _check_sequence_file(self.path / seq.file, seq)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -113,6 +143,27 @@ class SDFDataset:
                 yield np.asarray(dset[t], dtype=np.float32)
 
 
+def _check_sequence_file(path: Path, seq: SequenceInfo) -> None:
+    """Refuse a sequence file that is not HDF5, lacks the ``sdf`` dataset or disagrees with the manifest."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            dset = f.get(SDF_KEY)
+            if not isinstance(dset, h5py.Dataset):
+                raise DatasetError(f"{path}: no {SDF_KEY!r} dataset")
+            shape, kind = tuple(dset.shape), dset.dtype.kind
+    except DatasetError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0][:120]})") from None
+    if shape != (seq.frames, *seq.shape):
+        raise DatasetError(f"{path}: dataset {SDF_KEY!r} has shape {shape}, the manifest says "
+                           f"{(seq.frames, *seq.shape)}")
+    if kind != "f":
+        raise DatasetError(f"{path}: dataset {SDF_KEY!r} is not floating point")
+
+
 def write_sequence(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
@@ -131,10 +182,10 @@ def write_sequence(
     attrs : dict, optional
         JSON-serialisable attributes stored on the ``sdf`` dataset.
     """
-    import h5py
+    from cellinr._util.outputs import atomic_path, h5_check, h5_output
 
     path = Path(path)
-    with h5py.File(path, "w") as f:
+    with atomic_path(path) as tmp, h5_output(tmp) as f:
         dset = f.create_dataset(
             SDF_KEY, shape=(n_frames, *shape), dtype="float32", chunks=(1, *shape),
             compression="gzip", compression_opts=compression_level,
@@ -147,6 +198,7 @@ def write_sequence(
             if frame.shape != tuple(shape):
                 raise ValueError(f"frame {t} has shape {frame.shape}, expected {tuple(shape)}")
             dset[t] = frame
+            h5_check(f)
             count += 1
         if count != n_frames:
             raise ValueError(f"{count} frames given, expected {n_frames}")

@@ -51,8 +51,16 @@ class TiffFolderSource(FrameSource):
     """A folder of per-frame 3D TIFFs (one file per time point), read one file at a time."""
 
     def __init__(self, path: Path, files: list[Path], numbers: list[int] | None, *, axes_override: str | None,
-                 spacing, pattern: str, ndim: int | None = 3, frame_interval: float | None = None):
+                 spacing, pattern: str, ndim: int | None = 3, frame_interval: float | None = None,
+                 allow_gaps: bool = False):
         from cellinr.io.tiff import open_tiff
+
+        missing = _missing_numbers(numbers)
+        if missing and not allow_gaps:
+            shown = ", ".join(f"{n:03d}" for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise InputError(f"{path}: frame numbers of the {pattern} files have gaps (missing {shown}); refusing to "
+                             "read them as consecutive frames (cellinr prepare --allow-gaps reads missing frames "
+                             "as empty)")
 
         shapes = []
         first_axes = None
@@ -87,14 +95,34 @@ class TiffFolderSource(FrameSource):
         self.time_indices = numbers if numbers is not None else list(range(len(files)))
         self.frame_labels = [f.name for f in files]
         self._file_axes = first_axes
+        if missing:  # honour the real frame numbers: a missing file is an empty frame
+            by_number = dict(zip(numbers, files))
+            self.time_indices = list(range(numbers[0], numbers[-1] + 1))
+            self.files = [by_number.get(n) for n in self.time_indices]
+            self.frame_labels = [f.name if f is not None else f"(missing frame {n:03d})"
+                                 for n, f in zip(self.time_indices, self.files)]
+            self.n_frames = len(self.files)
+            self.shape = (self.n_frames, *self.shape[1:])
+            log.warning("%s: frames %s are missing; read as empty frames (--allow-gaps)", path,
+                        ", ".join(f"{n:03d}" for n in missing))
 
     def _read(self, t: int, roi: Roi) -> np.ndarray:
         from cellinr.io.tiff import open_tiff
 
+        if self.files[t] is None:
+            return np.zeros(tuple(len(range(*r.indices(n))) for r, n in zip(roi, self.frame_shape)), self.dtype)
         with open_tiff(self.files[t]) as arr:
             src = ArrayFrameSource(self.files[t], arr, format="tiff", kind="labels", axes=self._file_axes,
                                    spacing=None, spacing_from="unknown", spatial=self.spatial)
             return src._read(0, roi)
+
+
+def _missing_numbers(numbers: list[int] | None) -> list[int]:
+    """Frame numbers absent between the first and the last (a CTC folder with t000, t001, t003 lacks 2)."""
+    if not numbers:
+        return []
+    present = set(numbers)
+    return [n for n in range(numbers[0], numbers[-1] + 1) if n not in present]
 
 
 def _list_frame_files(folder: Path) -> tuple[list[Path], list[int] | None, str]:
@@ -199,6 +227,7 @@ def open_source(
     dataset: str | None = None,
     ndim: int | None = 3,
     frame_interval: float | None = None,
+    allow_gaps: bool = False,
 ) -> FrameSource:
     """Open an input file or folder as a lazy :class:`FrameSource`.
 
@@ -219,6 +248,9 @@ def open_source(
         reference implementation's SDF file.
     frame_interval : minutes, optional
         Time between frames, overriding the metadata (ImageJ ``finterval``, OME ``TimeIncrement``).
+    allow_gaps : bool
+        A folder whose frame numbers have gaps (t000, t001, t003) is refused unless this is set; then
+        the real numbers are honoured and a missing frame reads as empty.
 
     Raises
     ------
@@ -240,7 +272,7 @@ def open_source(
             raise ParameterError(f"{path}: --dataset applies to HDF5 and .npz files, not folders")
         files, numbers, pattern = _list_frame_files(path)
         return TiffFolderSource(path, files, numbers, axes_override=axes, spacing=spacing, pattern=pattern,
-                                ndim=ndim, frame_interval=frame_interval)
+                                ndim=ndim, frame_interval=frame_interval, allow_gaps=allow_gaps)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         if dataset is not None:

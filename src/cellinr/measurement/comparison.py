@@ -245,7 +245,7 @@ def compare(
         The report folder, holding ``report.md``, ``report.html``, ``metrics.json``,
         ``descriptor_stats.csv``, ``descriptors_<name>.csv`` and ``figures/*.png``.
     """
-    from cellinr._util.atomic import atomic_dir, atomic_write_text
+    from cellinr._util.outputs import atomic_dir, atomic_write_text, check_new_output, check_no_overlap
     from cellinr.measurement.comparison_report import (
         draw_figures,
         write_report,
@@ -256,10 +256,8 @@ def compare(
     if len(names) != 2 or names[0] == names[1]:
         raise ParameterError(f"names: need two different set names, got {names}")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        from cellinr.errors import OutputExistsError
-
-        raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
+    check_no_overlap([s for s in (real, synthetic) if isinstance(s, (str, os.PathLike))], [out])
+    check_new_output(out, overwrite=overwrite)
     if descriptors is not None:
         every = set(available_descriptors(2)) | set(available_descriptors(3))
         unknown = [d for d in descriptors if d not in every]

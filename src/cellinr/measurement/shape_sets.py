@@ -64,7 +64,7 @@ def load_shape_set(
     if not path.exists():
         raise InputError(f"{name}: {path}: no such file or folder")
     if path.is_file() and path.suffix.lower() == ".csv":
-        return ShapeSet(name, read_rows(path), source=str(path))
+        return ShapeSet(name, read_rows(path, finite=True), source=str(path))
     if path.is_dir():
         visible = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
         csvs = sorted(p for p in visible if p.suffix.lower() == ".csv")
@@ -74,7 +74,7 @@ def load_shape_set(
         if csvs and not tiffs:
             rows = []
             for csv_path in csvs:
-                rows.extend(read_rows(csv_path))
+                rows.extend(read_rows(csv_path, finite=True))
             return ShapeSet(name, rows, source=str(path))
     elif path.suffix.lower() not in MASK_SUFFIXES:
         raise InputError(f"{name}: {path}: expected a mask TIFF, a descriptor CSV or a folder of them")

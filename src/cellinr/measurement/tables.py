@@ -268,8 +268,11 @@ def measure(
     list of dict
         One row per (sequence, frame); see :func:`describe_sequence`.
     """
+    from cellinr._util.outputs import check_no_overlap
     from cellinr.errors import OutputExistsError
 
+    if out is not None:
+        check_no_overlap([path], [out])
     if out is not None and Path(out).is_dir():
         raise OutputExistsError(f"{out}: is a folder; --out takes the CSV file to write")
     if out is not None and Path(out).exists() and not overwrite:
@@ -320,28 +323,34 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Read a descriptor CSV written by :func:`measure` (numbers as floats, empty cells as NaN)."""
+def read_rows(path: str | os.PathLike, *, finite: bool = False) -> list[dict]:
+    """Read a descriptor CSV written by :func:`measure` (numbers as floats, empty cells as NaN).
+
+    Raises InputError (naming the file, line and column) for non-UTF-8 bytes, a missing ``sequence``
+    column, rows with another number of fields than the header, an ``ndim`` other than 2 or 3, and
+    with ``finite`` infinite values (descriptors; empty cells and NaN stay allowed).
+    """
+    from cellinr._util.schema import read_csv_rows
+
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or "sequence" not in reader.fieldnames:
-                raise InputError(f"{path}: not a descriptor table (no 'sequence' column)")
-            rows = []
-            for raw in reader:
-                row: dict = {}
-                for k, v in raw.items():
-                    if k in ("sequence", "source"):
-                        row[k] = v
-                        continue
-                    try:
-                        row[k] = float(v) if v != "" else float("nan")
-                    except (TypeError, ValueError):
-                        row[k] = v
-                rows.append(row)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: cannot read descriptor table ({exc})") from None
+    raw_rows = read_csv_rows(path, columns={"sequence": str}, what="descriptor table")
+    rows = []
+    for line, raw in enumerate(raw_rows, start=2):
+        row: dict = {}
+        for k, v in raw.items():
+            if k in ("sequence", "source"):
+                row[k] = v
+                continue
+            try:
+                row[k] = float(v) if v != "" else float("nan")
+            except (TypeError, ValueError):
+                row[k] = v
+                continue
+            if finite and math.isinf(row[k]):
+                raise InputError(f"{path}: line {line}: column {k}: infinite value")
+        if "ndim" in row and row["ndim"] not in (2.0, 3.0):
+            raise InputError(f"{path}: line {line}: column ndim: expected 2 or 3, got {raw['ndim']!r}")
+        rows.append(row)
     if not rows:
         raise InputError(f"{path}: descriptor table has no rows")
     return rows

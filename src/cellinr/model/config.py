@@ -229,8 +229,26 @@ def validate(config: Config) -> Config:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key {key}: must be positive, got {value}")
-    if t.epochs < 0:
-        raise ConfigError(f"config key train.epochs: must be >= 0, got {t.epochs}")
+    strictly_positive = {
+        "train.lr_net": t.lr_net, "train.lr_codes": t.lr_codes, "train.lr_rotations": t.lr_rotations,
+        "model.omega_0": m.omega_0, "model.latent_init_std": m.latent_init_std,
+        "sampling.ram_budget_gb": s.ram_budget_gb, "sampling.band": s.band,
+        "train.clamp": t.clamp, "train.grad_clip": t.grad_clip,
+    }
+    for key, value in strictly_positive.items():
+        if value is not None and not value > 0:
+            raise ConfigError(f"config key {key}: must be positive, got {value}")
+    if not 0 < t.lr_gamma <= 1:
+        raise ConfigError(f"config key train.lr_gamma: the decay factor must be in (0, 1], got {t.lr_gamma}")
+    non_negative = {
+        "train.epochs": t.epochs, "train.code_reg": t.code_reg, "train.code_reg_warmup": t.code_reg_warmup,
+        "train.rotation_epochs": t.rotation_epochs, "sampling.cache_gb": s.cache_gb,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"config key {key}: must be >= 0, got {value}")
+    if not -1 < s.near_threshold < 1:
+        raise ConfigError(f"config key sampling.near_threshold: must be in (-1, 1), got {s.near_threshold}")
     if not m.hidden or any(w <= 0 for w in m.hidden):
         raise ConfigError(f"config key model.hidden: needs positive widths, got {m.hidden}")
     if not 0 < s.fraction <= 1:
@@ -264,12 +282,9 @@ def to_yaml(config: Config) -> str:
 
 
 def from_yaml(text: str, base: Config | None = None, *, source: str = "config") -> Config:
-    import yaml
+    from cellinr._util.schema import parse_yaml
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = parse_yaml(text, source, error=ConfigError)
     if data is None:
         data = {}
     try:
@@ -288,9 +303,8 @@ def save_config(config: Config, path: str | os.PathLike) -> Path:
 
 def load_config(path: str | os.PathLike, base: Config | None = None) -> Config:
     """Read a YAML config; keys it lacks come from ``base`` (default: the reference preset)."""
+    from cellinr._util.schema import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    text = read_text(path, error=ConfigError, what="config file")
     return from_yaml(text, base, source=str(path))

@@ -43,7 +43,6 @@ points. The ``.pth`` files are read with ``torch.load(weights_only=True)`` and t
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -52,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.errors import RunError
+from cellinr.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +239,31 @@ def _loadmat(path: Path, variable: str) -> np.ndarray:
 
     try:
         data = scipy.io.loadmat(str(path))
-    except (OSError, ValueError, NotImplementedError) as exc:
+    except (OSError, ValueError, NotImplementedError, TypeError, KeyError, IndexError, EOFError,
+            UnicodeDecodeError, scipy.io.matlab.MatReadError) as exc:
         raise RunError(f"{path}: cannot read MATLAB file ({exc})") from None
     if variable not in data:
         raise RunError(f"{path}: no variable {variable!r}")
-    return np.asarray(data[variable], dtype=np.float64)
+    try:
+        values = np.asarray(data[variable], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RunError(f"{path}: variable {variable!r} is not a numeric matrix") from None
+    if not np.isfinite(values).all():
+        raise RunError(f"{path}: variable {variable!r} holds NaN or infinite values")
+    return values
+
+
+def _specs_schema():
+    from cellinr._util.schema import POSITIVE, POSITIVE_INT, ListOf, Opt
+
+    return {"CodeLength": POSITIVE_INT, "?Omega": POSITIVE, "?ReconstructionFramesPerSequence": POSITIVE_INT,
+            "?ReconstructionDims": Opt(ListOf(POSITIVE_INT, min_length=1)),
+            "NetworkSpecs": {"dims": ListOf(POSITIVE_INT, min_length=1), "?latent_in": ListOf(int),
+                             "?xyz_in_all": bool, "?use_sine": bool, "?use_tanh": bool, "?weight_norm": bool,
+                             "?latent_dropout": bool}}
+
+
+SPECS_SCHEMA = _specs_schema()
 
 
 def _load_codes(path: Path) -> np.ndarray:
@@ -259,27 +278,26 @@ def _load_codes(path: Path) -> np.ndarray:
 
 
 def _read_specs(exp: Path):
-    from cellinr.model.config import ModelConfig
+    from cellinr._util.schema import read_json
+    from cellinr.model.config import Config, ModelConfig, validate
 
     specs_path = exp / "specs.json"
     if not specs_path.is_file():
         raise RunError(f"{exp}: not a reference experiment folder (no specs.json)")
-    try:
-        specs = json.loads(specs_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{specs_path}: unreadable ({exc})") from None
-    net = specs.get("NetworkSpecs", {})
-    if "CodeLength" not in specs or "dims" not in net:
-        raise RunError(f"{specs_path}: needs CodeLength and NetworkSpecs.dims")
+    specs = read_json(specs_path, SPECS_SCHEMA, error=RunError, what="specs.json")
+    net = specs["NetworkSpecs"]
     if net.get("use_tanh"):
         raise RunError(f"{specs_path}: NetworkSpecs.use_tanh = true (a tanh output) is not supported")
     if net.get("norm_layers") and not net.get("weight_norm"):
         raise RunError(f"{specs_path}: NetworkSpecs.norm_layers without weight_norm (LayerNorm) is not supported")
-    model_cfg = ModelConfig(
-        latent_dim=int(specs["CodeLength"]), hidden=[int(d) for d in net["dims"]],
-        latent_in=[int(k) for k in net.get("latent_in", [])], xyz_in_all=bool(net.get("xyz_in_all", False)),
-        activation="sine" if net.get("use_sine", True) else "relu", omega_0=REFERENCE_OMEGA,
-    )
+    try:  # a layout the decoder can build, or one line naming the key
+        model_cfg = validate(Config(model=ModelConfig(
+            latent_dim=int(specs["CodeLength"]), hidden=[int(d) for d in net["dims"]],
+            latent_in=[int(k) for k in net.get("latent_in", [])], xyz_in_all=bool(net.get("xyz_in_all", False)),
+            activation="sine" if net.get("use_sine", True) else "relu", omega_0=REFERENCE_OMEGA,
+        ))).model
+    except ConfigError as exc:
+        raise RunError(f"{specs_path}: NetworkSpecs do not form a valid network ({exc})") from None
     return specs, specs_path, model_cfg
 
 
@@ -312,7 +330,7 @@ def import_reference(
     """
     import torch
 
-    from cellinr._util.atomic import atomic_dir
+    from cellinr._util.outputs import atomic_dir, check_new_output, check_no_overlap
     from cellinr.model.config import Config, TrainConfig, validate
     from cellinr.model.run import write_run_files
     from cellinr.nn.decoder import AutoDecoder
@@ -327,6 +345,8 @@ def import_reference(
         raise RunError("give either --epoch or --model-file, not both")
     if epoch is not None and int(epoch) < 0:
         raise RunError(f"--epoch {epoch}: must be >= 0")
+    check_no_overlap([exp, model_file], [out])
+    check_new_output(out, overwrite=overwrite)
     specs, specs_path, model_cfg = _read_specs(exp)
     files = find_reference_files(exp, epoch=epoch, model_file=model_file)
     if files.note:

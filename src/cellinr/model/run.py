@@ -169,6 +169,35 @@ class Run:
         return index % len(self.names)
 
 
+def _schemas():
+    from cellinr._util.schema import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, ListOf, OneOf, Opt
+
+    run = {"format": str, "names": ListOf(str), "frames": ListOf(POSITIVE_INT), "?model_sha256": Opt(str),
+           "?epochs": Opt(NON_NEGATIVE_INT), "?version": Opt(str), "?cellinr_version": Opt(str)}
+    manifest = {"?clamp": Opt(POSITIVE), "?size": Opt(POSITIVE_INT), "?dims": Opt(ListOf(POSITIVE_INT, length=3)),
+                "?voxel_size_um": Opt(OneOf(POSITIVE, ListOf(POSITIVE, length=3))),
+                "?scale_um_per_unit": Opt(POSITIVE), "?frame_interval_min": Opt(POSITIVE)}
+    return run, manifest
+
+
+RUN_SCHEMA, RUN_MANIFEST_SCHEMA = _schemas()
+
+
+def _check_rotations(rotations, where: Path) -> None:
+    """Refuse rotation matrices that are not rotations (R R^T = I, det R = 1, to float32 precision)."""
+    import torch
+
+    r = rotations.detach().to(torch.float64)
+    if r.numel() == 0:
+        return
+    eye = torch.eye(3, dtype=torch.float64).expand_as(r)
+    err = (r @ r.transpose(-1, -2) - eye).abs().amax(dim=(-1, -2))
+    det = torch.linalg.det(r)
+    bad = torch.nonzero((err > 1e-3) | ((det - 1).abs() > 1e-3)).flatten()
+    if len(bad):
+        raise RunError(f"{where}: tensor 'rotations': entry {int(bad[0])} is not a rotation matrix")
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -183,25 +212,22 @@ def write_run_files(
 ) -> Path:
     """Write config, weights, codes, rotations, manifest copy and ``run.json`` (last) into ``folder``."""
     import torch
-    from safetensors.torch import save_file
 
-    from cellinr._util.atomic import atomic_path, atomic_write_text
+    from cellinr._util.outputs import atomic_write_text, save_safetensors
     from cellinr.model.config import save_config
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_config(config, folder / CONFIG_FILE)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in decoder.state_dict().items()}
-    with atomic_path(folder / MODEL_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT_NAME})
+    save_safetensors(state, folder / MODEL_FILE, metadata={"format": FORMAT_NAME})
     tensors = {
         "latents": latents.detach().to("cpu", torch.float32).contiguous(),
         "rotations": rotations.detach().to("cpu", torch.float32).contiguous(),
     }
     if rotation_params is not None:
         tensors["rotation_params"] = rotation_params.detach().to("cpu", torch.float32).contiguous()
-    with atomic_path(folder / LATENTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT_NAME})
+    save_safetensors(tensors, folder / LATENTS_FILE, metadata={"format": FORMAT_NAME})
     if manifest is not None:
         atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2))
     record = {
@@ -239,10 +265,9 @@ def load_run(path: str | os.PathLike, device="cpu") -> Run:
     if missing:
         hint = " (training not finished? continue it with --resume)" if (path / "checkpoints").is_dir() else ""
         raise RunError(f"{path}: incomplete run folder, missing {', '.join(missing)}{hint}")
-    try:
-        info = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path / RUN_FILE}: unreadable ({exc})") from None
+    from cellinr._util.schema import finite_array, read_json
+
+    info = read_json(path / RUN_FILE, RUN_SCHEMA, error=RunError, what="run record")
     if file_type_of(info) != FORMAT_NAME:
         raise RunError(f"{path / RUN_FILE}: not a {FORMAT_NAME} record")
     try:
@@ -265,6 +290,11 @@ def load_run(path: str | os.PathLike, device="cpu") -> Run:
     if "latents" not in tensors or "rotations" not in tensors:
         raise RunError(f"{path / LATENTS_FILE}: needs tensors 'latents' and 'rotations'")
     latents, rotations = tensors["latents"], tensors["rotations"]
+    finite_array(latents, f"{path / LATENTS_FILE}: tensor 'latents' (codes)", error=RunError)
+    finite_array(rotations, f"{path / LATENTS_FILE}: tensor 'rotations'", error=RunError)
+    _check_rotations(rotations, path / LATENTS_FILE)
+    for key, value in state.items():
+        finite_array(value, f"{path / MODEL_FILE}: tensor {key!r}", error=RunError)
     names, frames = list(info.get("names", [])), [int(f) for f in info.get("frames", [])]
     n = len(names)
     if latents.shape != (n, config.model.latent_dim) or rotations.shape != (n, 3, 3) or len(frames) != n:
@@ -274,10 +304,7 @@ def load_run(path: str | os.PathLike, device="cpu") -> Run:
         )
     manifest = {}
     if (path / MANIFEST_FILE).is_file():
-        try:
-            manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunError(f"{path / MANIFEST_FILE}: unreadable ({exc})") from None
+        manifest = read_json(path / MANIFEST_FILE, RUN_MANIFEST_SCHEMA, error=RunError, what="manifest")
     model_hash = sha256_file(path / MODEL_FILE)
     if info.get("model_sha256") not in (None, model_hash):
         raise RunError(f"{path / MODEL_FILE}: checksum differs from run.json (file changed or corrupted)")

@@ -7,7 +7,6 @@ exists). Bundled models are found by name (``dsb2018`` -> ``cellinr/bundled/text
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -73,21 +72,23 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
     meta_path = path / MODEL_JSON
     if not meta_path.exists():
         raise RunError(f"{path}: not a texture model (no {MODEL_JSON})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{meta_path}: not valid JSON ({exc})") from None
+    from cellinr._util.schema import Any, Choice, read_json
+
+    meta = read_json(meta_path, {"?kind": Any, "?format": Any}, error=RunError, what="texture model description")
     kind = file_type_of(meta)
     if kind != MODEL_KIND:
         raise RunError(f"{path}: not a texture model ({MODEL_JSON} has kind {kind!r}, not {MODEL_KIND!r})")
+    read_json(meta_path, {"net": {}, "normalisation": {"lo": float, "hi": float,
+                                                       "?dtype": Choice("uint8", "uint16", "float32")}},
+              error=RunError, what="texture model description")
     try:
         config = TextureNetConfig.from_dict(meta["net"])
-        norm = meta["normalisation"]
-        lo, hi, dtype = float(norm["lo"]), float(norm["hi"]), str(norm.get("dtype", "float32"))
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise RunError(f"{meta_path}: incomplete texture model description ({exc})") from None
-    if dtype not in ("uint8", "uint16", "float32"):
-        raise RunError(f"{meta_path}: unknown output dtype {dtype!r}")
+    except ConfigError as exc:
+        raise RunError(f"{meta_path}: key net: {exc}") from None
+    norm = meta["normalisation"]
+    lo, hi, dtype = float(norm["lo"]), float(norm["hi"]), str(norm.get("dtype", "float32"))
+    if not hi > lo:
+        raise RunError(f"{meta_path}: key normalisation: hi must exceed lo, got lo {lo:g}, hi {hi:g}")
     generator = build_generator(config)
     st_path, pt_path = path / "generator.safetensors", path / "generator.pt"
     try:
@@ -165,11 +166,17 @@ def apply_texture(
     out : path
         Output folder, written atomically (an existing one needs ``overwrite``).
     """
-    from cellinr._util.atomic import atomic_dir
+    from cellinr._util.memory import check_memory
+    from cellinr._util.outputs import atomic_dir, check_new_output, check_no_overlap
     from cellinr.io.tiff import write_tiff
 
+    check_no_overlap([model, masks], [out])
+    check_new_output(out, overwrite=overwrite)
     tm = load_texture_model(model, device=device)
     items = load_masks(masks)
+    for name, labels in items:  # condition (2 channels), output, and the generator's widest activations
+        per_pixel = 4 * (3 + 4 * tm.config.ngf * (1 + tm.config.n_local_enhancers))
+        check_memory(int(labels.size) * per_pixel, None, f"texturing {name} {tuple(labels.shape)}")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for name, labels in items:
             image = texture_labels(tm, labels)

@@ -409,6 +409,18 @@ def params_like(image_path: str | os.PathLike, mask_path: str | os.PathLike) -> 
     return estimate_render_params(image[0], check_labels(mask[0], str(mask_path)))
 
 
+#: Bytes per mask pixel held while one stack is rendered (float32/float64 texture, blur and noise arrays).
+RENDER_BYTES_PER_PIXEL = 48
+
+
+def check_render_memory(items) -> None:
+    """Refuse mask stacks whose rendering would not fit in memory (:func:`cellinr._util.memory.check_memory`)."""
+    from cellinr._util.memory import check_memory
+
+    for name, labels in items:
+        check_memory(int(labels.size) * RENDER_BYTES_PER_PIXEL, None, f"rendering {name} {tuple(labels.shape)}")
+
+
 def render_masks(
     masks: str | os.PathLike, out: str | os.PathLike, *, like: tuple | list | None = None,
     params: RenderParams | None = None, seed: int = 0, overwrite: bool = False,
@@ -424,18 +436,21 @@ def render_masks(
     seed : int
         File k is rendered with seed (seed, k).
     """
-    from cellinr._util.atomic import atomic_dir
+    from cellinr._util.outputs import atomic_dir, atomic_write_text, check_new_output, check_no_overlap
     from cellinr.io.tiff import write_tiff
     from cellinr.texture.data import load_masks
 
+    check_no_overlap([masks, *(like or ())], [out])
+    check_new_output(out, overwrite=overwrite)
     if like is not None:
         params = params_like(*like)
     params = params or RenderParams()
     items = load_masks(masks)
+    check_render_memory(items)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for k, (name, labels) in enumerate(items):
             image = render(labels, params, seed=np.random.default_rng([seed, k]))
             write_tiff(tmp / f"{name}.tif", image[0] if len(labels) == 1 else image,
                        axes="YX" if len(labels) == 1 else "TYX")
-        (tmp / "render_params.json").write_text(json.dumps(params.to_dict(), indent=2) + "\n")
+        atomic_write_text(tmp / "render_params.json", json.dumps(params.to_dict(), indent=2) + "\n")
     return Path(out)

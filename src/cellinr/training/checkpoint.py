@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from cellinr._util.atomic import atomic_path
+from cellinr._util.outputs import save_torch
 from cellinr.errors import RunError
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 def save_checkpoint(run_dir: str | os.PathLike, epoch: int, state: dict, *, keep: int = 3) -> Path:
     """Write ``state`` atomically as the checkpoint after ``epoch`` epochs; keep the newest ``keep``."""
     path = checkpoint_path(run_dir, epoch)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)  # serialised in memory: a full disk is a Python error, not a native one
     for _, old in list_checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path

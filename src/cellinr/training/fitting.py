@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.errors import DatasetError, OutputExistsError, ParameterError
+from cellinr.errors import DatasetError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def fit(
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from cellinr._util.atomic import atomic_path, atomic_write_text
+    from cellinr._util.outputs import atomic_path, atomic_write_text, check_new_output, check_no_overlap
     from cellinr.generation.frames import EvalOptions, load_for_evaluation
     from cellinr.generation.runner import (
         JobSpec,
@@ -125,15 +125,13 @@ def fit(
     if mesh_format not in MESH_FORMATS:
         raise ParameterError(f"--mesh-format {mesh_format!r}: choose one of {', '.join(MESH_FORMATS)}")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
+    check_new_output(out, overwrite=overwrite)
     ds = SDFDataset(dataset)
     shapes = {tuple(s.shape) for s in ds.sequences}
     if len(shapes) != 1:
         raise DatasetError(f"{ds.path}: sequences on different grids {sorted(shapes)}; fit one grid at a time")
     run, dev = load_for_evaluation(run, device)
+    check_no_overlap([getattr(run, "path", None), ds.path], [out])
     sampling = run.config.sampling
     near_fraction = sampling.near_fraction if near_fraction is None else float(near_fraction)
     regularization = run.config.train.code_reg if regularization is None else float(regularization)

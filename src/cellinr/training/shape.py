@@ -21,14 +21,13 @@ import csv
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cellinr.errors import CellinrError, OutputExistsError, RunError
+from cellinr.errors import CellinrError, RunError
 from cellinr.model.config import Config, config_from_dict, load_config, validate
 from cellinr.model.config import preset as get_preset
 from cellinr.nn.decoder import AutoDecoder
@@ -41,9 +40,6 @@ from cellinr.training.sampling import PointPool, index_to_coords
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ("epoch", "loss", "l1", "reg", "lr_net", "lr_codes", "lr_rotations", "seconds")
-#: Sub-folder of a run that holds the data set prepared from a folder of the authors' sdf_vid files.
-PREPARED_DATA_DIR = "data"
-_OWNED = ("config.yaml", "model.safetensors", "latents.safetensors", "run.json", "manifest.json", "log.csv", "loss.png")
 
 
 class ShapeModel(nn.Module):
@@ -153,8 +149,10 @@ def _plot_loss(rows: list[dict], path: Path) -> None:
 def _read_log(path: Path, max_epoch: int) -> list[dict]:
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= max_epoch]
+    from cellinr._util.schema import read_csv_rows
+
+    rows = read_csv_rows(path, columns={"epoch": int}, error=RunError)
+    return [r for r in rows if int(r["epoch"]) <= max_epoch]
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -194,7 +192,7 @@ def train(
     Parameters
     ----------
     dataset_dir : folder of a prepared SDF data set (``manifest.json`` + HDF5 sequences), or a folder
-        of the authors' ``sdf_vid`` files, prepared once into ``out/data`` (and reused from there; see
+        of the authors' ``sdf_vid`` files, prepared once into the user's cache (and reused from there; see
         :func:`cellinr.data.reference_data.prepare_reference_folder`).
     out : run folder to create (or to continue with ``resume``).
     preset : ``reference``, ``small`` (default for new runs) or ``tiny`` (cellinr.model.config.PRESETS).
@@ -216,71 +214,93 @@ def train(
     OutputExistsError : ``out`` holds files and neither ``resume`` nor ``overwrite`` is given.
     """
     from cellinr._util.device import resolve_device
+    from cellinr._util.outputs import abandon_run, check_no_overlap, incomplete_dir
     from cellinr.io.sdf_dataset import SDFDataset
 
     out = Path(out)
     device = resolve_device(device)
     info, device = dist_utils.init_distributed(device)
+    existed = incomplete_dir(out).exists()
     # the loop restores the run's RNG state on resume: keep it from outliving the call
     forked = [device.index or 0] if device.type == "cuda" else []
     try:
         dataset = SDFDataset(_reference_data(Path(dataset_dir), out, info, resume=resume, overwrite=overwrite,
                                              progress=progress))
+        check_no_overlap([Path(dataset_dir), dataset.path, config if isinstance(config, (str, os.PathLike)) else None],
+                         [out, incomplete_dir(out)])
         with torch.random.fork_rng(devices=forked):
             return _train(
                 dataset, out, info=info, device=device, preset=preset, config=config, epochs=epochs,
                 activation=activation, rotations=rotations, seed=seed, resume=resume, overwrite=overwrite,
                 progress=progress,
             )
+    except BaseException:
+        if info.is_main and not existed:  # failed before its first checkpoint: leave nothing, a retry runs
+            abandon_run(incomplete_dir(out), progress=ckpt.CHECKPOINT_DIR)
+        raise
     finally:
         dist_utils.cleanup(info)
 
 
 def _train(dataset, out: Path, *, info, device, preset, config, epochs, activation, rotations, seed, resume,
            overwrite, progress) -> Path:
+    from cellinr._util.outputs import begin_run, finish_run, incomplete_dir
+
     fingerprint = _data_fingerprint(dataset)
     state = None
+    # the run is built in the hidden folder .<name>.incomplete and moved onto ``out`` when finished
+    final, work = out, incomplete_dir(out)
     if resume:
-        if not out.is_dir():
+        src = work if work.is_dir() else out  # an interrupted run, or a finished one to continue
+        if not src.is_dir():
             raise RunError(f"{out}: no run folder to resume")
-        if not (out / "config.yaml").is_file():
-            raise RunError(f"{out}: not a run folder (no config.yaml)")
-        cfg_saved = load_config(out / "config.yaml")
-        ckpt_path, state = ckpt.load_latest(out, map_location="cpu")
-        if ckpt_path != ckpt.list_checkpoints(out)[0][1]:
-            log.warning("%s: resuming from the older checkpoint %s", out, ckpt_path.name)
+        if not (src / "config.yaml").is_file():
+            raise RunError(f"{src}: not a run folder (no config.yaml)")
+        cfg_saved = load_config(src / "config.yaml")
+        if ckpt.list_checkpoints(src):
+            ckpt_path, state = ckpt.load_latest(src, map_location="cpu")
+            if ckpt_path != ckpt.list_checkpoints(src)[0][1]:
+                log.warning("%s: resuming from the older checkpoint %s", src, ckpt_path.name)
+        else:
+            log.info("%s: killed before its first checkpoint; training from the first epoch", src)
         if preset is None and config is None:
             cfg = _apply_overrides(cfg_saved, epochs, activation, rotations)
         else:
             cfg = _resolve_config(preset, config, epochs, activation, rotations)
-        diff = _diff_keys(_compat_dict(cfg), _compat_dict(cfg_saved)) + _diff_keys(
+        diff = _diff_keys(_compat_dict(cfg), _compat_dict(cfg_saved)) + (_diff_keys(
             _compat_dict(cfg), state.get("compat", {}).get("config", {})
-        )
+        ) if state is not None else [])
         if diff:
             raise RunError(f"{out}: cannot resume: the config differs from the run's in {', '.join(sorted(set(diff)))}")
-        if state.get("compat", {}).get("data") != fingerprint:
+        if state is not None and state.get("compat", {}).get("data") != fingerprint:
             raise RunError(f"{out}: cannot resume: the run was trained on a different data set (names/frames/shape)")
-        run_seed = int(state["seed"])
+        run_seed = int(state["seed"]) if state is not None else (0 if seed is None else int(seed))
         if seed is not None and int(seed) != run_seed:
             raise RunError(f"{out}: cannot resume: the run used seed {run_seed}, not {seed}")
     else:
         cfg = _resolve_config(preset, config, epochs, activation, rotations)
         run_seed = 0 if seed is None else int(seed)
-        error = None
-        if info.is_main:
-            try:
+    error = None
+    if info.is_main:  # every check is done: only now is anything created
+        try:
+            if resume:
+                begin_run(out, resume=True, overwrite=False, done="run.json", progress=ckpt.CHECKPOINT_DIR)
+            else:
                 _prepare_out(out, cfg, dataset, overwrite)
-            except CellinrError as exc:
-                error = exc
-        message = dist_utils.broadcast_object(None if error is None else str(error), info)
-        if error is not None:
-            raise error
-        if message is not None:
-            raise RunError(f"process 0 failed: {message}")
+        except CellinrError as exc:
+            error = exc
+    message = dist_utils.broadcast_object(None if error is None else str(error), info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunError(f"process 0 failed: {message}")
+    out = work
     dist_utils.barrier(info)
 
     tc = cfg.train
     n_seq = len(dataset)
+    if state is None:  # the run's own random stream (inside train's fork_rng): checkpoints are reproducible
+        torch.manual_seed(run_seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run_seed)
         model = ShapeModel(cfg, n_seq)
@@ -430,29 +450,29 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                     "final_loss": float(rows[-1]["loss"]) if rows else None,
                 },
             )
+        finish_run(work, final)
     dist_utils.barrier(info)
-    return out
+    return final
 
 
 def _reference_data(path: Path, out: Path, info, *, resume: bool, overwrite: bool, progress) -> Path:
-    """``path``, or for a folder of the authors' sdf_vid files the data set prepared from it in ``out/data``."""
+    """``path``, or for a folder of the authors' sdf_vid files the data set prepared from it, once, in the
+    user's cache (:func:`cellinr._util.cache.cache_entry`; reused while the files are unchanged)."""
     from cellinr.data.reference_data import (
         prepare_reference_folder,
         reference_folder_is_prepared,
     )
+    from cellinr._util.cache import cache_entry
     from cellinr.errors import DatasetError
     from cellinr.io.arrays import reference_sdf_files
 
     if not path.is_dir() or (path / "manifest.json").is_file() or not reference_sdf_files(path):
         return path
-    cache = out / PREPARED_DATA_DIR
+    cache = cache_entry("sdf_vid", path)
     error = None
     if info.is_main:
         try:
             if not reference_folder_is_prepared(path, cache):
-                if not resume and not overwrite and _holds_run_files(out):
-                    raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it or --resume "
-                                            "to continue")
                 if info.enabled:  # the other processes would wait (and time out) while process 0 prepares
                     raise DatasetError(f"{path}: the authors' sdf_vid files are not prepared yet; run `cellinr "
                                        f"prepare {path} --out {cache}` first, then train on {cache}")
@@ -467,27 +487,16 @@ def _reference_data(path: Path, out: Path, info, *, resume: bool, overwrite: boo
     return cache
 
 
-def _holds_run_files(out: Path) -> bool:
-    """``out`` exists and holds something besides the prepared data folder."""
-    return out.exists() and (not out.is_dir() or any(p.name != PREPARED_DATA_DIR for p in out.iterdir()))
-
-
-def _prepare_out(out: Path, cfg: Config, dataset, overwrite: bool) -> None:
-    from cellinr._util.atomic import atomic_write_text
+def _prepare_out(out: Path, cfg: Config, dataset, overwrite: bool) -> Path:
+    """Create the working folder of a new run (an existing ``out`` stays until the new run replaces it)."""
+    from cellinr._util.outputs import atomic_write_text, begin_run
     from cellinr.model.config import save_config
 
-    if _holds_run_files(out):
-        if not overwrite:
-            raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it or --resume to continue")
-        if not out.is_dir():
-            raise OutputExistsError(f"{out}: exists and is not a folder")
-        for name in _OWNED:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / ckpt.CHECKPOINT_DIR, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    atomic_write_text(out / "manifest.json", json.dumps(dataset.manifest, indent=2))
-    _write_log(out / "log.csv", [])
+    work = begin_run(out, resume=False, overwrite=overwrite, done="run.json", progress=ckpt.CHECKPOINT_DIR)
+    save_config(cfg, work / "config.yaml")
+    atomic_write_text(work / "manifest.json", json.dumps(dataset.manifest, indent=2))
+    _write_log(work / "log.csv", [])
+    return work
 
 
 def _save_state(out, epoch, model, optimisers, schedulers, scaler, cfg, fingerprint, seed, tc) -> Path:

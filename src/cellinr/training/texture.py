@@ -211,6 +211,16 @@ def train_texture(
     if lr <= 0 or lambda_fm < 0 or lambda_l1 < 0:
         raise ParameterError("--lr must be positive and the loss weights non-negative")
     out = Path(out)
+    from cellinr._util.memory import check_memory
+    from cellinr._util.outputs import check_no_overlap
+
+    check_no_overlap([p for p in (images, masks) if isinstance(p, (str, os.PathLike))], [out])
+    ngf = (net.ngf if isinstance(net, TextureNetConfig) else (net or {}).get("ngf", TextureNetConfig().ngf))
+    # generator and discriminators keep about 40 feature maps of ngf channels per crop pixel for backward
+    check_memory(batch_size * size * size * int(ngf) * 4 * 40, None, f"--size {size} crops (batch {batch_size})")
+    from cellinr._util.outputs import begin_run, finish_run, incomplete_dir
+
+    final = out  # the model is built in the hidden folder .<name>.incomplete, moved onto ``out`` when done
     if not resume and out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         check_output_dir(out, overwrite=False)  # raises OutputExistsError before any work
     # read and check the inputs before touching ``out``: a bad input leaves no folder (and, with
@@ -219,9 +229,10 @@ def train_texture(
     if not frames:
         raise InputError(f"{images}: no training images")
     if resume:
-        if not (out / ckpt.CHECKPOINT_DIR).is_dir():
+        src = incomplete_dir(out) if incomplete_dir(out).is_dir() else out
+        if not (src / ckpt.CHECKPOINT_DIR).is_dir():
             raise RunError(f"{out}: nothing to resume (no checkpoints folder)")
-        _, state = ckpt.load_latest(out, required=("generator", "discriminator"))
+        _, state = ckpt.load_latest(src, required=("generator", "discriminator"))
         net_cfg = TextureNetConfig.from_dict(state["net"])
         lo, hi = state["lo"], state["hi"]
         settings = json.loads(state["settings"])
@@ -235,12 +246,9 @@ def train_texture(
         raise ParameterError(f"--size {size} must be a multiple of {net_cfg.size_multiple} for this network")
     if state is None:
         lo, hi, dtype = intensity_range(frames)  # raises for constant images, before ``out`` is touched
-        check_output_dir(out, overwrite=overwrite)
-        _remove_old_outputs(out)
-
-    if state is not None:
+    else:
         dtype = str(state["dtype"]) if "dtype" in state else \
-            json.loads((out / MODEL_JSON).read_text())["normalisation"]["dtype"]
+            json.loads((src / MODEL_JSON).read_text())["normalisation"]["dtype"]
     sampler = _CropSampler(frames, size, lo, hi)
     n_pixels = sum(i.size for i in sampler.images)
     if steps_per_epoch is None:
@@ -248,6 +256,9 @@ def train_texture(
     decay_from = epochs // 2 if decay_from is None else decay_from
 
     dev = resolve_device(device)
+    # every check is done: only now is the working folder created (or the interrupted one taken up)
+    out = begin_run(final, resume=resume, overwrite=overwrite, done=MODEL_JSON, progress="checkpoints",
+                    what="texture model")
     use_amp = bool(amp and dev.type == "cuda")
     gen_torch = torch.Generator().manual_seed(seed)
     G = build_generator(net_cfg)
@@ -366,26 +377,15 @@ def train_texture(
         write_model_json(out, info)
     bar.close()
     if start_epoch >= epochs:
-        log.warning("%s: already trained for %d epochs; nothing to do", out, start_epoch)
-    return out
+        log.warning("%s: already trained for %d epochs; nothing to do", final, start_epoch)
+    return finish_run(out, final)
 
 
 def _save_weights(path: Path, module: torch.nn.Module) -> None:
-    from safetensors.torch import save_file
+    from cellinr._util.outputs import save_safetensors
 
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "kind": MODEL_KIND})
-
-
-def _remove_old_outputs(out: Path) -> None:
-    """Remove a previous model's files (``overwrite``), so its log and samples do not mix with the new run."""
-    import shutil
-
-    for name in (MODEL_JSON, WEIGHTS, "log.csv"):
-        (out / name).unlink(missing_ok=True)
-    for name in ("checkpoints", "samples"):
-        shutil.rmtree(out / name, ignore_errors=True)
+    save_safetensors(tensors, path, metadata={"format": "pt", "kind": MODEL_KIND})
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -372,6 +372,12 @@ def simulate(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError(f"seed: must be a non-negative integer, got {seed!r}")
     out = Path(out)
+    from cellinr._util.memory import check_memory
+    from cellinr._util.outputs import check_new_output
+
+    check_new_output(out, overwrite=overwrite)
+    # one sequence at a time: its (T, S, S, S) uint8 masks plus a few float64 fields of one frame
+    check_memory(frames * size**3 + 6 * 8 * size**3, None, f"a sequence of {frames} frames of {size}^3 voxels")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         names = []
         for i in tqdm(range(sequences), desc=f"simulate {kind}", unit="seq", disable=None):
