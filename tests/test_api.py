@@ -92,6 +92,9 @@ def _workflow(root):
     call("generate", run_dir, root / "gen", n=2, size=16, frames=3, device="cpu", overwrite=True)
     call("interpolate", run_dir, root / "interp", start=0, end=1, steps=2, size=16, device="cpu", overwrite=True)
     call("fit", run_dir, data, root / "fit", steps=2, device="cpu", overwrite=True)
+    assert call("apply_fit", run, root / "fit").names
+    rows, summary = call("compare_masks", root / "recon", root / "recon")
+    assert summary["dice"]["min"] == 1.0
     labels = np.zeros((2, 32, 32), np.uint16)
     labels[:, 8:16, 8:16] = 1
     labels[:, 18:28, 16:26] = 2
