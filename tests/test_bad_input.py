@@ -464,7 +464,8 @@ CASES = [
                                           "--frames", "1", "--out", "{W}/afile/out"], r"a parent is a file", rc=1,
          setup=_file(), output="{W}/afile/out"),
     # ---- import-reference
-    Case("import-reference", "missing folder", ["import-reference", "{W}/none", "--out", "{W}/out"], r"specs\.json"),
+    Case("import-reference", "missing folder", ["import-reference", "{W}/none", "--out", "{W}/out"],
+         r"experiment folder not found"),
     Case("import-reference", "specs not JSON", ["import-reference", "{W}/exp", "--out", "{W}/out"], r"not valid JSON",
          setup=_copy("exp", "exp", lambda d: (d / "specs.json").write_text("{,}"))),
     Case("import-reference", "specs without CodeLength", ["import-reference", "{W}/exp", "--out", "{W}/out"],
@@ -493,6 +494,15 @@ CASES = [
          setup=_groups({"convention": "sideways"})),
     Case("rotation-report", "out is the run", ["rotation-report", "{I}/run", "--out", "{I}/run", "--overwrite"],
          r"is the input", output=None),
+    # ---- overlap
+    Case("overlap", "missing input", ["overlap", "{W}/none.tif", "{I}/sim/deforming_000.tif"], r"no such file",
+         output=None),
+    Case("overlap", "masks of different sizes", ["overlap", "{I}/sim/deforming_000.tif", "{I}/masks2d/a.tif"],
+         r"different sizes|2D|3D", output=None),
+    Case("overlap", "folders without common names", ["overlap", "{I}/sim", "{I}/masks2d"], r"same name", output=None),
+    Case("overlap", "table onto the input", ["overlap", "{I}/sim/deforming_000.tif", "{I}/sim/deforming_001.tif",
+                                             "--out", "{I}/sim/deforming_000.tif", "--overwrite"], r"is the input",
+         output=None),
     # ---- demo, view, info, compare-activations
     Case("demo", "out is a file", ["demo", "--out", "{W}/afile"], r"not a folder", setup=_file(), output=None),
     Case("demo", "unknown kind", ["demo", "--out", "{W}/out", "--kinds", "nope"], r"nope"),

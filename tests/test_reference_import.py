@@ -317,8 +317,9 @@ def test_weights_that_do_not_match_specs_name_the_layer_and_both_shapes(model, t
 
 def test_import_errors_and_cli(model, tmp_path, capsys):
     exp = make_experiment(tmp_path / "exp", model, "head")
+    (tmp_path / "not_an_experiment").mkdir()
     with pytest.raises(RunError, match="no specs.json"):
-        import_reference(tmp_path, tmp_path / "o")
+        import_reference(tmp_path / "not_an_experiment", tmp_path / "o")
     with pytest.raises(RunError, match="permutation"):
         import_reference(exp, tmp_path / "o", axes="xxz")
     empty = tmp_path / "empty"

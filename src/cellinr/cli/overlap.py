@@ -44,13 +44,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cellinr._util.atomic import atomic_path, atomic_write_text
+    from cellinr._util.outputs import check_new_output, check_no_overlap
     from cellinr._util.jsonsafe import json_safe
-    from cellinr.errors import OutputExistsError
     from cellinr.measurement.overlap import OVERLAP_KEYS, THIN_KEYS, compare_masks
 
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
+    if out is not None:
+        check_no_overlap([args.a, args.b], [out, out.with_name(out.name + ".json")], flag="--out")
+        check_new_output(out, overwrite=args.overwrite)
     rows, summary = compare_masks(args.a, args.b, spacing=args.spacing, axes=args.axes, dataset=args.dataset,
                                   protrusion_radius_um=args.protrusion_radius)
     width = max(len("sequence"), *(len(r["sequence"]) for r in rows))

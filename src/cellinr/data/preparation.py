@@ -572,13 +572,12 @@ def prepare(
     paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
     if not paths:
         raise ParameterError("inputs: give at least one input file or folder")
-    paths = expand_inputs([q for p in paths for q in (find_ctc_sequences(p) or [p])], axes=axes)
     out = Path(out)
-    check_no_overlap(paths, [out])
+    check_no_overlap(paths, [out])  # the paths as given: an output never overlaps what the user named
     check_new_output(out, overwrite=overwrite)
     # the largest allocations scale with the cube: the mask, its SDF and the distance transforms
     check_memory(size**3 * _BYTES_PER_CUBE_VOXEL, None, f"--size {size} (a {size}^3 cube per frame)")
-    paths = expand_inputs(paths, axes=axes)
+    paths = expand_inputs([q for p in paths for q in (find_ctc_sequences(p) or [p])], axes=axes)
     show = None if progress is None else (not progress)
 
     sources = []
