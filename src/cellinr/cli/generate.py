@@ -12,7 +12,8 @@ from cellinr.cli._common import (
     positive_int,
 )
 
-FORMATS_HELP = "comma-separated outputs among tiff (mask T,Z,Y,X), sdf (HDF5), mesh (per frame), mip (T,Y,X)"
+FORMATS_HELP = ("comma-separated outputs among tiff (mask T,Z,Y,X), sdf (HDF5), mesh (per frame), mip (T,Y,X), "
+                "ome-zarr (multiscale OME-Zarr mask, written frame by frame)")
 
 
 def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -> None:
