@@ -37,11 +37,15 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.data.tracking import (
+    LAP_GAP_FRAMES,
     TRACK_MODES,
+    LapTrack,
     Occurrence,
     SourceScan,
     Track,
+    build_lap_tracks,
     build_tracks,
+    check_lap_options,
     scan_source,
 )
 from cellinr.errors import InputError, OutputExistsError, ParameterError
@@ -223,8 +227,11 @@ def _preview(path: Path, mips: list[tuple[np.ndarray, np.ndarray]]) -> None:
 
 
 
-def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: bool, show):
-    """Scan every source; return the tracks to prepare (named), the scans and the excluded cells."""
+def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: bool, show, lap: dict | None = None):
+    """Scan every source; return the tracks to prepare (named), the scans and the excluded cells.
+
+    With ``track="lap"``, ``lap`` holds the options of :func:`build_lap_tracks`; its per-source reports
+    are appended to ``lap["reports"]``."""
     tracks: list[Track] = []
     scans: list[SourceScan] = []
     excluded: list[dict] = []
@@ -236,11 +243,18 @@ def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: boo
         stem = _safe_name(_input_stem(src.path))
         width = max(3, len(str(max(scan.ids))))
         ids = sorted(scan.ids)
-        for k, tr in enumerate(build_tracks(i, scan, track=track, min_voxels=min_voxels)):
+        if track == "lap":
+            found, report = build_lap_tracks(i, scan, spacing=src.spacing, min_voxels=min_voxels,
+                                             max_distance=lap["max_distance"], gap_frames=lap["gap_frames"],
+                                             divisions=lap["divisions"])
+            lap["reports"].append({"source": i, **report, "tracks": found})
+        else:
+            found = build_tracks(i, scan, track=track, min_voxels=min_voxels)
+        for k, tr in enumerate(found):
             first = tr.labels[min(tr.labels)] if tr.labels else (ids[k] if track == "id" or binary else None)
             if binary:
                 base = stem
-            elif track == "overlap":
+            elif track in ("overlap", "lap"):
                 base = f"{stem}_track{k + 1:0{width}d}"
             else:
                 base = f"{stem}_cell{first:0{width}d}"
@@ -280,7 +294,7 @@ def _check_gaps(tracks: list[Track], sources, scans: list[SourceScan], track: st
     if len(scans[tr.source].ids) == 1:
         who = "the mask"
     else:
-        who = f"cell {tr.labels[min(tr.labels)]}" + (" (track)" if track == "overlap" else "")
+        who = f"cell {tr.labels[min(tr.labels)]}" + (" (track)" if track in ("overlap", "lap") else "")
     more = f" ({len(gappy) - 1} more cells have gaps)" if len(gappy) > 1 else ""
     raise InputError(f"{src.path}: {who} is missing in frames {_format_frames(missing, src.frame_labels)} "
                      f"of {src.n_frames}{more}; pass --allow-gaps to keep only the frames where it is present")
@@ -372,14 +386,30 @@ def _write_sequence(folder: Path, tr: Track, cen: dict, src, spacing, occ, *, vo
         "crop_box_input_voxels": [[(origins[t] / s).tolist(), ((origins[t] + (size - 1) * voxel) / s).tolist()]
                                   for t in frames],
     }
-    if track == "overlap":
+    if track in ("overlap", "lap"):
         entry["labels"] = [int(tr.labels[t]) for t in frames]
+    if isinstance(tr, LapTrack):
+        entry["lineage"] = {"track_id": tr.track_id, "parent_track_id": tr.parent_id, "tree_id": tr.tree_id,
+                            "gap_frames": tr.gaps}
     if hasattr(src, "time_indices"):
         entry["source_time_indices"] = [src.time_indices[t] for t in frames]
     if preview and stats.mips:
         _preview(folder / f"{tr.name}.png", stats.mips)
         entry["preview"] = f"{tr.name}.png"
     return entry
+
+
+def _lap_manifest(reports: list[dict]) -> list[dict]:
+    """The manifest's ``tracking`` section: per source the linking parameters, counts and segments."""
+    out = []
+    for rep in reports:
+        names = {tr.track_id: tr.name for tr in rep["tracks"]}
+        segments = [{"name": tr.name, "track_id": tr.track_id, "tree_id": tr.tree_id,
+                     "parent": names.get(tr.parent_id), "frames": sorted(tr.labels),
+                     "labels": [tr.labels[t] for t in sorted(tr.labels)], "gap_frames": tr.gaps}
+                    for tr in rep["tracks"]]
+        out.append({**{k: v for k, v in rep.items() if k != "tracks"}, "segments": segments})
+    return out
 
 
 def _common_interval(sources) -> float | None:
@@ -406,6 +436,9 @@ def prepare(
     dataset: str | None = None,
     frame_interval: float | None = None,
     track: str = "id",
+    track_distance: float | None = None,
+    track_gap: int = LAP_GAP_FRAMES,
+    track_divisions: bool = True,
     min_voxels: int = 0,
     center: str = "sequence",
     keep_largest: bool = False,
@@ -438,8 +471,15 @@ def prepare(
     dataset : HDF5 dataset or NPZ array name.
     frame_interval : minutes between frames, overriding the metadata (ImageJ ``finterval``, OME
         ``TimeIncrement``); recorded in the manifest as ``frame_interval_min`` (None when unknown).
-    track : "id" (a cell keeps its label id over time) or "overlap" (link labels of consecutive
-        frames by maximum overlap, one-to-one, greedily by overlap size).
+    track : "id" (a cell keeps its label id over time), "overlap" (link labels of consecutive
+        frames by maximum overlap, one-to-one, greedily by overlap size) or "lap" (link label
+        centroids in microns by linear assignment with gap closing and division detection,
+        :func:`cellinr.data.tracking.build_lap_tracks`; one sequence per cell between divisions,
+        the links in the manifest's ``tracking`` section and each sequence's ``lineage``).
+    track_distance : "lap" only: largest displacement per link in microns (default: 1.5 median
+        cell diameters).
+    track_gap : "lap" only: largest frame difference bridged by gap closing (1: none).
+    track_divisions : "lap" only: detect divisions (a mother's sequence ends, two daughters begin).
     min_voxels : occurrences of a label with fewer input voxels are ignored (cells below it in
         every frame are dropped, and listed as excluded in the manifest).
     center : "sequence" (one cube centre: the mean centroid over frames, so motion is kept) or
@@ -464,6 +504,11 @@ def prepare(
     from cellinr.io.units import parse_frame_interval, parse_spacing
 
     _validate(size, clamp, voxel_size, scale, track, center, min_voxels)
+    lap = None
+    if track == "lap":
+        check_lap_options(track_distance, track_gap)
+        lap = {"max_distance": track_distance, "gap_frames": int(track_gap), "divisions": bool(track_divisions),
+               "reports": []}
     size = int(size)
     clamp = float(clamp)
     spacing = parse_spacing(spacing, name="spacing")
@@ -486,7 +531,7 @@ def prepare(
             sources.append(open_source(p, axes=axes, spacing=spacing, dataset=dataset, frame_interval=frame_interval))
 
         tracks, scans, excluded = _collect_tracks(sources, track=track, min_voxels=min_voxels,
-                                                  exclude_border=exclude_border, show=show)
+                                                  exclude_border=exclude_border, show=show, lap=lap)
         if not tracks:
             raise InputError(f"{', '.join(str(p) for p in paths)}: no cell left to prepare "
                              f"({len(excluded)} excluded: {excluded[0]['reason'] if excluded else 'none found'})")
@@ -516,6 +561,8 @@ def prepare(
                      for src, sp in zip(sources, spacings)],
             sequences=[], excluded=excluded,
         )
+        if lap is not None:
+            manifest["tracking"] = _lap_manifest(lap["reports"])
         with atomic_dir(out, overwrite=overwrite) as tmp:
             for tr, cen in tqdm(list(zip(tracks, centres)), desc="prepare", unit="cell", disable=show):
                 manifest["sequences"].append(_write_sequence(
