@@ -25,6 +25,7 @@ _API = {
     "import_reference": "cellinr.model.reference:import_reference",
     "reconstruct": "cellinr.generation.frontends:reconstruct",
     "generate": "cellinr.generation.frontends:generate",
+    "sample_cell": "cellinr.generation.frontends:sample_cell",
     "fit": "cellinr.training.fitting:fit",
     "interpolate": "cellinr.generation.frontends:interpolate",
     "train_texture": "cellinr.training.texture:train_texture",

@@ -33,6 +33,9 @@ from cellinr.errors import InputError, ParameterError
 
 log = logging.getLogger(__name__)
 
+#: The ``kind`` of ``benchmark.json``.
+BENCHMARK_KIND = "cellinr-benchmark"
+BENCHMARK_JSON = "benchmark.json"
 #: Output formats of a benchmark: sequence TIFF pairs, the Cell Tracking Challenge layout, OME-Zarr.
 BENCHMARK_FORMATS = ("tiff", "ctc", "ome-zarr")
 DEFAULT_BENCHMARK_FORMATS = ("tiff", "ctc")
@@ -272,7 +275,7 @@ def benchmark(
             what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
             raise InputError(f"{source}: no {what} found")
         info = {
-            "kind": "cellinr-benchmark",
+            "kind": BENCHMARK_KIND,
             "source": str(source),
             "texture": "render" if model is None else str(model.path),
             "render_params": params.to_dict() if (model is None or three_d) else None,
@@ -283,5 +286,5 @@ def benchmark(
             "sequences": entries,
             "cellinr_version": __version__,
         }
-        (tmp / "benchmark.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / BENCHMARK_JSON).write_text(json.dumps(info, indent=2) + "\n")
     return Path(out)

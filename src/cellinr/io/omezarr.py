@@ -521,3 +521,15 @@ def open_ngff(path: str | os.PathLike, *, axes: str | None = None, spacing=None,
                             spacing_from=spacing_from, spatial=spatial,
                             dataset=None if kind == "image" and dataset is None else (dataset or group.basename),
                             frame_interval=frame_interval if frame_interval is not None else interval)
+
+
+def ngff_levels(path: str | os.PathLike, *, dataset: str | None = None) -> list:
+    """Every resolution level (lazy zarr arrays, largest first) of the image :func:`open_ngff` reads."""
+    try:
+        import zarr
+    except ImportError:
+        raise DependencyError(f"{path}: reading OME-Zarr needs the zarr package: {INSTALL_HINT}") from None
+    path = Path(path)
+    group, where, _ = _pick_image(zarr.open_group(str(path), mode="r"), path, dataset)
+    _multiscale_level0(group, where)  # the same checks
+    return [group[d["path"]] for d in _ome_attrs(group)["multiscales"][0]["datasets"]]
