@@ -174,3 +174,17 @@ def test_widget_generates_and_fits(viewer, generated, tmp_path):
     results = widget.fit()
     assert len(results) == 1 and "mean Dice" in widget.status.value
     assert any(lyr.name.startswith("fit of label 1") for lyr in viewer.layers)
+
+
+def test_view_mesh_without_napari_writes_a_picture(generated, tmp_path):
+    import imageio.v3 as iio
+
+    from cellinr.cli import main
+    from cellinr.cli.view import layers_for
+
+    mesh = generated / "meshes" / "cell_0000" / "t0001.ply"
+    assert main(["view", str(mesh), "--no-napari", "--out", str(tmp_path / "m.png")]) == 0
+    picture = iio.imread(tmp_path / "m.png")
+    assert picture.ndim == 3 and picture.shape[1] > 600 and picture[..., :3].std() > 10
+    ((data, meta, kind),) = layers_for(mesh)  # what napari gets
+    assert kind == "surface" and data[0].shape[1] == 3 and len(data[1]) > 0
