@@ -195,6 +195,7 @@ def _stream_peak_mb(tmp_path, n, frames):
     return float(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_streaming_writer_memory_does_not_grow_with_frames(tmp_path):
     """Peak RSS growth while writing 128^3 x 4 and 128^3 x 36 frames: the same within 24 MB (zarr's
     I/O threads settle their buffers within the first frames), while the 32 extra frames are 64 MB."""

@@ -156,7 +156,7 @@ def benchmark(
     -------
     Path of the benchmark folder.
     """
-    from tqdm import tqdm
+    from cellinr._util.progress import tqdm
 
     from cellinr import __version__
     from cellinr._util.atomic import atomic_dir

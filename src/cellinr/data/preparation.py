@@ -496,7 +496,7 @@ def prepare(
     -------
     Path of the data set folder.
     """
-    from tqdm.auto import tqdm
+    from cellinr._util.progress import tqdm
 
     from cellinr._util.atomic import atomic_dir
     from cellinr.io.sdf_dataset import new_manifest, write_manifest

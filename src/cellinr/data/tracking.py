@@ -90,7 +90,7 @@ class SourceScan:
 
 
 def scan_source(source, *, track: str, show_progress) -> SourceScan:
-    from tqdm.auto import tqdm
+    from cellinr._util.progress import tqdm
 
     occurrences, overlaps, ids = [], [], set()
     prev = None

@@ -80,7 +80,7 @@ def fit(
         Per sequence: name, mean Dice over frames, per-frame Dice, final loss.
     """
     import torch
-    from tqdm.auto import tqdm
+    from cellinr._util.progress import tqdm
 
     from cellinr._util.atomic import atomic_dir
     from cellinr.generation.frames import (

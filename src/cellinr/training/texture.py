@@ -225,7 +225,7 @@ def train_texture(
     -------
     Path of the model folder.
     """
-    from tqdm import tqdm
+    from cellinr._util.progress import tqdm
 
     from cellinr import __version__
     from cellinr._util.device import resolve_device

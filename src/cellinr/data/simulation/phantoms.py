@@ -360,7 +360,7 @@ def simulate(
     OutputExistsError
         ``out`` exists and is not empty, and ``overwrite`` is False.
     """
-    from tqdm import tqdm
+    from cellinr._util.progress import tqdm
 
     from cellinr import __version__
     from cellinr._util.atomic import atomic_dir, atomic_write_text
