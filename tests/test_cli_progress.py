@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pty = pytest.importorskip("pty")
@@ -42,7 +43,12 @@ def _run(argv, *, terminal: bool) -> tuple[int, str]:
 
 
 def test_progress_bars_terminal_pipe_and_quiet(tmp_path):
-    args = ["generate", "--model", "deforming", "--n", "2", "--size", "12", "--frames", "2", "--device", "cpu"]
+    from cellinr.io.tiff import write_tiff
+
+    labels = np.zeros((3, 12, 24, 24), np.uint8)
+    labels[:, 3:9, 4:10, 4:10], labels[:, 3:9, 14:20, 12:18] = 1, 2
+    write_tiff(tmp_path / "cells.tif", labels, axes="TZYX")
+    args = ["prepare", str(tmp_path / "cells.tif"), "--size", "16", "--no-preview", "--spacing", "1"]
     code, err = _run([*args, "--out", str(tmp_path / "a")], terminal=True)
     assert code == 0 and BAR in err  # a terminal shows the bars
     code, err = _run([*args, "--out", str(tmp_path / "b")], terminal=False)
