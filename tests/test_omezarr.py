@@ -209,3 +209,17 @@ def test_streaming_writer_256_cubed_30_frames_memory(tmp_path):
     peak = _stream_peak_mb(tmp_path, 256, 30)
     print(f"peak RSS growth writing 256^3 x 30: {peak:.1f} MB (limit {4 * 256**3 * 4 / 2**20:.0f} MB)")
     assert peak < 4 * 256**3 * 4 / 2**20
+
+
+def test_napari_ome_zarr_reads_generated_and_benchmark_stores(tmp_path):
+    """The napari-ome-zarr plugin (not in the dev extra: skipped without it) reads image, labels and scale."""
+    reader_module = pytest.importorskip("napari_ome_zarr._reader")
+    labels = np.zeros((2, 6, 8, 8), np.uint8)
+    labels[:, 2:4, 2:6, 2:6] = 1
+    store = write_ome_zarr(tmp_path / "c.ome.zarr", labels={"cells": labels}, spacing=(2.0, 0.5, 0.5), frame_interval=3)
+    layers = reader_module.napari_get_reader(str(store))(str(store))
+    kinds = {kind: (data, meta) for data, meta, kind in layers}
+    assert set(kinds) == {"image", "labels"}
+    data, meta = kinds["labels"]
+    assert np.array_equal(np.asarray(data[0] if isinstance(data, list) else data), labels)
+    assert list(meta["scale"]) == pytest.approx([3.0, 2.0, 0.5, 0.5])

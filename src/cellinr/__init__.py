@@ -31,6 +31,8 @@ _API = {
     "train_texture": "cellinr.training.texture:train_texture",
     "load_texture_model": "cellinr.texture.apply:load_texture_model",
     "apply_texture": "cellinr.texture.apply:apply_texture",
+    "export_bioimageio": "cellinr.texture.bioimageio:export_bioimageio",
+    "import_bioimageio": "cellinr.texture.bioimageio:import_bioimageio",
     "render": "cellinr.texture.renderer:render",
     "render_masks": "cellinr.texture.renderer:render_masks",
     "estimate_render_params": "cellinr.texture.renderer:estimate_render_params",

@@ -252,5 +252,5 @@ def build_lap_tracks(index: int, scan: SourceScan, *, spacing, min_voxels: int, 
         tr.gaps = [t for a, b in zip(frames, frames[1:]) for t in range(a + 1, b)]
         gaps += sum(1 for a, b in zip(frames, frames[1:]) if b - a > 1)
     report.update(links=links, gaps_closed=gaps, divisions_found=len(set(parents.values())),
-                  segments=len(tracks), lineages=len({tr.tree_id for tr in tracks}))
+                  n_tracks=len(tracks), n_lineages=len({tr.tree_id for tr in tracks}))
     return tracks, report
