@@ -93,7 +93,7 @@ def main(argv=None) -> int:
             f"A `{args.preset}`-preset SIREN auto-decoder trained on {args.sequences} simulated `{kind}` sequences "
             f"(`cellinr simulate --kind {kind} --sequences {args.sequences} --frames {args.frames} --size {args.size} "
             f"--seed {args.seed}`), prepared with `cellinr prepare --size {args.size}`.\n\n"
-            f"- Data provenance: procedural phantoms from `cellinr.data.simulation.phantoms` (no external data).\n"
+            f"- Data provenance: procedural phantoms from `cellinr.data.simulation` (no external data).\n"
             + (f"- Training command: `{command}` (CPU, {args.threads} threads, {t2 - t1:.0f} s).\n" if args.run is None else
                f"- Training: the same recipe as `{command}`, run by `python bench/bench_train.py --parts quality` "
                f"(seed 0, 1 CPU thread on a shared, heavily loaded 2-core machine: {t2 - t1:.0f} s, not a "

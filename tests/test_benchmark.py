@@ -88,12 +88,10 @@ def test_benchmark_layout_tracks_and_determinism(source, tmp_path):
 
 
 def test_benchmark_cli_with_model_and_bad_inputs(source, tmp_path, capsys):
-    bundled = Path(__file__).resolve().parents[1] / "src/cellinr/bundled/texture_dsb2018"
-    if (bundled / "texture_model.json").exists():
-        assert main(["benchmark", str(source / "cell_000.tif"), "--out", str(tmp_path / "b"),
-                     "--texture", "dsb2018", "--device", "cpu"]) == 0
-        data = read_tiff(tmp_path / "b" / "sequences" / "cell_000_image.tif").data
-        assert data.shape == (6, 24, 24) and data.dtype == np.uint16
+    assert main(["benchmark", str(source / "cell_000.tif"), "--out", str(tmp_path / "b"),
+                 "--texture", "dsb2018", "--device", "cpu"]) == 0  # the bundled texture model ships with the package
+    data = read_tiff(tmp_path / "b" / "sequences" / "cell_000_image.tif").data
+    assert data.shape == (6, 24, 24) and data.dtype == np.uint16
     not_model = tmp_path / "not_a_model"
     not_model.mkdir()
     with pytest.raises(RunError, match="not a texture model"):

@@ -225,7 +225,12 @@ def test_rotation_report_end_to_end(tmp_path, capsys):
 def test_compare_activations_smoke(tmp_path):
     import torch
 
-    from cellinr.evaluation.activations import compare_activations, count_protrusions
+    from functools import partial
+
+    from cellinr.evaluation.activations import compare_activations
+    from cellinr.measurement.protrusions import count_protrusions
+
+    count_protrusions = partial(count_protrusions, radius_um=2.0)  # 2 voxels
 
     torch.set_num_threads(1)
     size = 20

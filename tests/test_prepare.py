@@ -132,7 +132,7 @@ def _moving_cells(n_cells=4, n_frames=3, shape=(24, 40, 64)):
 def test_label_volume_gives_one_sequence_per_cell(tmp_path):
     data = _moving_cells()
     path = write_tiff(tmp_path / "cells.tif", data, axes="TZYX", spacing=(1, 1, 1))
-    out = prepare(path, tmp_path / "ds", size=24, clamp=4)
+    out = prepare(path, tmp_path / "ds", size=24, clamp=4, center="sequence")
     ds = SDFDataset(out)
     assert ds.names == [f"cells_cell{i:03d}" for i in range(1, 5)]
     for i, seq in enumerate(ds.sequences):
@@ -142,9 +142,13 @@ def test_label_volume_gives_one_sequence_per_cell(tmp_path):
     # centre=sequence keeps the drift inside the cube; centre=frame removes it
     xs = [np.flatnonzero((f <= 0).any(axis=(0, 1))).mean() for f in ds.iter_frames(0)]
     assert xs[2] - xs[0] == pytest.approx(2.0, abs=0.01)
-    ds2 = SDFDataset(prepare(path, tmp_path / "ds2", size=24, clamp=4, center="frame"))
+    ds2 = SDFDataset(prepare(path, tmp_path / "ds2", size=24, clamp=4))  # the default: centre=frame
     xs = [np.flatnonzero((f <= 0).any(axis=(0, 1))).mean() for f in ds2.iter_frames(0)]
     assert max(xs) - min(xs) < 0.01
+    # the motion is kept as the trajectory (centroid per frame, microns): 1 um per frame along X
+    for manifest_seq in (ds.manifest["sequences"][0], ds2.manifest["sequences"][0]):
+        path_x = np.array(manifest_seq["trajectory_um"])[:, 2]
+        np.testing.assert_allclose(np.diff(path_x), [1.0, 1.0], atol=1e-6)
     # file format: chunked per frame, gzip, attributes; manifest; previews
     with h5py.File(out / "cells_cell002.h5") as f:
         d = f["sdf"]
@@ -439,3 +443,21 @@ def test_bad_input_error_comes_without_spacing_warning(tmp_path, caplog):
         prepare(tmp_path / "zero.npy", tmp_path / "out", size=16)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     assert not (tmp_path / "out").exists()
+
+
+def test_small_cells_are_warned_with_numbers(tmp_path, caplog):
+    # a nucleus of radius 3 um travelling 33 um: per-sequence centring must fit the path into the cube
+    shape = (16, 16, 64)
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    data = np.stack([((z - 7.5) ** 2 + (y - 7.5) ** 2 + (x - 10 - 3 * t) ** 2 <= 9).astype(np.uint8) for t in range(12)])
+    path = write_tiff(tmp_path / "mover.tif", data, axes="TZYX", spacing=(1, 1, 1))
+    with caplog.at_level("WARNING", logger="cellinr.data.preparation"):
+        prepare(path, tmp_path / "seq", size=24, clamp=4, center="sequence", preview=False)
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "fewer than 10 voxels across" in text and "--center frame" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cellinr.data.preparation"):
+        ds = SDFDataset(prepare(path, tmp_path / "frame", size=24, clamp=4, preview=False))
+    assert "voxels across" not in " ".join(r.getMessage() for r in caplog.records)
+    assert ds.voxel_size_um == 1.0  # the cell, not its path, sets the voxel size
+    assert np.ptp(np.array(ds.manifest["sequences"][0]["trajectory_um"])[:, 2]) == pytest.approx(33.0)

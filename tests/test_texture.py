@@ -14,8 +14,8 @@ from cellinr.nn.pix2pixhd import (
     LocalEnhancer,
     MultiscaleDiscriminator,
     NLayerDiscriminator,
-    TextureNetConfig,
 )
+from cellinr.nn.texture_config import TextureNetConfig
 from cellinr.texture.apply import load_texture_model, texture_labels
 from cellinr.texture.data import (
     condition_from_labels,
@@ -120,14 +120,16 @@ def test_tiny_training_lowers_losses_and_resumes(tmp_path, one_thread):
         assert loss[-10:].mean() < 0.6 * loss[:10].mean(), key
     assert sorted(p.name for p in (out / "samples").iterdir())[-1] == "epoch_0004.png"
     meta = json.loads((out / "texture_model.json").read_text())
-    assert meta["kind"] == "cellinr-texture-model" and meta["epochs_done"] == 4
+    assert meta["format"] == "cellinr-texture-model" and meta["epochs_done"] == 4
     # resume to 5 epochs: continues the log and the epoch count
     train_texture(images, labels, out, size=32, epochs=5, steps_per_epoch=10, batch_size=2, net=TINY,
                   lr=1e-3, lambda_l1=10.0, device="cpu", seed=1, resume=True)
     assert json.loads((out / "texture_model.json").read_text())["epochs_done"] == 5
     assert (out / "log.csv").read_text().count("\n") == 51
     # a damaged last checkpoint: resume falls back to the previous one (epoch 4) and redoes epoch 5
-    (out / "checkpoints" / "last.pt").write_bytes(b"damaged")
+    newest = sorted((out / "checkpoints").glob("epoch_*.pt"))[-1]
+    assert newest.name == "epoch_0000005.pt"
+    newest.write_bytes(b"damaged")
     train_texture(images, labels, out, size=32, epochs=6, steps_per_epoch=10, batch_size=2, net=TINY,
                   lr=1e-3, lambda_l1=10.0, device="cpu", seed=1, resume=True)
     steps = [int(r["step"]) for r in csv.DictReader((out / "log.csv").open())]

@@ -96,11 +96,3 @@ def test_lap_options_are_checked(tmp_path):
         prepare(src, tmp_path / "x", size=32, track="lap", track_distance=-1)
     with pytest.raises(ParameterError, match="--track-gap"):
         prepare(src, tmp_path / "x", size=32, track="lap", track_gap=0)
-
-
-def test_cli_track_modes_match_the_library():
-    from cellinr.cli import prepare as cli_prepare
-    from cellinr.data import tracking
-
-    assert cli_prepare.TRACK_MODES == tracking.TRACK_MODES
-    assert cli_prepare.LAP_GAP_FRAMES == tracking.LAP_GAP_FRAMES

@@ -33,8 +33,8 @@ from cellinr.errors import InputError, ParameterError
 
 log = logging.getLogger(__name__)
 
-#: The ``kind`` of ``benchmark.json``.
-BENCHMARK_KIND = "cellinr-benchmark"
+#: The ``format`` of ``benchmark.json``.
+BENCHMARK_FORMAT = "cellinr-benchmark"
 BENCHMARK_JSON = "benchmark.json"
 #: Output formats of a benchmark: sequence TIFF pairs, the Cell Tracking Challenge layout, OME-Zarr.
 BENCHMARK_FORMATS = ("tiff", "ctc", "ome-zarr")
@@ -275,7 +275,7 @@ def benchmark(
             what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
             raise InputError(f"{source}: no {what} found")
         info = {
-            "kind": BENCHMARK_KIND,
+            "format": BENCHMARK_FORMAT,
             "source": str(source),
             "texture": "render" if model is None else str(model.path),
             "render_params": params.to_dict() if (model is None or three_d) else None,

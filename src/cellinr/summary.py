@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellinr._util.jsonsafe import file_type_of, tool_version_of
 from cellinr.errors import InputError
 from cellinr.io.sources import (
     NPY_SUFFIXES,
@@ -35,7 +36,7 @@ def _describe_dataset(path: Path) -> str:
     frames = [s.frames for s in ds.sequences]
     lines = [
         f"prepared SDF data set: {path}",
-        f"  format {m.get('format')} v{m.get('format_version')}, written by cellinr {m.get('tool_version')}",
+        f"  format {m.get('format')} v{m.get('format_version')}, written by cellinr {tool_version_of(m) or '?'}",
         f"  sequences: {len(ds)}   frames per sequence: {min(frames)}-{max(frames)} (total {sum(frames)})",
         f"  cube: {m.get('size')}^3 voxels   voxel size: {_num(m.get('voxel_size_um'))} um   "
         f"clamp: {_num(m.get('clamp'))} voxels   1 unit = {_num(m.get('scale_um_per_unit'))} um",
@@ -71,7 +72,7 @@ def _describe_output_folder(path: Path) -> str | None:
             info = json.loads((path / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(info, dict) or info.get("kind") != kind:
+        if file_type_of(info) != kind:
             continue
         if kind == "cellinr-benchmark":
             seqs = info.get("sequences") or []
@@ -89,7 +90,7 @@ def _describe_output_folder(path: Path) -> str | None:
             net, norm = info.get("net") or {}, info.get("normalisation") or {}
             training = info.get("training") or {}
             lines = [f"texture model folder: {path}",
-                     f"  written by cellinr {info.get('cellinr_version', '?')}; epochs done: "
+                     f"  written by cellinr {tool_version_of(info) or '?'}; epochs done: "
                      f"{info.get('epochs_done')} of {training.get('epochs', '?')}",
                      f"  generator: ngf {net.get('ngf')}, {net.get('n_downsample')} down-samplings, "
                      f"{net.get('n_blocks')} residual blocks, {net.get('n_local_enhancers', 0)} local enhancers",

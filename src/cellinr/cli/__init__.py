@@ -50,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only errors: no progress bars, warnings or informational messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"cellinr.cli.{name}")
-        except ModuleNotFoundError as exc:  # a stage not built yet
-            if exc.name == f"cellinr.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"cellinr.cli.{name}").register(subparsers)
     return parser
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cellinr._util.device import DEVICES
+
 
 def add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -11,7 +13,7 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
 
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+        "--device", default="auto", choices=DEVICES,
         help="compute device; auto picks CUDA, then MPS, then CPU (default: auto)",
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cellinr.cli._common import add_overwrite, add_spacing, positive_int
+from cellinr.measurement.comparison import TIMINGS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--names", nargs=2, default=("real", "synthetic"), metavar=("A", "B"),
                         help="names of the two sets in the report (default: real synthetic)")
     parser.add_argument("--axes", help="axes of the mask TIFFs if their metadata is missing, e.g. TZYX")
+    parser.add_argument("--timing", choices=TIMINGS, default=TIMINGS[0],
+                        help="sets with different frame intervals: strict refuses them, physical compares only "
+                        "frame-rate-independent quantities (default: strict)")
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="mask files measured in parallel processes (default: 1)")
     add_overwrite(parser)
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = compare(
         args.real, args.synthetic, args.out, spacing=args.spacing, descriptors=args.descriptors,
-        names=tuple(args.names), axes=args.axes, workers=args.workers, overwrite=args.overwrite,
+        names=tuple(args.names), axes=args.axes, workers=args.workers, timing=args.timing, overwrite=args.overwrite,
     )
     print(f"report: {out / 'report.html'}")
     return 0

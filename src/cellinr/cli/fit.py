@@ -9,6 +9,7 @@ from cellinr.cli._common import (
     positive_float,
     positive_int,
 )
+from cellinr.generation.frames import METHODS
 
 
 def register(subparsers) -> None:
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--points", type=positive_int, default=4096, help="points per step (default: 4096)")
     parser.add_argument("--lr", type=positive_float, default=5e-3, help="learning rate of the codes (default: 0.005)")
     parser.add_argument("--rotations", action="store_true", help="also optimise one rotation per sequence")
-    parser.add_argument("--method", default="fast", choices=("fast", "dense"),
+    parser.add_argument("--method", default=METHODS[0], choices=METHODS,
                         help="grid evaluation for the Dice (default: fast)")
     add_seed(parser)
     add_device(parser)

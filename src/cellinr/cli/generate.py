@@ -11,9 +11,13 @@ from cellinr.cli._common import (
     positive_float,
     positive_int,
 )
+from cellinr.generation.frames import METHODS, PRECISIONS
+from cellinr.generation.runner import FORMATS
+from cellinr.generation.samplers import LATENT_SAMPLERS, ROTATION_MODES
+from cellinr.io.meshes import MESH_FORMATS
 
-FORMATS_HELP = ("comma-separated outputs among tiff (mask T,Z,Y,X), sdf (HDF5), mesh (per frame), mip (T,Y,X), "
-                "ome-zarr (multiscale OME-Zarr mask, written frame by frame)")
+FORMATS_HELP = (f"comma-separated outputs among {', '.join(FORMATS)}: tiff (mask T,Z,Y,X), sdf (HDF5), mesh (per frame), "
+                "mip (T,Y,X), ome-zarr (multiscale OME-Zarr mask, written frame by frame)")
 
 
 def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -> None:
@@ -24,16 +28,16 @@ def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -
     parser.add_argument("--frames", type=int,
                         help="time points per sequence; any number samples the continuous time axis "
                         "(default: the training sequences' count)")
-    parser.add_argument("--method", default="fast", choices=("fast", "dense"),
+    parser.add_argument("--method", default=METHODS[0], choices=METHODS,
                         help="grid evaluation: fast (coarse-to-fine, same masks) or dense (default: fast)")
     if formats:
         parser.add_argument("--formats", default="tiff", help=f"{FORMATS_HELP} (default: tiff)")
         parser.add_argument("--reference-layout", action="store_true",
                             help="write the SDF as the reference's sdf_vid dataset (MATLAB axis order)")
-    parser.add_argument("--mesh-format", default="ply", choices=("ply", "obj", "stl"),
+    parser.add_argument("--mesh-format", default=MESH_FORMATS[0], choices=MESH_FORMATS,
                         help="mesh file format, vertices x y z in microns (default: ply)")
     parser.add_argument("--chunk", type=positive_int, default=2**17, help="points per network call (default: 131072)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+    parser.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS,
                         help="network precision (autocast; bf16/fp16 for GPUs) (default: fp32)")
     parser.add_argument("--max-memory-gb", type=positive_float,
                         help="refuse sizes needing more memory (default: 80%% of physical memory)")
@@ -52,12 +56,14 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--n", type=int, required=True, help="number of sequences")
     add_seed(parser)
-    parser.add_argument("--latent", default="gaussian", choices=("gaussian", "fitted", "perturb"),
-                        help="code sampler: N(0, sigma^2 I), a Gaussian fitted to the learned codes, or a learned "
-                        "code plus N(0, sigma^2) noise (default: gaussian)")
+    parser.add_argument("--latent", default=None, choices=LATENT_SAMPLERS,
+                        help="code sampler: gaussian N(0, sigma^2 I), fitted (a Gaussian fitted to the learned codes), "
+                        "perturb (a learned code plus N(0, sigma^2) noise) or kde (a learned code plus noise shaped "
+                        "like the codes' spread) (default: the sampler the model recommends, else perturb)")
     parser.add_argument("--sigma", type=float,
-                        help="noise scale (default: RMS of the learned codes for gaussian, a tenth of it for perturb)")
-    parser.add_argument("--rotation", default="random", choices=("random", "none"),
+                        help="noise scale (default: RMS of the learned codes for gaussian, a tenth of it for "
+                        "perturb); bandwidth of kde (default 0.5)")
+    parser.add_argument("--rotation", default=ROTATION_MODES[0], choices=ROTATION_MODES,
                         help="uniformly random rotation per sequence, or none (default: random)")
     add_grid_options(parser)
     parser.set_defaults(func=run)

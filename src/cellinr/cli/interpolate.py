@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cellinr.cli.generate import add_grid_options
+from cellinr.generation.frontends import INTERPOLATION_ROTATIONS
 
 
 def register(subparsers) -> None:
@@ -16,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--to", dest="end", required=True, metavar="B", help="end code: name or index")
     parser.add_argument("--steps", type=int, required=True, help="number of shapes, >= 2 (ends included)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--rotation", default="none", choices=("none", "learned"),
+    parser.add_argument("--rotation", default=INTERPOLATION_ROTATIONS[0], choices=INTERPOLATION_ROTATIONS,
                         help="canonical orientation, or interpolate the two learned rotations (default: none)")
     parser.add_argument("--formats", default="tiff", help="comma-separated outputs among tiff, sdf, mesh, mip")
     add_grid_options(parser, formats=False)

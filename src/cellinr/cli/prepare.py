@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 
 from cellinr.cli._common import add_overwrite, add_spacing, positive_float, positive_int
-
-#: The tracking modes of cellinr.data.tracking.TRACK_MODES (kept here so --help needs no numpy).
-TRACK_MODES = ("id", "overlap", "lap")
-LAP_GAP_FRAMES = 2
+from cellinr.data.preparation import CENTER_MODES
+from cellinr.data.tracking import LAP_GAP_FRAMES, TRACK_MODES
 
 HELP = "turn 3D / 3D+t masks or instance labels into SDF sequences (one per cell)"
 
@@ -37,7 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", default=None, metavar="NAME", help="HDF5 dataset or .npz array name")
     parser.add_argument("--frame-interval", type=positive_float, default=None, metavar="MIN",
                         help="minutes between frames (overrides ImageJ/OME metadata)")
-    parser.add_argument("--track", choices=TRACK_MODES, default="id",
+    parser.add_argument("--track", choices=TRACK_MODES, default=TRACK_MODES[0],
                         help="follow a label id through time, link labels by maximum overlap, or link them by "
                         "linear assignment with gap closing and divisions (lap; ids need not be stable)")
     parser.add_argument("--track-distance", type=positive_float, default=None, metavar="UM",
@@ -49,7 +47,7 @@ def register(subparsers) -> None:
                         help="lap: do not detect divisions")
     parser.add_argument("--min-voxels", type=int, default=0, metavar="N",
                         help="ignore label occurrences smaller than N input voxels")
-    parser.add_argument("--center", choices=("sequence", "frame"), default="sequence",
+    parser.add_argument("--center", choices=CENTER_MODES, default=CENTER_MODES[0],
                         help="centre the cube on the mean centroid of the sequence or on each frame's centroid")
     parser.add_argument("--keep-largest", action="store_true",
                         help="keep only the largest connected component of each frame")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cellinr.cli._common import add_overwrite, add_seed, positive_int
-
-KINDS = ("deforming", "dividing", "filopodial")
+from cellinr.data.simulation import KINDS
 
 
 def register(subparsers) -> None:

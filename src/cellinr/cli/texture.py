@@ -11,6 +11,7 @@ from cellinr.cli._common import (
     positive_float,
     positive_int,
 )
+from cellinr.nn.texture_config import TEXTURE_PRESETS
 
 
 def register(subparsers) -> None:
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     train.add_argument("--lr", type=positive_float, default=2e-4, help="Adam learning rate (default: 2e-4)")
     train.add_argument("--lambda-fm", type=float, default=10.0, help="feature-matching weight (default: 10)")
     train.add_argument("--lambda-l1", type=float, default=0.0, help="L1 weight (default: 0)")
-    train.add_argument("--preset", choices=("small", "pix2pixhd"), default="small",
+    train.add_argument("--preset", choices=TEXTURE_PRESETS, default=TEXTURE_PRESETS[0],
                        help="network sizes: small (CPU, default) or the pix2pixHD defaults")
     train.add_argument("--ngf", type=positive_int, help="generator filters (small: 16, pix2pixhd: 64)")
     train.add_argument("--n-downsample", type=int, help="generator down-samplings (small: 2, pix2pixhd: 4)")
@@ -102,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
         args._parser.print_help()
         return 2
     if action == "train":
-        from cellinr.nn.pix2pixhd import TextureNetConfig
+        from cellinr.nn.texture_config import TextureNetConfig
         from cellinr.training.texture import train_texture
 
-        net = TextureNetConfig.pix2pixhd() if args.preset == "pix2pixhd" else TextureNetConfig()
+        net = TextureNetConfig.preset(args.preset)
         overrides = {"ngf": args.ngf, "n_downsample": args.n_downsample, "n_blocks": args.n_blocks,
                      "n_local_enhancers": args.local_enhancers, "ndf": args.ndf, "num_d": args.num_d}
         values = net.to_dict()

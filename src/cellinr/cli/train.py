@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cellinr.cli._common import add_device, add_overwrite, positive_int
+from cellinr.model.config import ACTIVATIONS, PRESETS
 
 
 def register(subparsers) -> None:
@@ -18,11 +19,11 @@ def register(subparsers) -> None:
     )
     p.add_argument("dataset", metavar="DATASET_DIR", help="prepared SDF data set (manifest.json + HDF5 files)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
-    p.add_argument("--preset", default=None, choices=("reference", "small", "tiny"),
+    p.add_argument("--preset", default=None, choices=tuple(PRESETS),
                    help="configuration preset (default: small for a new run; the saved config with --resume)")
     p.add_argument("--config", metavar="FILE", help="YAML config; its keys override the preset")
     p.add_argument("--epochs", type=positive_int, help="number of epochs (overrides the config)")
-    p.add_argument("--activation", choices=("sine", "relu"), help="hidden activation (overrides the config)")
+    p.add_argument("--activation", choices=ACTIVATIONS, help="hidden activation (overrides the config)")
     p.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=None,
                    help="learn one rotation per sequence, the SO(3) disentanglement (default: from the preset; "
                    "on in reference, off in small)")

@@ -52,7 +52,9 @@ from cellinr.errors import InputError, OutputExistsError, ParameterError
 
 log = logging.getLogger(__name__)
 
-CENTER_MODES = ("sequence", "frame")
+CENTER_MODES = ("frame", "sequence")
+#: A cell fewer than this many output voxels across loses its shape (warned, with the numbers).
+MIN_VOXELS_ACROSS = 10.0
 #: Minimum number of background voxels between a cell and the cube faces.
 MARGIN = 2
 #: Input voxels of padding around a cell's box when resampling (room for the interpolated boundary).
@@ -322,6 +324,26 @@ def _choose_voxel(tracks, halves, spacings, *, size: int, voxel_size, scale) -> 
     return voxel, "voxel_size" if voxel_size is not None else "scale"
 
 
+def _warn_small_cells(tracks, scans, spacings, *, voxel: float, size: int, center: str) -> None:
+    """Warn, with the numbers, when preparing makes cells fewer than :data:`MIN_VOXELS_ACROSS` voxels across."""
+    small = []
+    for tr in tracks:
+        occ = scans[tr.source].occurrences
+        volume = min(occ[t][lab].count for t, lab in tr.labels.items()) * float(np.prod(spacings[tr.source]))
+        across = (6.0 * volume / math.pi) ** (1 / 3) / voxel  # equivalent-sphere diameter in output voxels
+        # only where preparing coarsens the input: a cell small in its own voxels stays as it was
+        if across < MIN_VOXELS_ACROSS and voxel > 1.01 * min(spacings[tr.source]):
+            small.append((across, tr.name, volume / voxel**3))
+    if not small:
+        return
+    across, name, voxels = min(small)
+    hint = ("the cube holds each whole trajectory (--center sequence): use --center frame for moving cells, "
+            if center == "sequence" else "")
+    log.warning("%d of %d cells are fewer than %d voxels across at %.4g um per voxel (smallest: %s, %.1f voxels "
+                "across, %.0f voxels in volume); their shape is lost: %sa larger --size or a smaller --voxel-size",
+                len(small), len(tracks), MIN_VOXELS_ACROSS, voxel, name, across, voxels, hint)
+
+
 class _FrameStats:
     """Per-frame numbers collected while a sequence is streamed to disk."""
 
@@ -381,6 +403,8 @@ def _write_sequence(folder: Path, tr: Track, cen: dict, src, spacing, occ, *, vo
         "input_volume_um3": [n * float(np.prod(s)) for n in stats.input_voxels],
         "volume_um3": stats.volumes,
         "centre_um": [cen[t].tolist() for t in frames] if center == "frame" else cen[frames[0]].tolist(),
+        # the cell's centroid per frame (Z, Y, X microns in the input's frame): its motion
+        "trajectory_um": [(np.asarray(occ[t][tr.labels[t]].centroid) * s).tolist() for t in frames],
         "crop_origin_um": [origins[t].tolist() for t in frames],
         # first and last cube voxel centres in input voxel coordinates (Z, Y, X), per frame
         "crop_box_input_voxels": [[(origins[t] / s).tolist(), ((origins[t] + (size - 1) * voxel) / s).tolist()]
@@ -440,7 +464,7 @@ def prepare(
     track_gap: int = LAP_GAP_FRAMES,
     track_divisions: bool = True,
     min_voxels: int = 0,
-    center: str = "sequence",
+    center: str = "frame",
     keep_largest: bool = False,
     allow_gaps: bool = False,
     exclude_border: bool = False,
@@ -482,8 +506,9 @@ def prepare(
     track_divisions : "lap" only: detect divisions (a mother's sequence ends, two daughters begin).
     min_voxels : occurrences of a label with fewer input voxels are ignored (cells below it in
         every frame are dropped, and listed as excluded in the manifest).
-    center : "sequence" (one cube centre: the mean centroid over frames, so motion is kept) or
-        "frame" (each frame centred on its own centroid).
+    center : "frame" (default: each frame centred on the cell's centroid, so the data set holds the
+        shape and the manifest its motion, ``trajectory_um``) or "sequence" (one cube centre, the mean
+        centroid over frames: the motion stays in the cube, which must then hold the whole path).
     keep_largest : keep only the largest 6-connected component of each resampled frame.
     allow_gaps : a cell missing in some frames keeps only the frames where it is present (otherwise
         InputError naming the frames).
@@ -545,6 +570,7 @@ def prepare(
             centres.append(c)
             halves.append(h)
         voxel, choice = _choose_voxel(tracks, halves, spacings, size=size, voxel_size=voxel_size, scale=scale)
+        _warn_small_cells(tracks, scans, spacings, voxel=voxel, size=size, center=center)
 
         # 3. resample, SDF, write
         manifest = new_manifest(

@@ -7,11 +7,9 @@ evaluation, mask = SDF <= 0) and compared with the ground-truth mask (the data s
 
 - overlap: Dice, average symmetric surface distance and 95th-percentile Hausdorff distance
   (:mod:`cellinr.measurement.overlap`, microns from the data set's voxel size);
-- protrusions: the number of thin protrusions (e.g. filopodia): skeleton end points in the parts of
-  the mask that vanish under a morphological opening with a ball of radius
-  :data:`PROTRUSION_RADIUS` voxels and reach at least :data:`PROTRUSION_MIN_LENGTH` voxels out of it
-  (see :func:`count_protrusions`); a smooth cell body counts 0. On simulated filopodial cells at
-  48^3 it finds 0/5/7/9 of the simulator's 0/5/12/12 protrusions (short ones are below resolution).
+- protrusions (:mod:`cellinr.measurement.protrusions`, opening radius ``protrusion_radius_um``,
+  default :data:`PROTRUSION_RADIUS_VOXELS` voxels): the thin-part Dice (mask minus its opening),
+  the protrusion Dice (the thin part without the body's rims) and the number of protrusions.
 
 Outputs in ``OUT``: ``runs/sine`` and ``runs/relu`` (the two trained run folders), ``figure.png``
 (maximum-intensity projections over time: ground truth | sine | ReLU per sequence), ``table.csv``
@@ -29,63 +27,15 @@ import numpy as np
 
 from cellinr._util.jsonsafe import json_safe
 from cellinr.errors import ParameterError
+from cellinr.measurement.protrusions import count_protrusions, protrusion_dice, thin_part_dice
 
 logger = logging.getLogger(__name__)
 
-#: Opening radius (voxels) that separates thin protrusions from the cell body.
-PROTRUSION_RADIUS = 2
-#: Removed parts reaching less far (voxels) out of the opened body are surface roughness.
-PROTRUSION_MIN_LENGTH = 3
 METHODS = ("truth", "sine", "relu")
 #: Written first into the output folder; a rerun with the same options resumes (reuses finished runs).
 MARKER = "activations.json"
-
-
-def count_protrusions(mask: np.ndarray, *, radius: int = PROTRUSION_RADIUS,
-                      min_length: int = PROTRUSION_MIN_LENGTH) -> int:
-    """Number of thin protrusions (e.g. filopodia) of a 3D mask, from skeleton end points.
-
-    The cell body is the morphological opening of the mask with a ball of radius ``radius``; the
-    removed voxels fall into connected parts (26-connectivity). A part that reaches at least
-    ``min_length`` voxels out of the body (Euclidean distance) holds one or more protrusions: it counts
-    as many as the end points of the mask's skeleton (:func:`skimage.morphology.skeletonize`) that it
-    holds at least ``min_length`` voxels out of the body (branched filopodia count per tip), and at
-    least one (thinning can drop the branch of a short, even-width rod). Parts closer to the body are
-    surface roughness (a voxelised smooth surface loses rims and corners under the opening).
-
-    Parameters
-    ----------
-    mask : (Z, Y, X) bool ndarray
-    radius : opening ball radius in voxels; parts thinner than about 2 * radius count as protrusions
-    min_length : parts and tips reaching less far out of the body (voxels) are ignored
-
-    Returns
-    -------
-    int
-    """
-    from scipy import ndimage as ndi
-    from skimage.morphology import ball, skeletonize
-
-    mask = np.asarray(mask) != 0
-    if not mask.any():
-        return 0
-    coords = np.argwhere(mask)
-    lo = coords.min(0)
-    hi = coords.max(0) + 1
-    crop = np.pad(mask[tuple(slice(a, b) for a, b in zip(lo, hi))], radius + 1)
-    body = ndi.binary_opening(crop, structure=ball(radius).astype(bool))
-    parts, n = ndi.label(crop & ~body, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return 0
-    if not body.any():  # all thin: a lone rod or sheet counts once
-        return 1
-    dist = ndi.distance_transform_edt(~body)
-    reach = np.asarray(ndi.maximum(dist, parts, index=np.arange(1, n + 1)))
-    skeleton = skeletonize(crop) > 0
-    neighbours = ndi.convolve(skeleton.astype(np.uint8), np.ones((3, 3, 3), np.uint8), mode="constant") - 1
-    tips = skeleton & (neighbours == 1) & (dist >= min_length)
-    tips_per_part = np.bincount(parts[tips], minlength=n + 1)[1:]
-    return int(np.where(reach >= min_length, np.maximum(tips_per_part, 1), 0).sum())
+#: Default opening radius of the protrusion measures, in voxels of the data set.
+PROTRUSION_RADIUS_VOXELS = 2
 
 
 def reconstruct_masks(run, index: int, dims: tuple[int, int, int], frames: int, *, device="cpu") -> np.ndarray:
@@ -117,6 +67,7 @@ def compare_activations(
     seed: int = 0,
     sequences: int | None = 4,
     max_frames: int = 8,
+    protrusion_radius_um: float | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> Path:
@@ -132,6 +83,7 @@ def compare_activations(
     device : ``auto``, ``cpu``, ``cuda`` or ``mps``
     sequences : evaluate the first this many sequences (None: all)
     max_frames : frames shown per sequence in the figure (evenly spaced; all frames are measured)
+    protrusion_radius_um : opening radius of the protrusion measures (default: 2 voxels)
 
     Returns
     -------
@@ -181,6 +133,8 @@ def compare_activations(
     voxel = dataset.voxel_size_um
     spacing = (float(voxel),) * 3 if isinstance(voxel, (int, float)) else (tuple(voxel) if voxel else None)
     n_eval = len(dataset) if sequences is None else min(sequences, len(dataset))
+    sp = spacing or (1.0, 1.0, 1.0)
+    radius_um = float(protrusion_radius_um) if protrusion_radius_um is not None else PROTRUSION_RADIUS_VOXELS * min(sp)
     rows: list[dict] = []
     figure_rows: list[list[np.ndarray]] = []
     row_labels: list[str] = []
@@ -197,13 +151,18 @@ def compare_activations(
             masks[activation] = reconstruct_masks(run, j, dims, len(truth), device=dev)
         for t in range(len(truth)):
             row = {"sequence": info.name, "frame": t,
-                   "protrusions_truth": count_protrusions(truth[t])}
+                   "protrusions_truth": count_protrusions(truth[t], radius_um=radius_um, spacing=sp)}
             for activation in ("sine", "relu"):
                 m = overlap_metrics(truth[t], masks[activation][t], spacing)
                 row[f"dice_{activation}"] = m["dice"]
                 row[f"assd_um_{activation}"] = m["assd_um"]
                 row[f"hd95_um_{activation}"] = m["hausdorff95_um"]
-                row[f"protrusions_{activation}"] = count_protrusions(masks[activation][t])
+                row[f"protrusions_{activation}"] = count_protrusions(masks[activation][t], radius_um=radius_um,
+                                                                     spacing=sp)
+                row[f"thin_dice_{activation}"] = thin_part_dice(truth[t], masks[activation][t], radius_um=radius_um,
+                                                                spacing=sp)
+                row[f"protrusion_dice_{activation}"] = protrusion_dice(truth[t], masks[activation][t],
+                                                                       radius_um=radius_um, spacing=sp)
             rows.append(row)
         shown = np.unique(np.linspace(0, len(truth) - 1, min(max_frames, len(truth))).round().astype(int))
         if not col_labels or len(shown) > len(col_labels):
@@ -224,6 +183,8 @@ def compare_activations(
             "dice_mean": float(col("dice").mean()), "dice_min": float(col("dice").min()),
             "assd_um_mean": float(col("assd_um").mean()) if len(col("assd_um")) else float("nan"),
             "hd95_um_mean": float(col("hd95_um").mean()) if len(col("hd95_um")) else float("nan"),
+            "thin_dice_mean": float(col("thin_dice").mean()),
+            "protrusion_dice_mean": float(col("protrusion_dice").mean()),
             "protrusions_mean": float(np.mean([r[f"protrusions_{activation}"] for r in rows])),
             "protrusion_count_error": float(err.mean()),
             "final_loss": _final_loss(out / "runs" / activation),
@@ -253,17 +214,18 @@ def compare_activations(
     )
     rep.table(
         ["activation", "parameters", "Dice (mean)", "Dice (min)", f"ASSD [{unit}]", f"HD95 [{unit}]",
-         "protrusions (mean)", "protrusion count error", "final loss", "frames without ASSD"],
+         "thin-part Dice", "protrusion Dice", "protrusions (mean)", "protrusion count error", "final loss",
+         "frames without ASSD"],
         [[s["activation"], s["parameters"], s["dice_mean"], s["dice_min"], s["assd_um_mean"], s["hd95_um_mean"],
-          s["protrusions_mean"], s["protrusion_count_error"], s["final_loss"], s["frames_without_surface_distance"]]
+          s["thin_dice_mean"], s["protrusion_dice_mean"], s["protrusions_mean"], s["protrusion_count_error"],
+          s["final_loss"], s["frames_without_surface_distance"]]
          for s in summary],
     )
     rep.paragraph(
-        "Protrusions: tips of the parts removed by an opening with a ball of radius "
-        f"{PROTRUSION_RADIUS} voxels and reaching at least {PROTRUSION_MIN_LENGTH} voxels out of the opened body, "
-        "counted per skeleton end point; the count error is the "
-        "mean absolute "
-        "difference to the ground truth per frame. ASSD and HD95 are means over the frames where the "
+        f"Protrusions: the parts removed by an opening with a ball of radius {radius_um:.3g} um "
+        "(cellinr.measurement.protrusions); thin-part Dice: Dice of mask minus opening; protrusion Dice: the same "
+        "without the body's rims; protrusions are counted per skeleton end point, and the count error is the "
+        "mean absolute difference to the ground truth per frame. ASSD and HD95 are means over the frames where the "
         "reconstruction and the ground truth both have a surface (`frames without ASSD` counts the others, "
         "e.g. empty reconstructions). Per-frame values are in `table.csv`."
     )

@@ -40,6 +40,7 @@ from cellinr.generation.samplers import (
     ROTATION_MODES,
     check_sampler,
     check_sigma,
+    default_sampler,
     random_rotation,
     sample_latents,
     sequence_rng,
@@ -139,7 +140,7 @@ def generate(
     dims: Sequence[int] | None = None,
     frames: int | None = None,
     seed: int = 0,
-    latent: str = "gaussian",
+    latent: str | None = None,
     sigma: float | None = None,
     rotation: str = "random",
     formats: Sequence[str] | str = ("tiff",),
@@ -167,8 +168,10 @@ def generate(
     size, dims : a cube edge, or (Z, Y, X); default the training size
     frames : time points per sequence (default: the training sequences' frame count)
     seed : random seed
-    latent : {"gaussian", "fitted", "perturb"}, see :func:`cellinr.generation.samplers.sample_latents`
-    sigma : noise scale for ``gaussian`` / ``perturb``
+    latent : {"gaussian", "fitted", "perturb", "kde"} (see :func:`cellinr.generation.samplers.sample_latents`),
+        or None: the sampler the run recommends (its ``run.json`` ``generation`` entry, chosen by
+        ``bench/bench_samplers.py`` for the bundled models), else ``perturb``
+    sigma : noise scale for ``gaussian`` / ``perturb``, bandwidth for ``kde``
     rotation : {"random", "none"}
     formats : subset of {"tiff", "sdf", "mesh", "mip"} (list or comma-separated)
     mesh_format : {"ply", "obj", "stl"}
@@ -189,12 +192,16 @@ def generate(
     if int(n) < 1:
         raise ParameterError(f"--n {n}: must be positive")
     sigma = check_sigma(sigma)
-    check_sampler(latent)
+    if latent is not None:
+        check_sampler(latent)
     if rotation not in ROTATION_MODES:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(ROTATION_MODES)}")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
                method=method, chunk=chunk, precision=precision)
     frames = int(frames) if frames is not None else s.run.max_frames
+    if latent is None:
+        latent, run_sigma = default_sampler(s.run)
+        sigma = sigma if sigma is not None else run_sigma
     codes = s.run.codes
     jobs = []
     for i in range(int(n)):

@@ -1,8 +1,13 @@
 """Latent codes and rotations for new cells.
 
 Samplers (:data:`LATENT_SAMPLERS`): ``gaussian`` z ~ N(0, sigma^2 I) (the reference's sampler),
-``fitted`` z ~ N(mean, C) with the Ledoit-Wolf-shrunk covariance of the learned codes, and
-``perturb`` a learned code plus N(0, sigma^2 I) noise (the reference's choice for filopodial cells).
+``fitted`` z ~ N(mean, C) with the Ledoit-Wolf-shrunk covariance of the learned codes,
+``perturb`` a learned code plus N(0, sigma^2 I) noise (the reference's choice for filopodial cells),
+and ``kde`` a kernel density estimate over the learned codes: a learned code plus N(0, h^2 C) noise
+with the shrunk covariance C of the codes (a Gaussian mixture with one component per training
+sequence). Rules of thumb such as Scott's give h close to 1 for 64-192-d codes and a handful of
+sequences, i.e. samples as far from the codes as ``fitted``; a smaller h keeps them near the codes
+the decoder has learned. A run can record its own default sampler (:func:`default_sampler`).
 Every draw takes a :class:`numpy.random.Generator`; :func:`sequence_rng` derives an independent one
 per output sequence, so sequence i depends only on (seed, i).
 """
@@ -13,7 +18,20 @@ import numpy as np
 
 from cellinr.errors import ParameterError
 
-LATENT_SAMPLERS = ("gaussian", "fitted", "perturb")
+LATENT_SAMPLERS = ("gaussian", "fitted", "perturb", "kde")
+#: Bandwidth of the ``kde`` sampler, relative to the codes' covariance.
+KDE_BANDWIDTH = 0.5
+#: The sampler of runs that do not record one.
+DEFAULT_SAMPLER = "perturb"
+
+
+def default_sampler(run) -> tuple[str, float | None]:
+    """(sampler, sigma) a run recommends (``run.json`` key ``generation``), else :data:`DEFAULT_SAMPLER`."""
+    gen = run.info.get("generation") if isinstance(getattr(run, "info", None), dict) else None
+    if isinstance(gen, dict) and gen.get("latent") in LATENT_SAMPLERS:
+        sigma = gen.get("sigma")
+        return gen["latent"], None if sigma is None else check_sigma(sigma)
+    return DEFAULT_SAMPLER, None
 ROTATION_MODES = ("random", "none")
 
 
@@ -46,10 +64,11 @@ def sample_latents(
 
     Parameters
     ----------
-    sampler : {"gaussian", "fitted", "perturb"}
+    sampler : {"gaussian", "fitted", "perturb", "kde"}
         ``gaussian``: z ~ N(0, sigma^2 I). ``fitted``: z ~ N(mean, C) with the mean and the
         Ledoit-Wolf-shrunk covariance C of the learned ``codes`` (sigma unused). ``perturb``: a
-        learned code chosen uniformly at random plus N(0, sigma^2 I) noise.
+        learned code chosen uniformly at random plus N(0, sigma^2 I) noise. ``kde``: a learned code
+        plus N(0, h^2 C) noise, h = ``sigma`` or :data:`KDE_BANDWIDTH`.
     n : number of codes.
     codes : (N, L) ndarray, the learned codes.
     sigma : noise scale of ``gaussian`` and ``perturb``; default: the RMS of the learned codes'
@@ -80,6 +99,16 @@ def sample_latents(
         src = rng.integers(0, codes.shape[0], size=n)
         z = codes[src] + rng.standard_normal((n, length)) * s
         info = [{"sampler": "perturb", "sigma": s, "source_index": int(i)} for i in src]
+    elif sampler == "kde":
+        if codes.shape[0] < 2:
+            raise ParameterError("--latent kde needs at least 2 learned codes; use perturb")
+        _, cov, lam = fit_gaussian(codes, shrinkage=shrinkage)
+        h = KDE_BANDWIDTH if sigma is None else float(sigma)
+        w, v = np.linalg.eigh(cov)
+        factor = v * np.sqrt(np.clip(w, 0.0, None))
+        src = rng.integers(0, codes.shape[0], size=n)
+        z = codes[src] + h * rng.standard_normal((n, length)) @ factor.T
+        info = [{"sampler": "kde", "bandwidth": h, "shrinkage": lam, "source_index": int(i)} for i in src]
     else:
         if codes.shape[0] < 2:
             raise ParameterError("--latent fitted needs at least 2 learned codes; use gaussian or perturb")

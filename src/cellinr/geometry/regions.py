@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -13,3 +15,40 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(f"masks differ in shape: {a.shape} and {b.shape}")
     denom = int(a.sum()) + int(b.sum())
     return 1.0 if denom == 0 else float(2.0 * np.logical_and(a, b).sum() / denom)
+
+
+def opening(mask: np.ndarray, radius: float, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """Morphological opening of a 2D or 3D mask by a Euclidean ball of ``radius`` (units of ``spacing``).
+
+    Computed exactly with two Euclidean distance transforms instead of a structuring element
+    (fast for any radius, anisotropic voxels allowed): a point survives the erosion when its distance
+    to the background exceeds ``radius``; the opening is everything within ``radius`` of the eroded set.
+    """
+    from scipy import ndimage as ndi
+
+    mask = np.asarray(mask, dtype=bool)
+    sampling = None if spacing is None else tuple(float(s) for s in spacing)
+    if not mask.any():
+        return mask.copy()
+    coords = np.argwhere(mask)
+    step = np.ones(mask.ndim) if sampling is None else np.asarray(sampling)
+    pad = int(np.ceil(radius / step.min())) + 2
+    lo = np.maximum(coords.min(0) - pad, 0)
+    hi = np.minimum(coords.max(0) + 1 + pad, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    crop = np.pad(mask[box], pad)  # the volume border counts as background
+    eroded = ndi.distance_transform_edt(crop, sampling=sampling) > radius
+    opened = np.zeros_like(crop) if not eroded.any() else ndi.distance_transform_edt(~eroded, sampling=sampling) <= radius
+    out = np.zeros_like(mask)
+    out[box] = (opened & crop)[tuple(slice(pad, pad + (b - a)) for a, b in zip(lo, hi))]
+    return out
+
+
+def thin_part(mask: np.ndarray, radius: float, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """The thin part of a mask: ``mask AND NOT opening(mask, ball(radius))``.
+
+    Structures narrower than about ``2 * radius`` (filopodia, thin branches) are thin; a body that a
+    ball of ``radius`` fits into is not (up to rims and corners of voxelised surfaces).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    return mask & ~opening(mask, radius, spacing)

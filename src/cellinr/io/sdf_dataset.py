@@ -157,9 +157,10 @@ def write_sequence(
 
 def new_manifest(**fields) -> dict:
     """A manifest dict with the format header; callers add ``sequences`` and normalisation fields."""
-    from cellinr import __version__
 
-    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "tool_version": __version__, **fields}
+    from cellinr._util.jsonsafe import file_header
+
+    return {**file_header(FORMAT_NAME, FORMAT_VERSION), **fields}
 
 
 def write_manifest(folder: str | os.PathLike, manifest: dict) -> Path:

@@ -374,18 +374,29 @@ def _spacing_from_tiff(tif) -> tuple[float, float, float] | None:
             z = float(z) if z is not None else 1.0
             return (z * factor, y * factor, x * factor)
     if tif.is_ome and tif.ome_metadata:
-        match = re.search(r"<Pixels\b[^>]*>", tif.ome_metadata)
-        pixels = match.group(0) if match else tif.ome_metadata
+        pixels = _ome_pixels(tif)
         sizes = {}
         for axis in "ZYX":
-            value = re.search(rf'PhysicalSize{axis}="([0-9.eE+-]+)"', pixels)
-            if value:
-                unit = re.search(rf'PhysicalSize{axis}Unit="([^"]+)"', pixels)
-                factor = _unit_factor(unit.group(1) if unit else "um") or 1.0
-                sizes[axis] = float(value.group(1)) * factor
+            if pixels is not None and f"PhysicalSize{axis}" in pixels:
+                factor = _unit_factor(pixels.get(f"PhysicalSize{axis}Unit", "µm")) or 1.0
+                try:
+                    sizes[axis] = float(pixels[f"PhysicalSize{axis}"]) * factor
+                except (TypeError, ValueError):
+                    continue
         if sizes:
             return (sizes.get("Z", 1.0), sizes.get("Y", 1.0), sizes.get("X", 1.0))
     return None
+
+
+def _ome_pixels(tif) -> dict | None:
+    """The ``Pixels`` element of the first OME image as a dict (tifffile's OME-XML parser), or None."""
+    import tifffile
+
+    try:
+        image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+        return (image[0] if isinstance(image, list) else image)["Pixels"]
+    except (KeyError, TypeError, IndexError, ValueError):
+        return None
 
 
 def _interval_from_tiff(tif) -> float | None:
@@ -399,13 +410,10 @@ def _interval_from_tiff(tif) -> float | None:
         except (TypeError, ValueError):
             return None
     if tif.is_ome and tif.ome_metadata:
-        import tifffile
-
+        pixels = _ome_pixels(tif)
         try:
-            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
             return interval_to_minutes(float(pixels["TimeIncrement"]), pixels.get("TimeIncrementUnit", "s"))
-        except (KeyError, TypeError, ValueError, IndexError):
+        except (KeyError, TypeError, ValueError):
             return None
     return None
 

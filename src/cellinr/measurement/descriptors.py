@@ -57,6 +57,7 @@ import numpy as np
 
 from cellinr.errors import InputError, ParameterError
 from cellinr.io.units import parse_spacing
+from cellinr.measurement.protrusions import PROTRUSION_RADIUS_UM, protrusion_descriptors
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ DESCRIPTORS_3D = (
     "normalised_mean_curvature",
     "gaussian_curvature_mean_per_um2",
     "gaussian_curvature_sd_per_um2",
+    "n_protrusions",
+    "protrusion_volume_fraction",
 )
 
 #: Per-frame descriptors of 2D masks, in column order.
@@ -105,6 +108,8 @@ DESCRIPTORS_2D = (
     "solidity",
     "n_components",
     "euler_characteristic",
+    "n_protrusions",
+    "protrusion_volume_fraction",
 )
 
 #: Per-sequence descriptors (repeated on each row of a sequence) and the frame-pair shape change.
@@ -126,6 +131,7 @@ def describe_mask(
     *,
     smoothing: float = SMOOTH_SIGMA,
     curvature_rings: int = CURVATURE_SMOOTHING,
+    protrusion_radius_um: float = PROTRUSION_RADIUS_UM,
 ) -> dict[str, float]:
     """Shape descriptors of one binary mask, in physical units.
 
@@ -137,6 +143,8 @@ def describe_mask(
         Voxel size; default 1 (then units are voxels).
     smoothing : Gaussian sigma (voxels) of the clamped smoothing before marching cubes / contours.
     curvature_rings : rounds of 1-ring averaging of per-vertex curvature (3D).
+    protrusion_radius_um : opening radius separating thin protrusions from the body
+        (:mod:`cellinr.measurement.protrusions`).
 
     Returns
     -------
@@ -147,15 +155,19 @@ def describe_mask(
     if mask.ndim not in (2, 3):
         raise InputError(f"mask: expected a 2D (Y, X) or 3D (Z, Y, X) array, got shape {mask.shape}")
     spacing = parse_spacing(spacing, ndim=mask.ndim, default=1.0)
-    check_measurement_parameters(smoothing, curvature_rings)
+    check_measurement_parameters(smoothing, curvature_rings, protrusion_radius_um)
     mask = mask != 0
-    if mask.ndim == 3:
-        return _describe_3d(mask, spacing, smoothing=smoothing, rings=int(curvature_rings))
-    return _describe_2d(mask, spacing, smoothing=smoothing)
+    row = (_describe_3d(mask, spacing, smoothing=smoothing, rings=int(curvature_rings)) if mask.ndim == 3
+           else _describe_2d(mask, spacing, smoothing=smoothing))
+    row.update(protrusion_descriptors(mask, radius_um=protrusion_radius_um, spacing=spacing))
+    return row
 
 
-def check_measurement_parameters(smoothing: float, curvature_rings: int) -> None:
-    """Refuse a negative or non-finite smoothing and a negative or non-integer ring count."""
+def check_measurement_parameters(smoothing: float, curvature_rings: int,
+                                 protrusion_radius_um: float = PROTRUSION_RADIUS_UM) -> None:
+    """Refuse a negative or non-finite smoothing, a negative or non-integer ring count, a bad radius."""
+    if not (math.isfinite(float(protrusion_radius_um)) and float(protrusion_radius_um) > 0):
+        raise ParameterError(f"protrusion radius {protrusion_radius_um}: must be a positive number of microns")
     if not (math.isfinite(float(smoothing)) and float(smoothing) >= 0):
         raise ParameterError(f"smoothing {smoothing}: must be a finite number >= 0 (voxels)")
     if isinstance(curvature_rings, bool) or int(curvature_rings) != curvature_rings or int(curvature_rings) < 0:

@@ -31,11 +31,12 @@ from cellinr.measurement.descriptors import (
     check_measurement_parameters,
     describe_mask,
 )
+from cellinr.measurement.protrusions import PROTRUSION_RADIUS_UM
 
 logger = logging.getLogger(__name__)
 
 #: Columns that record how a row was computed.
-PARAMETER_COLUMNS = ("spacing_um", "frame_interval_min", "smoothing_sigma_vox", "curvature_rings")
+PARAMETER_COLUMNS = ("spacing_um", "frame_interval_min", "smoothing_sigma_vox", "curvature_rings", "protrusion_radius_um")
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,6 +53,7 @@ def describe_sequence(
     frame_interval: float | None = None,
     smoothing: float = SMOOTH_SIGMA,
     curvature_rings: int = CURVATURE_SMOOTHING,
+    protrusion_radius_um: float = PROTRUSION_RADIUS_UM,
     progress: bool = False,
 ) -> list[dict]:
     """Descriptor rows of one sequence of masks.
@@ -88,7 +90,7 @@ def describe_sequence(
         raise InputError(f"{name}: frames of different sizes {sorted(shapes)}")
     spacing = parse_spacing(spacing, ndim=ndim, default=1.0)
     interval = parse_frame_interval(frame_interval, name="frame_interval")
-    check_measurement_parameters(smoothing, curvature_rings)
+    check_measurement_parameters(smoothing, curvature_rings, protrusion_radius_um)
     n = len(frames)
     rows = []
     prev = None
@@ -99,7 +101,8 @@ def describe_sequence(
             "time": t / (n - 1) if n > 1 else 0.0, "time_min": t * interval if interval else float("nan"),
             "ndim": ndim,
         }
-        row.update(describe_mask(frame, spacing, smoothing=smoothing, curvature_rings=curvature_rings))
+        row.update(describe_mask(frame, spacing, smoothing=smoothing, curvature_rings=curvature_rings,
+                                      protrusion_radius_um=protrusion_radius_um))
         row["shape_change"] = float("nan") if prev is None else 1.0 - dice(prev, frame)
         prev = frame
         rows.append(row)
@@ -121,6 +124,7 @@ def describe_sequence(
         r["frame_interval_min"] = interval if interval else float("nan")
         r["smoothing_sigma_vox"] = float(smoothing)
         r["curvature_rings"] = int(curvature_rings)
+        r["protrusion_radius_um"] = float(protrusion_radius_um)
     return rows
 
 
@@ -137,6 +141,7 @@ def measure_file(
     examples: int = 0,
     smoothing: float = SMOOTH_SIGMA,
     curvature_rings: int = CURVATURE_SMOOTHING,
+    protrusion_radius_um: float = PROTRUSION_RADIUS_UM,
 ) -> tuple[list[dict], list[tuple[str, np.ndarray]]]:
     """Descriptor rows of the mask sequences of one input, plus up to ``examples`` preview projections.
 
@@ -155,7 +160,8 @@ def measure_file(
                                                                    frame_interval=frame_interval):
         logger.debug("measuring %s (%d frames)", name, len(masks))
         rows.extend(describe_sequence(masks, sp, name=name, source=source, label=label, frame_interval=interval,
-                                      smoothing=smoothing, curvature_rings=curvature_rings))
+                                      smoothing=smoothing, curvature_rings=curvature_rings,
+                                      protrusion_radius_um=protrusion_radius_um))
         if len(previews) < examples:
             frame = masks[len(masks) // 2]
             previews.append((name, frame.max(axis=0) if frame.ndim == 3 else frame))
@@ -176,6 +182,7 @@ def measure_files(
     examples: int = 0,
     smoothing: float = SMOOTH_SIGMA,
     curvature_rings: int = CURVATURE_SMOOTHING,
+    protrusion_radius_um: float = PROTRUSION_RADIUS_UM,
     workers: int = 1,
     progress: bool | None = None,
     desc: str = "measuring",
@@ -194,10 +201,11 @@ def measure_files(
         raise ParameterError(f"workers: must be a positive integer, got {workers!r}")
     from cellinr.io.masks import mask_inputs
 
-    check_measurement_parameters(smoothing, curvature_rings)
+    check_measurement_parameters(smoothing, curvature_rings, protrusion_radius_um)
     files = mask_inputs(path)
     kwargs = {"spacing": None if spacing is None else tuple(spacing), "axes": axes, "frame_interval": frame_interval,
-              "examples": examples, "smoothing": smoothing, "curvature_rings": curvature_rings}
+              "examples": examples, "smoothing": smoothing, "curvature_rings": curvature_rings,
+              "protrusion_radius_um": protrusion_radius_um}
     jobs = [(f, kwargs) for f in files]
     bar = tqdm(total=len(files), desc=desc, unit="file", disable=None if progress is None else not progress,
                leave=False)
@@ -231,6 +239,7 @@ def measure(
     frame_interval: float | None = None,
     smoothing: float = SMOOTH_SIGMA,
     curvature_rings: int = CURVATURE_SMOOTHING,
+    protrusion_radius_um: float = PROTRUSION_RADIUS_UM,
     workers: int = 1,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -248,8 +257,8 @@ def measure(
         Overrides the axes of the metadata, e.g. "TYX" for a 2D+t stack without metadata.
     frame_interval : minutes, optional
         Overrides the frame interval of the metadata (growth rates per minute need it).
-    smoothing, curvature_rings : see :func:`cellinr.measurement.descriptors.describe_mask`; recorded in
-        every row
+    smoothing, curvature_rings, protrusion_radius_um : see
+        :func:`cellinr.measurement.descriptors.describe_mask`; recorded in every row
     workers : files measured in parallel (processes); the rows are the same for any value
     overwrite : replace an existing ``out``
     progress : show a progress bar (default: when on a terminal)
@@ -266,7 +275,8 @@ def measure(
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
     rows, _ = measure_files(path, spacing=spacing, axes=axes, frame_interval=frame_interval, smoothing=smoothing,
-                            curvature_rings=curvature_rings, workers=workers, progress=progress)
+                            curvature_rings=curvature_rings, protrusion_radius_um=protrusion_radius_um, workers=workers,
+                            progress=progress)
     if len({int(r["ndim"]) for r in rows}) > 1:
         raise InputError(f"{path}: mixes 2D and 3D masks; measure them separately")
     if out is not None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cellinr._util.jsonsafe import file_header, file_type_of, tool_version_of
 from cellinr.errors import ConfigError, ParameterError, RunError
 
 if TYPE_CHECKING:
@@ -126,6 +127,19 @@ class Run:
             return interval
         return interval * (span - 1) / (frames - 1)
 
+    def trajectory(self, index: int) -> np.ndarray | None:
+        """(T, 3) centroid path (Z, Y, X microns) of training sequence ``index``, or None when not recorded.
+
+        From the data set's manifest (``trajectory_um``, written by ``prepare``): with per-frame centring
+        the data set holds each cell's shape and this holds its motion.
+        """
+        name = self.names[index]
+        for entry in self.manifest.get("sequences", []) if isinstance(self.manifest, dict) else []:
+            if isinstance(entry, dict) and entry.get("name") == name and entry.get("trajectory_um") is not None:
+                path = np.asarray(entry["trajectory_um"], dtype=np.float64)
+                return path if path.ndim == 2 and path.shape[1] == 3 and np.isfinite(path).all() else None
+        return None
+
     @property
     def codes(self) -> np.ndarray:
         """(N, L) float32 learned codes as a NumPy array."""
@@ -171,7 +185,6 @@ def write_run_files(
     import torch
     from safetensors.torch import save_file
 
-    from cellinr import __version__
     from cellinr._util.atomic import atomic_path, atomic_write_text
     from cellinr.model.config import save_config
 
@@ -192,7 +205,7 @@ def write_run_files(
     if manifest is not None:
         atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2))
     record = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "version": __version__,
+        **file_header(FORMAT_NAME, FORMAT_VERSION),
         "names": list(names), "frames": [int(f) for f in frames],
         "model_sha256": sha256_file(folder / MODEL_FILE), **(info or {}),
     }
@@ -230,7 +243,7 @@ def load_run(path: str | os.PathLike, device="cpu") -> Run:
         info = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise RunError(f"{path / RUN_FILE}: unreadable ({exc})") from None
-    if info.get("format") != FORMAT_NAME:
+    if file_type_of(info) != FORMAT_NAME:
         raise RunError(f"{path / RUN_FILE}: not a {FORMAT_NAME} record")
     try:
         config = load_config(path / CONFIG_FILE)
@@ -270,6 +283,6 @@ def load_run(path: str | os.PathLike, device="cpu") -> Run:
         raise RunError(f"{path / MODEL_FILE}: checksum differs from run.json (file changed or corrupted)")
     return Run(
         path=path, config=config, decoder=decoder, latents=latents.to(device), rotations=rotations.to(device),
-        names=names, frames=frames, manifest=manifest, model_hash=model_hash, version=str(info.get("version", "")),
+        names=names, frames=frames, manifest=manifest, model_hash=model_hash, version=tool_version_of(info),
         info=info,
     )

@@ -108,12 +108,13 @@ def _frame_files(folder: Path) -> list[Path]:
 # -- cellinr folders -----------------------------------------------------------------------------------
 def sequence_records(folder: Path) -> list[dict]:
     """The per-sequence JSON records of a generated folder, in name order."""
+    from cellinr._util.jsonsafe import file_type_of
     from cellinr.generation.runner import SEQUENCE_FORMAT
 
     out = []
     for p in sorted(folder.glob("*.json")):
         record = _json(p)
-        if isinstance(record, dict) and record.get("format") == SEQUENCE_FORMAT:
+        if file_type_of(record) == SEQUENCE_FORMAT:
             out.append(record)
     return out
 
@@ -206,7 +207,8 @@ def reader_for(path: str | os.PathLike):
     this module recognises, else None. Recognising reads only small JSON files; reading is deferred."""
     from functools import partial
 
-    from cellinr.benchmarking import BENCHMARK_JSON, BENCHMARK_KIND
+    from cellinr._util.jsonsafe import file_type_of
+    from cellinr.benchmarking import BENCHMARK_FORMAT, BENCHMARK_JSON
     from cellinr.io.sdf_dataset import FORMAT_NAME as DATASET_FORMAT
     from cellinr.io.sdf_dataset import MANIFEST
     from cellinr.model.run import CONFIG_FILE, MODEL_FILE
@@ -220,7 +222,7 @@ def reader_for(path: str | os.PathLike):
         record = _json(path.with_name(f"{path.name.split('.')[0]}.json"))
         from cellinr.generation.runner import SEQUENCE_FORMAT
 
-        if isinstance(record, dict) and record.get("format") == SEQUENCE_FORMAT:
+        if file_type_of(record) == SEQUENCE_FORMAT:
             return partial(sequence_layers, path.parent, record)
         return None
     if not path.is_dir():
@@ -228,13 +230,13 @@ def reader_for(path: str | os.PathLike):
     if (path / CONFIG_FILE).is_file() and (path / MODEL_FILE).is_file():
         return partial(run_layers, path)
     info = _json(path / BENCHMARK_JSON) if (path / BENCHMARK_JSON).is_file() else None
-    if isinstance(info, dict) and info.get("kind") == BENCHMARK_KIND:
+    if file_type_of(info) == BENCHMARK_FORMAT:
         return partial(benchmark_layers, path)
     records = sequence_records(path)
     if records:
         return lambda: [layer for record in records for layer in sequence_layers(path, record)]
     manifest = _json(path / MANIFEST) if (path / MANIFEST).is_file() else None
-    if isinstance(manifest, dict) and manifest.get("format") == DATASET_FORMAT:
+    if file_type_of(manifest) == DATASET_FORMAT:
         return partial(dataset_layers, path)
     frames = _frame_files(path)
     if frames:

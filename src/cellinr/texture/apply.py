@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cellinr._util.jsonsafe import file_type_of
 from cellinr.errors import ConfigError, RunError
 from cellinr.model.registry import TEXTURE_MARKER as MODEL_JSON
 from cellinr.model.registry import resolve_texture_model
@@ -78,7 +79,7 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{meta_path}: not valid JSON ({exc})") from None
-    kind = meta.get("kind") if isinstance(meta, dict) else None
+    kind = file_type_of(meta)
     if kind != MODEL_KIND:
         raise RunError(f"{path}: not a texture model ({MODEL_JSON} has kind {kind!r}, not {MODEL_KIND!r})")
     st_path, pt_path = path / "generator.safetensors", path / "generator.pt"
@@ -102,7 +103,8 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
 def _texture_model(meta: dict, state: dict, path: Path, where: Path, device: str) -> TextureModel:
     """Build the generator that ``meta`` describes, load ``state`` into it, on ``device``."""
     from cellinr._util.device import resolve_device
-    from cellinr.nn.pix2pixhd import TextureNetConfig, build_generator
+    from cellinr.nn.pix2pixhd import build_generator
+    from cellinr.nn.texture_config import TextureNetConfig
 
     try:
         config = TextureNetConfig.from_dict(meta["net"])

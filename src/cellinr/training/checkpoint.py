@@ -1,9 +1,11 @@
-"""Training checkpoints: atomic writes, pruning, and loading with fall-back to the previous one.
+"""Training checkpoints of shape and texture training: atomic writes, pruning, and loading with
+fall-back to the previous one.
 
 A checkpoint is ``RUN_DIR/checkpoints/epoch_NNNNNNN.pt``, a torch file holding only tensors and
-plain Python values (loaded with ``weights_only=True``, so loading never executes code): network,
-codes and rotations (the ShapeModel state dict), the three optimisers and schedulers, the gradient
-scaler, the torch RNG states, the next epoch, and what makes a run compatible (config, data).
+plain Python values (loaded with ``weights_only=True``, so loading never executes code) and at
+least the key ``epoch`` (epochs done). Shape training stores the ShapeModel state (network, codes,
+rotations), optimisers, schedulers, scaler, RNG states and what makes a run compatible; texture
+training the generator, discriminator, optimisers, scalers, RNG state and its settings.
 """
 
 from __future__ import annotations
@@ -53,15 +55,16 @@ def save_checkpoint(run_dir: str | os.PathLike, epoch: int, state: dict, *, keep
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load one checkpoint (``weights_only=True``)."""
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", *, required: tuple[str, ...] = ("model",)) -> dict:
+    """Load one checkpoint (``weights_only=True``); it must hold ``epoch`` and the ``required`` keys."""
     state = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
+    if not isinstance(state, dict) or any(k not in state for k in ("epoch", *required)):
         raise ValueError("not a cellinr training checkpoint")
     return state
 
 
-def load_latest(run_dir: str | os.PathLike, map_location="cpu") -> tuple[Path, dict]:
+def load_latest(run_dir: str | os.PathLike, map_location="cpu", *,
+                required: tuple[str, ...] = ("model",)) -> tuple[Path, dict]:
     """The newest readable checkpoint of a run.
 
     A checkpoint that cannot be read (truncated, corrupted) is skipped with a warning naming it,
@@ -72,7 +75,7 @@ def load_latest(run_dir: str | os.PathLike, map_location="cpu") -> tuple[Path, d
         raise RunError(f"{run_dir}: no checkpoint to resume from (checkpoints/ is empty or missing)")
     for epoch, path in found:
         try:
-            return path, load_checkpoint(path, map_location)
+            return path, load_checkpoint(path, map_location, required=required)
         except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError,
                 pickle.UnpicklingError) as exc:
             msg = f"{path}: corrupted or unreadable checkpoint ({type(exc).__name__}); falling back to the previous one"

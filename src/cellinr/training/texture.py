@@ -10,7 +10,7 @@ The model folder (``out``)::
 
     texture_model.json        kind, network config, intensity normalisation, training settings, version
     generator.safetensors     generator weights (all that applying the model needs)
-    checkpoints/last.pt       full training state (resume); previous.pt is the one before
+    checkpoints/epoch_N.pt    full training state (resume; the newest two are kept)
     samples/epoch_0001.png    per epoch: condition | generated | real, for fixed crops
     log.csv                   one row per step: losses, learning rate, time
 """
@@ -18,7 +18,6 @@ The model folder (``out``)::
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import os
@@ -31,14 +30,15 @@ import torch
 from cellinr._util.atomic import atomic_path, atomic_write_text, check_output_dir
 from cellinr.errors import InputError, ParameterError, RunError
 from cellinr.nn.pix2pixhd import (
-    TextureNetConfig,
     build_discriminator,
     build_generator,
     feature_matching_loss,
     init_weights,
     lsgan_loss,
 )
+from cellinr.nn.texture_config import TextureNetConfig
 from cellinr.texture.data import Frame, check_labels, condition_from_labels, load_pairs
+from cellinr.training import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
 
@@ -136,34 +136,6 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         iio.imwrite(tmp, array, extension=".png")
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        os.replace(path, path.with_name("previous.pt"))
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
-
-
-def _load_checkpoint(folder: Path) -> dict:
-    errors = []
-    for name in ("last.pt", "previous.pt"):
-        path = folder / "checkpoints" / name
-        if not path.exists():
-            continue
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a damaged file: torch raises several types
-            errors.append(f"{name}: {type(exc).__name__}")
-            log.warning("%s: cannot load checkpoint (%s); trying the previous one", path, exc)
-            continue
-        if errors:
-            log.warning("resuming from %s", path)
-        return state
-    raise RunError(f"{folder}: no usable checkpoint to resume from" + (f" ({'; '.join(errors)})" if errors else ""))
-
-
 def write_model_json(out: Path, info: dict) -> None:
     atomic_write_text(out / MODEL_JSON, json.dumps(info, indent=2) + "\n")
 
@@ -247,9 +219,9 @@ def train_texture(
     if not frames:
         raise InputError(f"{images}: no training images")
     if resume:
-        if not (out / "checkpoints").is_dir():
+        if not (out / ckpt.CHECKPOINT_DIR).is_dir():
             raise RunError(f"{out}: nothing to resume (no checkpoints folder)")
-        state = _load_checkpoint(out)
+        _, state = ckpt.load_latest(out, required=("generator", "discriminator"))
         net_cfg = TextureNetConfig.from_dict(state["net"])
         lo, hi = state["lo"], state["hi"]
         settings = json.loads(state["settings"])
@@ -316,7 +288,7 @@ def train_texture(
     sample_cond_t = torch.from_numpy(sample_cond).to(dev)
 
     info = {
-        "kind": MODEL_KIND,
+        "format": MODEL_KIND,
         "format_version": FORMAT_VERSION,
         "net": net_cfg.to_dict(),
         "normalisation": {"lo": lo, "hi": hi, "dtype": dtype},
@@ -383,7 +355,7 @@ def train_texture(
             sample_fake = G(sample_cond_t).float().cpu().numpy()
         _write_png(out / "samples" / f"epoch_{epoch + 1:04d}.png", _png_grid(sample_cond, sample_fake, sample_real))
         _save_weights(out / WEIGHTS, G)
-        _save_checkpoint(out / "checkpoints" / "last.pt", {
+        ckpt.save_checkpoint(out, epoch + 1, keep=2, state={
             "generator": G.state_dict(), "discriminator": D.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "scaler_g": scaler_g.state_dict() if use_amp else {}, "scaler_d": scaler_d.state_dict() if use_amp else {},

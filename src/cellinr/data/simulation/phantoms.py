@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr._util.jsonsafe import json_safe
+from cellinr._util.jsonsafe import file_header, json_safe
 from cellinr.data.simulation.deforming import _Deforming
 from cellinr.data.simulation.dividing import _Dividing
 from cellinr.data.simulation.filopodial import _Filopodial
@@ -362,7 +362,6 @@ def simulate(
     """
     from cellinr._util.progress import tqdm
 
-    from cellinr import __version__
     from cellinr._util.atomic import atomic_dir, atomic_write_text
     from cellinr.io.tiff import write_tiff
 
@@ -383,7 +382,7 @@ def simulate(
             _write_png(tmp / f"{name}.png", mip_strip(seq.masks))
             names.append(name)
         summary = {
-            "tool": "cellinr simulate", "version": __version__, "kind": kind, "sequences": sequences,
+            **file_header("cellinr-simulation"), "kind": kind, "sequences": sequences,
             "frames": frames, "size": size, "seed": seed, "axes": "TZYX",
             "voxel_size_um": CUBE_UM[kind] / (size - 1), "cube_um": CUBE_UM[kind], "names": names,
         }
