@@ -94,11 +94,17 @@ def test_reader_ome_zarr_only_folder_and_run_folder(generated, tmp_path):
     assert layers[0][0].shape == (10, 12, 12, 12) and layers[0][0].any()
 
 
-def test_generated_layer_is_the_cell_generate_writes(generated):
+def test_generated_layer_is_the_cell_generate_writes(generated, tmp_path):
+    from cellinr.generation.frontends import generate
     from cellinr.io.tiff import read_tiff
 
     data, meta, kind = _layers.generated_layer("dividing", seed=0, size=SIZE, frames=4, latent="perturb", device="cpu")
     assert kind == "labels" and np.array_equal(data, read_tiff(generated / "cell_0000.tif").data)
+    # the default sampler is generate's default (the model's recommendation)
+    (record,) = generate("deforming", tmp_path / "g", n=1, seed=5, size=12, frames=2, device="cpu")
+    data, meta, _ = _layers.generated_layer("deforming", seed=5, size=12, frames=2, device="cpu")
+    assert meta["metadata"]["sampler"] == record["sampler"]
+    assert np.array_equal(data, read_tiff(tmp_path / "g" / "cell_0000.tif").data)
 
 
 def test_fit_labels_places_fitted_cells_over_the_layer(tmp_path):

@@ -78,7 +78,7 @@ def _run(s: _Setup, jobs, out, *, kind, mesh_format, reference_layout, overwrite
     return run_jobs(s.run, jobs, out, spec, device=s.device, overwrite=overwrite, max_memory_gb=max_memory_gb)
 
 
-def draw_code(codes: np.ndarray, *, seed: int, index: int, latent: str = "gaussian", sigma: float | None = None,
+def draw_code(codes: np.ndarray, *, seed: int, index: int, latent: str, sigma: float | None = None,
               rotation: str = "random") -> tuple[np.ndarray, np.ndarray | None, dict]:
     """The latent code, rotation and sampler record of sequence ``index`` of :func:`generate` under ``seed``.
 
@@ -97,7 +97,7 @@ def sample_cell(
     *,
     seed: int = 0,
     index: int = 0,
-    latent: str = "gaussian",
+    latent: str | None = None,
     sigma: float | None = None,
     rotation: str = "random",
     size: int | None = None,
@@ -108,7 +108,8 @@ def sample_cell(
 ) -> tuple[np.ndarray, dict]:
     """One new cell as an array, without files: sequence ``index`` of :func:`generate` with ``seed``.
 
-    ``sample_cell(run, seed=s)[0] <= 0`` equals the mask ``generate(run, out, n=1, seed=s)`` writes.
+    ``sample_cell(run, seed=s)[0] <= 0`` equals the mask ``generate(run, out, n=1, seed=s)`` writes;
+    ``latent=None`` is the run's recommended sampler, as in :func:`generate`.
 
     Returns
     -------
@@ -119,12 +120,16 @@ def sample_cell(
     from cellinr.generation.frames import decode
 
     sigma = check_sigma(sigma)
-    check_sampler(latent)
+    if latent is not None:
+        check_sampler(latent)
     if rotation not in ROTATION_MODES:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(ROTATION_MODES)}")
     r, _ = load_for_evaluation(run, device)
     grid = resolve_dims(r, size, dims)
     frames = check_frames(frames) or r.max_frames
+    if latent is None:
+        latent, run_sigma = default_sampler(r)
+        sigma = sigma if sigma is not None else run_sigma
     z, rot, info = draw_code(r.codes, seed=seed, index=index, latent=latent, sigma=sigma, rotation=rotation)
     sdf = decode(r, z, rot, dims=grid, frames=frames, method=method, device=device)
     return sdf, {"latent": z, "rotation": rot, **info, "spacing": r.output_spacing(grid),

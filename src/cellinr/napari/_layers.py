@@ -252,15 +252,17 @@ def read_path(path: str | os.PathLike) -> list[LayerData] | None:
 
 # -- new cells -----------------------------------------------------------------------------------------
 def generated_layer(model, *, seed: int = 0, size: int = SAMPLE_SIZE, frames: int | None = None,
-                    latent: str = "gaussian", rotation: str = "random", device: str = "auto") -> LayerData:
+                    latent: str | None = None, rotation: str = "random", device: str = "auto") -> LayerData:
     """A new cell of ``model`` (run folder or bundled name) as a Labels layer: the cell that
-    ``cellinr generate MODEL --n 1 --seed SEED --size SIZE --latent LATENT`` writes."""
+    ``cellinr generate MODEL --n 1 --seed SEED --size SIZE --latent LATENT`` writes (``latent=None``:
+    the model's recommended sampler, generate's default)."""
     from cellinr.generation.frontends import sample_cell
 
     sdf, info = sample_cell(model, seed=seed, latent=latent, rotation=rotation, size=size, frames=frames,
                             device=device)
     name = f"{Path(str(model)).name} seed {seed}"
-    meta = {"name": name, "metadata": {"latent": info["latent"].tolist(), "seed": int(seed), "sampler": latent},
+    meta = {"name": name, "metadata": {"latent": info["latent"].tolist(), "seed": int(seed),
+                                       "sampler": info.get("sampler", latent)},
             **_scale_units(info["spacing"], info["frame_interval"], 3, True)}
     return (sdf <= 0).astype(np.uint8), meta, "labels"
 

@@ -6,10 +6,8 @@ from cellinr.napari._layers import SAMPLE_SIZE, generated_layer
 
 
 def sample_cell(model: str, *, seed: int = 0, size: int = SAMPLE_SIZE) -> list:
-    """A generated cell of bundled model ``model`` with the sampler the demo uses for it."""
-    from cellinr.demonstration import LATENT_BY_KIND
-
-    return [generated_layer(model, seed=seed, size=size, latent=LATENT_BY_KIND.get(model, "fitted"))]
+    """A generated cell of bundled model ``model`` with the sampler the model recommends."""
+    return [generated_layer(model, seed=seed, size=size)]
 
 
 def deforming() -> list:

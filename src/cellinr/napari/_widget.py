@@ -15,6 +15,8 @@ from cellinr.model.registry import bundled_shape_models
 from cellinr.napari._layers import SAMPLE_SIZE, fit_labels, generated_layer
 
 RUN_FOLDER_CHOICE = "run folder..."
+#: The sampler choice that leaves it to the model (generate's default).
+RECOMMENDED = "recommended"
 
 
 class CellinrWidget(Container):
@@ -27,7 +29,7 @@ class CellinrWidget(Container):
         self.seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1)
         self.size = SpinBox(label="size (voxels)", value=SAMPLE_SIZE, min=16, max=512)
         self.frames = SpinBox(label="frames (0: as trained)", value=0, min=0, max=10000)
-        self.sampler = ComboBox(label="sampler", choices=LATENT_SAMPLERS, value="fitted")
+        self.sampler = ComboBox(label="sampler", choices=[RECOMMENDED, *LATENT_SAMPLERS], value=RECOMMENDED)
         self.rotation = ComboBox(label="rotation", choices=ROTATION_MODES, value="random")
         self.generate_button = PushButton(text="Generate")
         self.labels_layer = ComboBox(label="labels to fit", choices=self._labels_choices)
@@ -55,7 +57,8 @@ class CellinrWidget(Container):
     def generate(self, *_args) -> napari.layers.Labels:
         """Add a new cell of the selected model as a Labels layer (and return it)."""
         data, meta, _ = generated_layer(self.selected_model(), seed=int(self.seed.value), size=int(self.size.value),
-                                        frames=int(self.frames.value) or None, latent=str(self.sampler.value),
+                                        frames=int(self.frames.value) or None,
+                                        latent=None if self.sampler.value == RECOMMENDED else str(self.sampler.value),
                                         rotation=str(self.rotation.value))
         layer = self.viewer.add_labels(data, **meta)
         self.status.value = f"generated {meta['name']}: {data.shape[0]} frames of {data.shape[1]}^3"
