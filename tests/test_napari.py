@@ -194,3 +194,11 @@ def test_view_mesh_without_napari_writes_a_picture(generated, tmp_path):
     assert picture.ndim == 3 and picture.shape[1] > 600 and picture[..., :3].std() > 10
     ((data, meta, kind),) = layers_for(mesh)  # what napari gets
     assert kind == "surface" and data[0].shape[1] == 3 and len(data[1]) > 0
+
+
+def test_view_folder_without_napari_is_one_line_with_the_hint(generated, capsys):
+    from cellinr.cli import main
+
+    assert main(["view", str(generated), "--no-napari"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and 'pip install "cellinr[napari]"' in err and str(generated) in err
