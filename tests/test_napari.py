@@ -63,7 +63,7 @@ def test_reader_layers_of_generated_folder_mesh_and_benchmark(generated, bench):
     data, meta, _ = layers[0]
     assert data.shape == (4, SIZE, SIZE, SIZE) and meta["scale"][1:] == pytest.approx(voxel)
     assert meta["units"][1:] == ("micrometer",) * 3
-    vertices, faces = layers[1][0]
+    vertices, _ = layers[1][0]
     assert vertices.shape[1] == 4 and set(np.unique(vertices[:, 0])) == {0, 1, 2, 3}  # (t, z, y, x)
     # the surface lies on the mask, in microns: vertex extent matches the mask's extent
     zyx = vertices[vertices[:, 0] == 0, 1:]
@@ -83,7 +83,7 @@ def test_reader_ome_zarr_only_folder_and_run_folder(generated, tmp_path):
     from cellinr.generation.frontends import generate
 
     generate("deforming", tmp_path / "z", n=1, size=12, frames=3, formats="ome-zarr", device="cpu")
-    ((data, meta, kind),) = _layers.read_path(tmp_path / "z")
+    ((data, _, kind),) = _layers.read_path(tmp_path / "z")
     assert kind == "labels" and np.asarray(data).shape == (3, 12, 12, 12)
     from cellinr.model.registry import resolve_run
 
@@ -127,7 +127,7 @@ def test_fit_labels_places_fitted_cells_over_the_layer(tmp_path):
 @pytest.fixture(scope="module")
 def viewer():
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    napari = pytest.importorskip("napari")
+    pytest.importorskip("napari")
     npe2 = pytest.importorskip("npe2")
     pm = npe2.PluginManager.instance()
     if "cellinr" not in pm._manifests:  # the installed cellinr may be another checkout: use this one's manifest
@@ -192,7 +192,7 @@ def test_view_mesh_without_napari_writes_a_picture(generated, tmp_path):
     assert main(["view", str(mesh), "--no-napari", "--out", str(tmp_path / "m.png")]) == 0
     picture = iio.imread(tmp_path / "m.png")
     assert picture.ndim == 3 and picture.shape[1] > 600 and picture[..., :3].std() > 10
-    ((data, meta, kind),) = layers_for(mesh)  # what napari gets
+    ((data, _, kind),) = layers_for(mesh)  # what napari gets
     assert kind == "surface" and data[0].shape[1] == 3 and len(data[1]) > 0
 
 

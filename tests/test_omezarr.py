@@ -13,9 +13,9 @@ import pytest
 pytest.importorskip("zarr")
 pytest.importorskip("ome_zarr")
 
-from cellinr.errors import DependencyError, InputError  # noqa: E402
-from cellinr.io.omezarr import OmeZarrWriter, pyramid_shapes, write_ome_zarr  # noqa: E402
-from cellinr.io.sources import open_source  # noqa: E402
+from cellinr.errors import DependencyError, InputError
+from cellinr.io.omezarr import OmeZarrWriter, pyramid_shapes, write_ome_zarr
+from cellinr.io.sources import open_source
 
 
 def _ngff_read(path):

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("laptrack")
 
-from cellinr.data.preparation import prepare  # noqa: E402
-from cellinr.io.tiff import write_tiff  # noqa: E402
+from cellinr.data.preparation import prepare
+from cellinr.io.tiff import write_tiff
 
 SHAPE = (40, 150, 140)
 FRAMES = 8

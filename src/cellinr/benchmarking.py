@@ -156,10 +156,9 @@ def benchmark(
     -------
     Path of the benchmark folder.
     """
-    from cellinr._util.progress import tqdm
-
     from cellinr import __version__
     from cellinr._util.atomic import atomic_dir
+    from cellinr._util.progress import tqdm
     from cellinr.io.ctc import (
         track_masks,
         write_ctc_frame,
@@ -218,7 +217,11 @@ def benchmark(
             if "ctc" in formats:
                 write_ctc_sequence(tmp / "ctc", index, images2d, labels2d, tracks2d, spacing=spacing)
             if "ome-zarr" in formats:
-                from cellinr.io.omezarr import DEFAULT_LABEL_NAME, store_name, write_ome_zarr
+                from cellinr.io.omezarr import (
+                    DEFAULT_LABEL_NAME,
+                    store_name,
+                    write_ome_zarr,
+                )
 
                 files["ome-zarr"] = f"sequences/{store_name(name)}"
                 write_ome_zarr(tmp / files["ome-zarr"], images2d, labels={DEFAULT_LABEL_NAME: labels2d},
@@ -237,7 +240,11 @@ def benchmark(
                 with contextlib.ExitStack() as stack:
                     store = None
                     if "ome-zarr" in formats:
-                        from cellinr.io.omezarr import DEFAULT_LABEL_NAME, OmeZarrWriter, store_name
+                        from cellinr.io.omezarr import (
+                            DEFAULT_LABEL_NAME,
+                            OmeZarrWriter,
+                            store_name,
+                        )
 
                         files["ome-zarr-3d"] = f"sequences3d/{store_name(name)}"
                         store = stack.enter_context(OmeZarrWriter(

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     is_mesh = path.suffix.lower() in MESH_SUFFIXES
     if not args.no_napari:
         try:
-            import napari  # noqa: F401
+            import napari
         except ImportError:
             print('napari is not installed (pip install "cellinr[napari]"); writing a picture instead')
         else:

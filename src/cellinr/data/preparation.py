@@ -521,9 +521,8 @@ def prepare(
     -------
     Path of the data set folder.
     """
-    from cellinr._util.progress import tqdm
-
     from cellinr._util.atomic import atomic_dir
+    from cellinr._util.progress import tqdm
     from cellinr.io.sdf_dataset import new_manifest, write_manifest
     from cellinr.io.sources import expand_inputs, open_source
     from cellinr.io.units import parse_frame_interval, parse_spacing

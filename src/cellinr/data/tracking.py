@@ -8,6 +8,7 @@ centroids by linear assignment with gap closing and divisions (``track="lap"``, 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -249,8 +250,8 @@ def build_lap_tracks(index: int, scan: SourceScan, *, spacing, min_voxels: int, 
     for tr in tracks:
         frames = sorted(tr.labels)
         links += len(frames) - 1
-        tr.gaps = [t for a, b in zip(frames, frames[1:]) for t in range(a + 1, b)]
-        gaps += sum(1 for a, b in zip(frames, frames[1:]) if b - a > 1)
+        tr.gaps = [t for a, b in itertools.pairwise(frames) for t in range(a + 1, b)]
+        gaps += sum(1 for a, b in itertools.pairwise(frames) if b - a > 1)
     report.update(links=links, gaps_closed=gaps, divisions_found=len(set(parents.values())),
                   n_tracks=len(tracks), n_lineages=len({tr.tree_id for tr in tracks}))
     return tracks, report

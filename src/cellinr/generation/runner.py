@@ -138,9 +138,9 @@ def common_options(run, spec_dims, formats, mesh_format, reference_layout, opts:
 def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, spacing) -> dict:
     """Evaluate one sequence frame by frame and write its files; the JSON last. Returns the record."""
     import h5py
-    from cellinr._util.progress import tqdm
 
     from cellinr._util.atomic import atomic_path, atomic_write_text
+    from cellinr._util.progress import tqdm
     from cellinr.geometry.grid import time_coords
     from cellinr.geometry.mesh import mesh_from_sdf
     from cellinr.geometry.project import max_projection
@@ -300,11 +300,10 @@ def _remove_other_sequences(out: Path, keep: set[str]) -> None:
 def run_jobs(run, jobs: list[SequenceJob], out, spec: JobSpec, *, device, overwrite: bool,
              max_memory_gb: float | None) -> list[dict]:
     """Check the output folder and memory, then render every job not finished yet."""
-    from cellinr._util.progress import tqdm
-
     from cellinr import __version__
     from cellinr._util.atomic import atomic_write_text, check_output_dir
     from cellinr._util.memory import check_memory
+    from cellinr._util.progress import tqdm
 
     dims = spec.dims
     for job in jobs:

@@ -466,7 +466,12 @@ def open_ngff(path: str | os.PathLike, *, axes: str | None = None, spacing=None,
     InputError : not a Zarr store, not NGFF, or NGFF without the spatial axes needed (one line naming
         the store and what is missing).
     """
-    from cellinr.io.framesource import ArrayFrameSource, resolve_axes, spatial_axes_of, trim_spacing
+    from cellinr.io.framesource import (
+        ArrayFrameSource,
+        resolve_axes,
+        spatial_axes_of,
+        trim_spacing,
+    )
 
     try:
         import zarr

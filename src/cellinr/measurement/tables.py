@@ -76,7 +76,6 @@ def describe_sequence(
         previous frame, NaN on the first frame) and :data:`PARAMETER_COLUMNS`.
     """
     from cellinr._util.progress import tqdm
-
     from cellinr.measurement.overlap import dice
 
     frames = list(masks)

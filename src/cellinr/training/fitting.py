@@ -80,9 +80,9 @@ def fit(
         Per sequence: name, mean Dice over frames, per-frame Dice, final loss.
     """
     import torch
-    from cellinr._util.progress import tqdm
 
     from cellinr._util.atomic import atomic_dir
+    from cellinr._util.progress import tqdm
     from cellinr.generation.frames import (
         EvalOptions,
         evaluate_frame,
