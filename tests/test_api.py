@@ -90,6 +90,8 @@ def _workflow(root):
     call("import_reference", root / "experiment", root / "imported", model_file=model_file, overwrite=True)
     call("reconstruct", run_dir, root / "recon", size=16, device="cpu", overwrite=True)
     call("generate", run_dir, root / "gen", n=2, size=16, frames=3, device="cpu", overwrite=True)
+    cell, _ = call("sample_cell", run_dir, seed=0, index=1, size=16, frames=3, device="cpu")
+    assert cell.shape == (3, 16, 16, 16)
     call("interpolate", run_dir, root / "interp", start=0, end=1, steps=2, size=16, device="cpu", overwrite=True)
     call("fit", run_dir, data, root / "fit", steps=2, device="cpu", overwrite=True)
     assert call("apply_fit", run, root / "fit").names

@@ -26,6 +26,7 @@ _API = {
     "apply_fit": "cellinr.model.run:apply_fit",
     "reconstruct": "cellinr.generation.frontends:reconstruct",
     "generate": "cellinr.generation.frontends:generate",
+    "sample_cell": "cellinr.generation.frontends:sample_cell",
     "fit": "cellinr.training.fitting:fit",
     "interpolate": "cellinr.generation.frontends:interpolate",
     "decode": "cellinr.generation.frames:decode",

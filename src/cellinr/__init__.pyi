@@ -14,6 +14,7 @@ from cellinr.model.reference import import_reference as import_reference
 from cellinr.model.run import apply_fit as apply_fit
 from cellinr.generation.frontends import reconstruct as reconstruct
 from cellinr.generation.frontends import generate as generate
+from cellinr.generation.frontends import sample_cell as sample_cell
 from cellinr.training.fitting import fit as fit
 from cellinr.generation.frontends import interpolate as interpolate
 from cellinr.generation.frames import decode as decode

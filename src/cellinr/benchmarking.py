@@ -10,14 +10,18 @@ MIP of each generated 3D mask, textured by pix2pixHD.)
 Output folder::
 
     benchmark.json                         sources, texture method and parameters, sequences, tracks
-    sequences/<name>_image.tif             (T, Y, X) textured MIP time-lapse
-    sequences/<name>_mask.tif              (T, Y, X) uint16 tracked instance labels
-    ctc/01/t000.tif, ctc/01_GT/SEG/..., ctc/01_GT/TRA/...   the same, CTC 2D layout (one NN per sequence)
-    ctc3d/01/t000.tif, ...                 with ``three_d``: (Z, Y, X) frames, CTC 3D layout
+    sequences/<name>_image.tif             (T, Y, X) textured MIP time-lapse           (format "tiff")
+    sequences/<name>_mask.tif              (T, Y, X) uint16 tracked instance labels    (format "tiff")
+    ctc/01/t000.tif, ctc/01_GT/SEG/..., ctc/01_GT/TRA/...   the same, CTC 2D layout (one NN per sequence; "ctc")
+    ctc3d/01/t000.tif, ...                 with ``three_d``: (Z, Y, X) frames, CTC 3D layout ("ctc")
+    sequences/<name>.ome.zarr              ("ome-zarr") the image with label image "cells", (T, Y, X)
+    sequences3d/<name>.ome.zarr            ("ome-zarr" with ``three_d``) the same in 3D, (T, Z, Y, X),
+                                           written frame by frame
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +33,29 @@ from cellinr.errors import InputError, ParameterError
 
 log = logging.getLogger(__name__)
 
+#: The ``format`` of ``benchmark.json``.
+BENCHMARK_FORMAT = "cellinr-benchmark"
+BENCHMARK_JSON = "benchmark.json"
+#: Output formats of a benchmark: sequence TIFF pairs, the Cell Tracking Challenge layout, OME-Zarr.
+BENCHMARK_FORMATS = ("tiff", "ctc", "ome-zarr")
+DEFAULT_BENCHMARK_FORMATS = ("tiff", "ctc")
+
+
+def parse_benchmark_formats(formats) -> tuple[str, ...]:
+    """The benchmark's output formats as a tuple of :data:`BENCHMARK_FORMATS` (list or comma-separated)."""
+    if isinstance(formats, str):
+        formats = [f for f in formats.split(",") if f.strip()]
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats))
+    bad = [f for f in formats if f not in BENCHMARK_FORMATS]
+    if bad or not formats:
+        raise ParameterError(f"--formats {','.join(formats)}: unknown format {', '.join(bad) or '(none)'}; "
+                             f"choose from {', '.join(BENCHMARK_FORMATS)}")
+    if "ome-zarr" in formats:
+        from cellinr.io.omezarr import require_ngff
+
+        require_ngff("benchmark --formats ome-zarr")
+    return formats
+
 
 def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
     """The mask sequences of ``source``: a file (any format :func:`cellinr.io.sources.open_source` reads),
@@ -39,6 +66,7 @@ def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
     prefixed by their sub-folder when stems repeat.
     """
     from cellinr.io.masks import MASK_SUFFIXES, mask_inputs
+    from cellinr.io.omezarr import is_zarr_store, zarr_stores
     from cellinr.io.sources import TIFF_SUFFIXES
 
     source = Path(source)
@@ -46,6 +74,8 @@ def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
         raise InputError(f"{source}: not found")
     if source.is_file():
         return [(source.stem, source)]
+    if is_zarr_store(source):
+        return [(source.name.removesuffix(".zarr").removesuffix(".ome"), source)]
     inputs = mask_inputs(source) if any(source.glob("*.tif*")) else []
     if inputs == [source]:  # one per-frame sequence
         return [(source.name, source)]
@@ -55,8 +85,10 @@ def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
                       and not any(part.startswith(".") for part in p.relative_to(source).parts))
 
     files = visible(TIFF_SUFFIXES) or visible(MASK_SUFFIXES)
+    if not files and zarr_stores(source):  # generate --formats ome-zarr
+        return [(p.name.removesuffix(".zarr").removesuffix(".ome"), p) for p in zarr_stores(source)]
     if not files:
-        raise InputError(f"{source}: no mask files (TIFF, HDF5, NumPy) in folder")
+        raise InputError(f"{source}: no mask files (TIFF, HDF5, NumPy, OME-Zarr) in folder")
     stems = [p.stem for p in files]
     names = []
     for p in files:
@@ -65,8 +97,8 @@ def find_mask_sequences(source: str | os.PathLike) -> list[tuple[str, Path]]:
     return list(zip(names, files))
 
 
-def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | None, bool] | None:
-    """(labels, spacing, is_3d): (T, Z, Y, X) labels of a 3D / 3D+t mask (is_3d True) or (T, Y, X) of a
+def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | None, bool, float | None] | None:
+    """(labels, spacing, is_3d, frame_interval): (T, Z, Y, X) labels of a 3D / 3D+t mask (is_3d True) or (T, Y, X) of a
     2D / 2D+t mask such as a MIP (is_3d False); None for other files in a folder."""
     from cellinr.io.sources import open_source
 
@@ -81,7 +113,7 @@ def _read_masks(path: Path, *, single_file: bool) -> tuple[np.ndarray, tuple | N
         spacing = src.spacing
         if spacing is not None and src.ndim == 2:
             spacing = (1.0, *spacing)
-        return src.read_all_labels(), spacing, src.ndim == 3
+        return src.read_all_labels(), spacing, src.ndim == 3, src.frame_interval
 
 
 def benchmark(
@@ -94,6 +126,7 @@ def benchmark(
     seed: int = 0,
     overwrite: bool = False,
     device: str = "auto",
+    formats=DEFAULT_BENCHMARK_FORMATS,
 ) -> Path:
     """Turn 3D+t masks into a textured 2D (and optionally 3D) benchmark with CTC ground truth.
 
@@ -115,15 +148,17 @@ def benchmark(
         Sequence k is textured with seed (seed, k): the same seed gives identical files.
     device : str
         Device of a texture model.
+    formats : subset of :data:`BENCHMARK_FORMATS` (list or comma-separated): "tiff" sequence pairs,
+        "ctc" the Cell Tracking Challenge layout(s), "ome-zarr" one OME-Zarr store per sequence (image
+        with label image ``cells``; with ``three_d`` also the 3D volumes, streamed frame by frame).
 
     Returns
     -------
     Path of the benchmark folder.
     """
-    from tqdm import tqdm
-
     from cellinr import __version__
     from cellinr._util.outputs import atomic_dir, atomic_write_text
+    from cellinr._util.progress import tqdm
     from cellinr.io.ctc import (
         track_masks,
         write_ctc_frame,
@@ -140,6 +175,7 @@ def benchmark(
 
     from cellinr._util.outputs import check_new_output, check_no_overlap
 
+    formats = parse_benchmark_formats(formats)
     if like is not None and len(like) != 2:
         raise ParameterError(f"--like needs IMAGE and MASK, got {len(like)} values")
     texture_path = Path(texture) if str(texture) != "render" and Path(texture).exists() else None
@@ -161,7 +197,7 @@ def benchmark(
     entries: list[dict] = []
     with atomic_dir(out, overwrite=overwrite) as tmp:
 
-        def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool) -> None:
+        def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool, interval) -> None:
             if not masks.any():
                 raise InputError(f"{path}: all frames are empty")
             index = len(entries) + 1
@@ -176,11 +212,28 @@ def benchmark(
 
                 images2d = texture_labels(model, labels2d)
             # the projections keep the source's pixel size (Y, X); Z is the source's, for the record
-            write_tiff(tmp / "sequences" / f"{name}_image.tif", images2d, axes="TYX", spacing=spacing)
-            write_tiff(tmp / "sequences" / f"{name}_mask.tif", labels2d, axes="TYX", spacing=spacing)
-            write_ctc_sequence(tmp / "ctc", index, images2d, labels2d, tracks2d, spacing=spacing)
+            files = {}
+            if "tiff" in formats:
+                write_tiff(tmp / "sequences" / f"{name}_image.tif", images2d, axes="TYX", spacing=spacing,
+                           frame_interval=interval)
+                write_tiff(tmp / "sequences" / f"{name}_mask.tif", labels2d, axes="TYX", spacing=spacing,
+                           frame_interval=interval)
+                files.update(image=f"sequences/{name}_image.tif", mask=f"sequences/{name}_mask.tif")
+            if "ctc" in formats:
+                write_ctc_sequence(tmp / "ctc", index, images2d, labels2d, tracks2d, spacing=spacing)
+            if "ome-zarr" in formats:
+                from cellinr.io.omezarr import (
+                    DEFAULT_LABEL_NAME,
+                    store_name,
+                    write_ome_zarr,
+                )
+
+                files["ome-zarr"] = f"sequences/{store_name(name)}"
+                write_ome_zarr(tmp / files["ome-zarr"], images2d, labels={DEFAULT_LABEL_NAME: labels2d},
+                               spacing=None if spacing is None else spacing[-2:], frame_interval=interval)
             entry = {
-                "name": name, "source": str(path), "ctc": f"{index:02d}", "frames": int(masks.shape[0]),
+                "name": name, "source": str(path), "ctc": f"{index:02d}" if "ctc" in formats else None,
+                "files": files, "frames": int(masks.shape[0]), "frame_interval_min": interval,
                 "shape_zyx" if is_3d else "shape_yx": list(masks.shape[1:]),
                 "spacing_zyx_um": list(spacing) if spacing else None,
                 "tracks_2d": [[t.label, t.begin, t.end, t.parent] for t in tracks2d],
@@ -189,11 +242,29 @@ def benchmark(
             if three_d:
                 labels3d, tracks3d = track_masks(masks)
                 brightness = cell_brightness(params, int(labels3d.max()) + 1, rng)
-                for t in range(len(labels3d)):  # frame by frame: a 3D+t stack of images may not fit in RAM
-                    volume = render(labels3d[t], params, seed=rng, brightness=brightness)
-                    write_ctc_frame(tmp / "ctc3d", index, t, volume, labels3d[t], n_frames=len(labels3d),
-                                    spacing=spacing)
-                write_man_track(tmp / "ctc3d", index, tracks3d)
+                with contextlib.ExitStack() as stack:
+                    store = None
+                    if "ome-zarr" in formats:
+                        from cellinr.io.omezarr import (
+                            DEFAULT_LABEL_NAME,
+                            OmeZarrWriter,
+                            store_name,
+                        )
+
+                        files["ome-zarr-3d"] = f"sequences3d/{store_name(name)}"
+                        store = stack.enter_context(OmeZarrWriter(
+                            tmp / files["ome-zarr-3d"], n_frames=len(labels3d), frame_shape=labels3d.shape[1:],
+                            dtype=np.dtype(params.dtype), labels={DEFAULT_LABEL_NAME: labels3d.dtype},
+                            spacing=spacing, frame_interval=interval, name=name))
+                    for t in range(len(labels3d)):  # frame by frame: a 3D+t stack of images may not fit in RAM
+                        volume = render(labels3d[t], params, seed=rng, brightness=brightness)
+                        if "ctc" in formats:
+                            write_ctc_frame(tmp / "ctc3d", index, t, volume, labels3d[t], n_frames=len(labels3d),
+                                            spacing=spacing)
+                        if store is not None:
+                            store.write_frame(t, volume, labels={DEFAULT_LABEL_NAME: labels3d[t]})
+                if "ctc" in formats:
+                    write_man_track(tmp / "ctc3d", index, tracks3d)
                 entry["tracks_3d"] = [[t.label, t.begin, t.end, t.parent] for t in tracks3d]
                 entry["divisions_3d"] = len({t.parent for t in tracks3d if t.parent})
             entries.append(entry)
@@ -219,15 +290,16 @@ def benchmark(
             unreadable = f" ({len(skipped)} skipped as unreadable or not masks: {', '.join(skipped[:3])})" if skipped else ""
             raise InputError(f"{source}: no {what} found{unreadable}")
         info = {
-            "format": "cellinr-benchmark",
+            "format": BENCHMARK_FORMAT,
             "source": str(source),
             "texture": "render" if model is None else str(model.path),
             "render_params": params.to_dict() if (model is None or three_d) else None,
             "like": [str(p) for p in like] if like is not None else None,
             "three_d": three_d,
+            "formats": list(formats),
             "seed": seed,
             "sequences": entries,
             "cellinr_version": __version__,
         }
-        atomic_write_text(tmp / "benchmark.json", json.dumps(info, indent=2) + "\n")
+        atomic_write_text(tmp / BENCHMARK_JSON, json.dumps(info, indent=2) + "\n")
     return Path(out)

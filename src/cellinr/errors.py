@@ -42,3 +42,7 @@ class DeviceError(CellinrError, RuntimeError):
 
 class ConfigError(CellinrError, ValueError):
     """A configuration has unknown keys or values of the wrong type."""
+
+
+class DependencyError(CellinrError, ImportError):
+    """An optional package needed for the requested feature is not installed (the message has the install hint)."""

@@ -1,6 +1,6 @@
 """Pictures of time-evolving masks: MIP montages (PNG) and animations (GIF).
 
-Used by ``cellinr demo`` and ``cellinr view``; everything here works without a display.
+Used by ``cellinr demo`` and ``cellinr view`` (masks and meshes); everything here works without a display.
 """
 
 from __future__ import annotations
@@ -77,3 +77,51 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 5.0) 
     with atomic_path(path) as tmp:
         iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
     return path
+
+
+#: Views of :func:`write_mesh_picture`: (title, elevation, azimuth) in degrees.
+MESH_VIEWS = (("top (XY)", 90.0, -90.0), ("front (XZ)", 0.0, -90.0), ("oblique", 25.0, -60.0))
+
+
+def write_mesh_picture(path: str | os.PathLike, mesh, *, title: str | None = None, max_faces: int = 60000) -> Path:
+    """Write a PNG of a triangle mesh (:class:`cellinr.io.meshes.Mesh`) seen from three directions,
+    flat-shaded by a light at the camera (faces turned away are not drawn); axes x, y, z in microns,
+    equal aspect.
+
+    Meshes with more than ``max_faces`` triangles are drawn from an evenly spaced subset of them.
+    """
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    from cellinr._util.figures import new_figure, save_png
+
+    v = np.asarray(mesh.vertices_xyz, np.float64)
+    faces = np.asarray(mesh.faces)
+    if len(faces) > max_faces:
+        faces = faces[np.linspace(0, len(faces) - 1, max_faces).astype(int)]
+    tri = v[faces]
+    fig = new_figure((3.2 * len(MESH_VIEWS), 3.6), dpi=110)
+    lo, hi = (v.min(axis=0), v.max(axis=0)) if len(v) else (np.zeros(3), np.ones(3))
+    span = np.maximum(hi - lo, 1e-6)
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    for i, (name, elev, azim) in enumerate(MESH_VIEWS):
+        ax = fig.add_subplot(1, len(MESH_VIEWS), i + 1, projection="3d")
+        if len(tri):
+            e, a = np.radians(elev), np.radians(azim)
+            towards_camera = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])
+            facing = normals @ towards_camera / np.maximum(np.linalg.norm(normals, axis=1), 1e-12)
+            front = facing > 0  # outward normals: back faces are hidden, which also avoids sorting artefacts
+            colours = (0.25 + 0.7 * facing[front])[:, None] * np.array([0.55, 0.75, 0.95])
+            ax.add_collection3d(Poly3DCollection(tri[front], facecolors=colours, edgecolors="none"))
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_zlim(lo[2], hi[2])
+        ax.set_box_aspect(span)
+        ax.view_init(elev=elev, azim=azim)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("x (um)", fontsize=6)
+        ax.set_ylabel("y (um)", fontsize=6)
+        ax.set_zlabel("z (um)", fontsize=6)
+        ax.tick_params(labelsize=5)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_png(fig, path)

@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         "rotations) and synthetic microscopy benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"cellinr {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="only errors: no progress bars, warnings or informational messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"cellinr.cli.{name}").register(subparsers)
@@ -56,16 +59,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    level = logging.ERROR if args.quiet else logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when an earlier call in this process configured logging
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    import warnings
+
     from cellinr._util.outputs import describe_os_error
+    from cellinr._util.progress import is_quiet, set_quiet
     from cellinr.errors import CellinrError, OutputError
 
+    was_quiet = is_quiet()
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if args.quiet:
+                # progress bars are on only when stderr is a terminal; --quiet turns them off there too
+                set_quiet(True)
+                warnings.simplefilter("ignore")
+            return int(args.func(args) or 0)
     except CellinrError as exc:
         # user errors exit 2; an output the system refused (full disk, read-only, ...) exits 1
         print(f"cellinr {args.command}: error: {_one_line(exc)}", file=sys.stderr)
@@ -82,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cellinr {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        set_quiet(was_quiet)
 
 
 def _one_line(message) -> str:

@@ -24,6 +24,10 @@ def register(subparsers) -> None:
                         help="real 2D image and mask to estimate the renderer's parameters from")
     parser.add_argument("--3d", dest="three_d", action="store_true",
                         help="also write textured 3D volumes (rendered slice-wise) in the CTC 3D layout")
+    parser.add_argument("--formats", default="tiff,ctc",
+                        help="comma-separated outputs among tiff (sequence image/mask pairs), ctc (Cell Tracking "
+                        "Challenge layout), ome-zarr (one OME-Zarr store per sequence, image + labels) "
+                        "(default: tiff,ctc)")
     add_seed(parser)
     add_device(parser)
     add_overwrite(parser)
@@ -34,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from cellinr.benchmarking import benchmark
 
     out = benchmark(args.source, args.out, texture=args.texture, like=args.like, three_d=args.three_d,
-                    seed=args.seed, overwrite=args.overwrite, device=args.device)
-    print(f"benchmark: {out} (sequences/, ctc/{', ctc3d/' if args.three_d else ''} and benchmark.json)")
+                    seed=args.seed, overwrite=args.overwrite, device=args.device, formats=args.formats)
+    print(f"benchmark: {out} ({', '.join(sorted(p.name + '/' for p in out.iterdir() if p.is_dir()))} "
+          "and benchmark.json)")
     return 0

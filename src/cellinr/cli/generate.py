@@ -17,7 +17,7 @@ from cellinr.generation.samplers import LATENT_SAMPLERS, ROTATION_MODES
 from cellinr.io.meshes import MESH_FORMATS
 
 FORMATS_HELP = (f"comma-separated outputs among {', '.join(FORMATS)}: tiff (mask T,Z,Y,X), sdf (HDF5), mesh (per frame), "
-                "mip (T,Y,X)")
+                "mip (T,Y,X), ome-zarr (multiscale OME-Zarr mask, written frame by frame)")
 
 
 def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -> None:

@@ -6,7 +6,7 @@ import argparse
 
 from cellinr.cli._common import add_overwrite, add_spacing, positive_float, positive_int
 from cellinr.data.preparation import CENTER_MODES
-from cellinr.data.tracking import TRACK_MODES
+from cellinr.data.tracking import LAP_GAP_FRAMES, TRACK_MODES
 
 HELP = "turn 3D / 3D+t masks or instance labels into SDF sequences (one per cell)"
 
@@ -37,11 +37,19 @@ def register(subparsers) -> None:
     parser.add_argument("--frame-interval", type=positive_float, default=None, metavar="MIN",
                         help="minutes between frames (overrides ImageJ/OME metadata)")
     parser.add_argument("--track", choices=TRACK_MODES, default=TRACK_MODES[0],
-                        help="follow a label id through time, or link labels by maximum overlap")
+                        help="follow a label id through time, link labels by maximum overlap, or link them by "
+                        "linear assignment with gap closing and divisions (lap; ids need not be stable)")
     parser.add_argument("--divisions", choices=("lineage", "division", "track"), default="lineage",
                         help="Cell Tracking Challenge tracking ground truth (NN_GT/TRA with man_track.txt, or the "
                         "data-set root): one sequence per lineage (a cell and its descendants as one shape), per "
                         "division (a mother and its daughters) or per track")
+    parser.add_argument("--track-distance", type=positive_float, default=None, metavar="UM",
+                        help="lap: largest displacement between linked frames in microns "
+                        "(default: 1.5 median cell diameters)")
+    parser.add_argument("--track-gap", type=positive_int, default=LAP_GAP_FRAMES, metavar="FRAMES",
+                        help="lap: largest frame difference bridged by gap closing (1: no gap closing)")
+    parser.add_argument("--no-divisions", action="store_true",
+                        help="lap: do not detect divisions")
     parser.add_argument("--min-voxels", type=int, default=0, metavar="N",
                         help="ignore label occurrences smaller than N input voxels")
     parser.add_argument("--center", choices=CENTER_MODES, default=CENTER_MODES[0],
@@ -64,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     out = prepare(
         args.inputs, args.out, size=args.size, clamp=args.clamp, voxel_size=args.voxel_size, scale=args.scale,
         spacing=args.spacing, axes=args.axes, dataset=args.dataset, frame_interval=args.frame_interval,
-        track=args.track,
-        divisions=args.divisions,
+        track=args.track, track_distance=args.track_distance, track_gap=args.track_gap,
+        track_divisions=not args.no_divisions, divisions=args.divisions,
         min_voxels=args.min_voxels, center=args.center, keep_largest=args.keep_largest,
         allow_gaps=args.allow_gaps, exclude_border=args.exclude_border, preview=not args.no_preview,
         overwrite=args.overwrite,

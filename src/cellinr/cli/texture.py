@@ -71,6 +71,29 @@ def register(subparsers) -> None:
     render.add_argument("--like", nargs=2, metavar=("IMAGE", "MASK"), help="estimate parameters from this pair")
     add_seed(render)
     add_overwrite(render)
+
+    export = sub.add_parser(
+        "export", help="write a texture model as a BioImage Model Zoo package (rdf.yaml, weights, test data)",
+        description="Export a texture model in the bioimage.io model format 0.5 (needs bioimageio.spec: pip "
+        "install 'cellinr[bioimageio]'): rdf.yaml, state-dict and TorchScript weights, test input and output, "
+        "README and cover. The package is validated while it is written.",
+    )
+    export.add_argument("model", metavar="MODEL_DIR", help="texture model folder or bundled name (dsb2018)")
+    export.add_argument("--out", required=True, help="package folder, or a .zip file")
+    export.add_argument("--name", help="model name in rdf.yaml (default: cellinr texture <model>)")
+    export.add_argument("--author", action="append", dest="authors", metavar="NAME",
+                        help="author name (repeat for several; default: cellinr developers)")
+    export.add_argument("--license", default="BSD-3-Clause", help="SPDX licence of the weights (default: BSD-3-Clause)")
+    add_overwrite(export)
+
+    imp = sub.add_parser(
+        "import", help="turn a bioimage.io package of a cellinr texture model into a texture model folder",
+        description="Import a bioimage.io package (folder, rdf.yaml or .zip) written by 'cellinr texture export'. "
+        "Packages are also accepted directly wherever a texture model is (apply, benchmark --texture).",
+    )
+    imp.add_argument("package", help="package folder, its rdf.yaml, or the .zip")
+    imp.add_argument("--out", required=True, help="texture model folder to write")
+    add_overwrite(imp)
     parser.set_defaults(func=run, _parser=parser)
 
 
@@ -100,6 +123,17 @@ def run(args: argparse.Namespace) -> int:
 
         out = apply_texture(args.model, args.masks, args.out, device=args.device, overwrite=args.overwrite)
         print(f"textured images: {out}")
+    elif action == "export":
+        from cellinr.texture.bioimageio import export_bioimageio
+
+        out = export_bioimageio(args.model, args.out, name=args.name, authors=tuple(args.authors or ("cellinr developers",)),
+                                license=args.license, overwrite=args.overwrite)
+        print(f"bioimage.io package: {out}")
+    elif action == "import":
+        from cellinr.texture.bioimageio import import_bioimageio
+
+        out = import_bioimageio(args.package, args.out, overwrite=args.overwrite)
+        print(f"texture model: {out}")
     else:
         from cellinr.texture.renderer import render_masks
 

@@ -1,19 +1,23 @@
-"""``cellinr view``: look at masks or meshes (napari when installed, else a PNG montage)."""
+"""``cellinr view``: look at masks, meshes or cellinr folders (napari when installed, else a PNG)."""
 
 from __future__ import annotations
 
 import argparse
 
+MESH_SUFFIXES = (".ply", ".obj", ".stl")
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "view", help="show masks or meshes in napari, or write a PNG montage without it",
-        description="Show a 3D/3D+t mask TIFF or a mesh (PLY/OBJ/STL) in napari when it is installed "
-        "(pip install 'cellinr[napari]'); otherwise write a PNG montage of maximum-intensity projections.",
+        "view", help="show masks, meshes or cellinr folders in napari, or write a PNG picture without it",
+        description="Show a 3D/3D+t mask TIFF, a mesh (PLY/OBJ/STL, as a Surface layer) or a cellinr folder "
+        "(generated cells, benchmark, run, data set) in napari when it is installed (pip install "
+        "'cellinr[napari]'); otherwise write a PNG: a montage of maximum-intensity projections for masks, a "
+        "shaded rendering from three directions for meshes.",
     )
-    p.add_argument("path", help="mask TIFF (3D or 3D+t) or mesh file")
-    p.add_argument("--out", help="montage PNG path when napari is absent (default: PATH stem + _montage.png)")
-    p.add_argument("--no-napari", action="store_true", help="always write the montage")
+    p.add_argument("path", help="mask TIFF (3D or 3D+t), mesh file, or a cellinr output folder (napari)")
+    p.add_argument("--out", help="PNG path when napari is absent (default: PATH stem + _montage.png or _mesh.png)")
+    p.add_argument("--no-napari", action="store_true", help="always write the PNG")
     p.set_defaults(func=run)
 
 
@@ -25,16 +29,27 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    is_mesh = path.suffix.lower() in (".ply", ".obj", ".stl")
+    is_mesh = path.suffix.lower() in MESH_SUFFIXES
     if not args.no_napari:
         try:
-            import napari  # noqa: F401
+            import napari
         except ImportError:
-            print("napari is not installed (pip install 'cellinr[napari]'); writing a montage instead")
+            print('napari is not installed (pip install "cellinr[napari]"); writing a picture instead')
         else:
-            return _show_napari(path, is_mesh)
+            return _show_napari(path)
     if is_mesh:
-        raise InputError(f"{path}: viewing meshes needs napari (pip install 'cellinr[napari]')")
+        from cellinr.io.meshes import read_mesh
+        from cellinr.visualize import write_mesh_picture
+
+        out = Path(args.out) if args.out else path.with_name(path.stem + "_mesh.png")
+        mesh = read_mesh(path)
+        write_mesh_picture(out, mesh, title=f"{path.name}: {len(mesh.faces)} triangles, "
+                                             f"area {mesh.area():.4g} um^2, volume {mesh.volume():.4g} um^3")
+        print(f"picture: {out}")
+        return 0
+    if path.is_dir():
+        raise InputError(f"{path}: viewing a folder needs napari (pip install \"cellinr[napari]\"); "
+                         "pass one of its mask TIFFs or meshes for a picture")
     from cellinr.io.tiff import read_tiff
     from cellinr.visualize import mask_mips, write_montage
 
@@ -54,20 +69,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_napari(path, is_mesh: bool) -> int:  # pragma: no cover - needs a display
+def layers_for(path) -> list:
+    """The layer data ``cellinr view`` shows for ``path``: the plugin's reader, else a plain mask TIFF."""
+    from cellinr.errors import InputError
+    from cellinr.napari._layers import read_path, source_layer
+
+    layers = read_path(path)
+    if layers is None and path.is_file():
+        layers = [source_layer(path, name=path.stem)]
+    if not layers:
+        raise InputError(f"{path}: not a mask, mesh or cellinr folder")
+    return layers
+
+
+def _show_napari(path) -> int:  # pragma: no cover - needs a display
     import napari
 
     viewer = napari.Viewer()
-    if is_mesh:
-        viewer.open(str(path))
-    else:
-        from cellinr.io.tiff import read_tiff
-
-        img = read_tiff(path)
-        scale = img.spacing if img.spacing is not None else (1.0, 1.0, 1.0)
-        if img.data.ndim == 4:
-            scale = (1.0, *scale)
-        viewer.add_labels((img.data > 0).astype("uint8"), name=path.stem, scale=scale)
-        viewer.dims.ndisplay = 3
+    for data, meta, kind in layers_for(path):
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    viewer.dims.ndisplay = 3
     napari.run()
     return 0

@@ -46,13 +46,17 @@ import numpy as np
 
 from cellinr.data.tracking import (
     DIVISION_MODES,
+    LAP_GAP_FRAMES,
     TRACK_MODES,
+    LapTrack,
     LineageTrack,
     Occurrence,
     SourceScan,
     Track,
     build_ctc_tracks,
+    build_lap_tracks,
     build_tracks,
+    check_lap_options,
     check_man_track,
     occurrence_of,
     scan_source,
@@ -264,8 +268,11 @@ def _source_track_file(src) -> Path | None:
 
 
 def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: bool, show,
-                    divisions: str = "lineage"):
-    """Scan every source; return the tracks to prepare (named), the scans and the excluded cells."""
+                    divisions: str = "lineage", lap: dict | None = None):
+    """Scan every source; return the tracks to prepare (named), the scans and the excluded cells.
+
+    With ``track="lap"``, ``lap`` holds the options of :func:`build_lap_tracks`; its per-source reports
+    are appended to ``lap["reports"]``."""
     from cellinr.io.ctc import sequence_stem
 
     tracks: list[Track] = []
@@ -284,6 +291,11 @@ def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: boo
             if track != "id":
                 log.info("%s: tracks come from %s (--track %s not used)", src.path, track_path.name, track)
             built = _ctc_tracks(i, src, scan, track_path, divisions=divisions, min_voxels=min_voxels)
+        elif track == "lap":
+            built, report = build_lap_tracks(i, scan, spacing=src.spacing, min_voxels=min_voxels,
+                                             max_distance=lap["max_distance"], gap_frames=lap["gap_frames"],
+                                             divisions=lap["divisions"])
+            lap["reports"].append({"source": i, **report, "tracks": built})
         else:
             built = build_tracks(i, scan, track=track, min_voxels=min_voxels)
         for k, tr in enumerate(built):
@@ -296,7 +308,7 @@ def _collect_tracks(sources, *, track: str, min_voxels: int, exclude_border: boo
                 base = f"{stem}_{kind}{first:0{width}d}"
             elif binary:
                 base = stem
-            elif track == "overlap":
+            elif track in ("overlap", "lap"):
                 base = f"{stem}_track{k + 1:0{width}d}"
             else:
                 base = f"{stem}_cell{first:0{width}d}"
@@ -342,7 +354,7 @@ def _check_gaps(tracks: list[Track], sources, scans: list[SourceScan], track: st
     elif len(scans[tr.source].ids) == 1:
         who = "the mask"
     else:
-        who = f"cell {tr.labels[min(tr.labels)]}" + (" (track)" if track == "overlap" else "")
+        who = f"cell {tr.labels[min(tr.labels)]}" + (" (track)" if track in ("overlap", "lap") else "")
     more = f" ({len(gappy) - 1} more cells have gaps)" if len(gappy) > 1 else ""
     span = "" if isinstance(tr, LineageTrack) else f" of {src.n_frames}"
     raise InputError(f"{src.path}: {who} is missing in frames {_format_frames(missing, src.frame_labels)}"
@@ -462,14 +474,30 @@ def _write_sequence(folder: Path, tr: Track, cen: dict, src, spacing, occ, *, vo
     if isinstance(tr, LineageTrack):
         entry["tracks"] = [int(k) for k in tr.members]
         entry["labels"] = [[int(k) for k in tr.labels[t]] for t in frames]
-    elif track == "overlap":
+    elif track in ("overlap", "lap"):
         entry["labels"] = [int(tr.labels[t]) for t in frames]
+    if isinstance(tr, LapTrack):
+        entry["lineage"] = {"track_id": tr.track_id, "parent_track_id": tr.parent_id, "tree_id": tr.tree_id,
+                            "gap_frames": tr.gaps}
     if hasattr(src, "time_indices"):
         entry["source_time_indices"] = [src.time_indices[t] for t in frames]
     if preview and stats.mips:
         _preview(folder / f"{tr.name}.png", stats.mips)
         entry["preview"] = f"{tr.name}.png"
     return entry
+
+
+def _lap_manifest(reports: list[dict]) -> list[dict]:
+    """The manifest's ``tracking`` section: per source the linking parameters, counts and segments."""
+    out = []
+    for rep in reports:
+        names = {tr.track_id: tr.name for tr in rep["tracks"]}
+        segments = [{"name": tr.name, "track_id": tr.track_id, "tree_id": tr.tree_id,
+                     "parent": names.get(tr.parent_id), "frames": sorted(tr.labels),
+                     "labels": [tr.labels[t] for t in sorted(tr.labels)], "gap_frames": tr.gaps}
+                    for tr in rep["tracks"]]
+        out.append({**{k: v for k, v in rep.items() if k != "tracks"}, "segments": segments})
+    return out
 
 
 def _common_interval(sources) -> float | None:
@@ -497,6 +525,9 @@ def prepare(
     frame_interval: float | None = None,
     track: str = "id",
     divisions: str = "lineage",
+    track_distance: float | None = None,
+    track_gap: int = LAP_GAP_FRAMES,
+    track_divisions: bool = True,
     min_voxels: int = 0,
     center: str = "frame",
     keep_largest: bool = False,
@@ -530,14 +561,21 @@ def prepare(
     dataset : HDF5 dataset or NPZ array name.
     frame_interval : minutes between frames, overriding the metadata (ImageJ ``finterval``, OME
         ``TimeIncrement``); recorded in the manifest as ``frame_interval_min`` (None when unknown).
-    track : "id" (a cell keeps its label id over time) or "overlap" (link labels of consecutive
-        frames by maximum overlap, one-to-one, greedily by overlap size). Not used for CTC masks
-        with a ``man_track.txt`` (their track ids are followed).
+    track : "id" (a cell keeps its label id over time), "overlap" (link labels of consecutive
+        frames by maximum overlap, one-to-one, greedily by overlap size) or "lap" (link label
+        centroids in microns by linear assignment with gap closing and division detection,
+        :func:`cellinr.data.tracking.build_lap_tracks`; one sequence per cell between divisions,
+        the links in the manifest's ``tracking`` section and each sequence's ``lineage``). Not used
+        for CTC masks with a ``man_track.txt`` (their track ids are followed).
     divisions : for CTC tracking ground truth (``man_track.txt`` with parents): "lineage" (default:
         one sequence per lineage, a cell and all its descendants as one time-evolving shape, the
         frames spanning all of them), "division" (each mother with its daughters; cells that never
         divide alone) or "track" (one sequence per track). A ``man_track.txt`` that disagrees with its
         masks raises InputError naming the label and frame.
+    track_distance : "lap" only: largest displacement per link in microns (default: 1.5 median
+        cell diameters).
+    track_gap : "lap" only: largest frame difference bridged by gap closing (1: none).
+    track_divisions : "lap" only: detect divisions (a mother's sequence ends, two daughters begin).
     min_voxels : occurrences of a label with fewer input voxels are ignored (cells below it in
         every frame are dropped, and listed as excluded in the manifest).
     center : "frame" (default: each frame centred on the cell's centroid, so the data set holds the
@@ -555,16 +593,20 @@ def prepare(
     -------
     Path of the data set folder.
     """
-    from tqdm.auto import tqdm
-
     from cellinr._util.memory import check_memory
     from cellinr._util.outputs import atomic_dir, check_new_output, check_no_overlap
+    from cellinr._util.progress import tqdm
     from cellinr.io.ctc import find_ctc_sequences
     from cellinr.io.sdf_dataset import new_manifest, write_manifest
     from cellinr.io.sources import expand_inputs, open_source
     from cellinr.io.units import parse_frame_interval, parse_spacing
 
     _validate(size, clamp, voxel_size, scale, track, center, min_voxels, divisions)
+    lap = None
+    if track == "lap":
+        check_lap_options(track_distance, track_gap)
+        lap = {"max_distance": track_distance, "gap_frames": int(track_gap), "divisions": bool(track_divisions),
+               "reports": []}
     size = int(size)
     clamp = float(clamp)
     spacing = parse_spacing(spacing, name="spacing")
@@ -587,7 +629,8 @@ def prepare(
                                        allow_gaps=allow_gaps))
 
         tracks, scans, excluded = _collect_tracks(sources, track=track, min_voxels=min_voxels,
-                                                  exclude_border=exclude_border, show=show, divisions=divisions)
+                                                  exclude_border=exclude_border, show=show, divisions=divisions,
+                                                  lap=lap)
         if not tracks:
             raise InputError(f"{', '.join(str(p) for p in paths)}: no cell left to prepare "
                              f"({len(excluded)} excluded: {excluded[0]['reason'] if excluded else 'none found'})")
@@ -618,6 +661,8 @@ def prepare(
                      for src, sp in zip(sources, spacings)],
             sequences=[], excluded=excluded,
         )
+        if lap is not None:
+            manifest["tracking"] = _lap_manifest(lap["reports"])
         with atomic_dir(out, overwrite=overwrite) as tmp:
             for tr, cen in tqdm(list(zip(tracks, centres)), desc="prepare", unit="cell", disable=show):
                 manifest["sequences"].append(_write_sequence(

@@ -146,7 +146,7 @@ def compare_activations(
     figure_rows: list[list[np.ndarray]] = []
     row_labels: list[str] = []
     col_labels: list[str] = []
-    from tqdm import tqdm
+    from cellinr._util.progress import tqdm
 
     for i in tqdm(range(n_eval), desc="evaluating", disable=None if progress is None else not progress):
         info = dataset.sequences[i]

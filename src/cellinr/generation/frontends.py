@@ -88,6 +88,64 @@ def _run(s: _Setup, jobs, out, *, kind, mesh_format, reference_layout, overwrite
     return run_jobs(s.run, jobs, out, spec, device=s.device, overwrite=overwrite, max_memory_gb=max_memory_gb)
 
 
+def draw_code(codes: np.ndarray, *, seed: int, index: int, latent: str, sigma: float | None = None,
+              rotation: str = "random") -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """The latent code, rotation and sampler record of sequence ``index`` of :func:`generate` under ``seed``.
+
+    Returns
+    -------
+    (z (L,) float32, rotation (3, 3) float64 or None, info dict)
+    """
+    rng, torch_seed = sequence_rng(seed, index)
+    z, info = sample_latents(latent, 1, codes=codes, sigma=sigma, rng=rng)
+    rot = random_rotation(torch_seed) if rotation == "random" else None
+    return z[0], rot, info[0]
+
+
+def sample_cell(
+    run,
+    *,
+    seed: int = 0,
+    index: int = 0,
+    latent: str | None = None,
+    sigma: float | None = None,
+    rotation: str = "random",
+    size: int | None = None,
+    dims: Sequence[int] | None = None,
+    frames: int | None = None,
+    method: str = "fast",
+    device: str = "auto",
+) -> tuple[np.ndarray, dict]:
+    """One new cell as an array, without files: sequence ``index`` of :func:`generate` with ``seed``.
+
+    ``sample_cell(run, seed=s)[0] <= 0`` equals the mask ``generate(run, out, n=1, seed=s)`` writes;
+    ``latent=None`` is the run's recommended sampler, as in :func:`generate`.
+
+    Returns
+    -------
+    sdf : (T, Z, Y, X) float32 ndarray in the run's normalised units, negative inside.
+    info : dict with ``latent``, ``rotation``, the sampler record, ``spacing`` (Z, Y, X microns or
+        None) and ``frame_interval`` (minutes or None).
+    """
+    from cellinr.generation.frames import decode
+
+    sigma = check_sigma(sigma)
+    if latent is not None:
+        check_sampler(latent)
+    if rotation not in ROTATION_MODES:
+        raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(ROTATION_MODES)}")
+    r, _ = load_for_evaluation(run, device)
+    grid = resolve_dims(r, size, dims)
+    frames = check_frames(frames) or r.max_frames
+    if latent is None:
+        latent, run_sigma = default_sampler(r)
+        sigma = sigma if sigma is not None else run_sigma
+    z, rot, info = draw_code(r.codes, seed=seed, index=index, latent=latent, sigma=sigma, rotation=rotation)
+    sdf = decode(r, z, rot, dims=grid, frames=frames, method=method, device=device)
+    return sdf, {"latent": z, "rotation": rot, **info, "spacing": r.output_spacing(grid),
+                 "frame_interval": r.output_frame_interval(frames)}
+
+
 def generate(
     run,
     out: str | os.PathLike,
@@ -165,11 +223,9 @@ def generate(
     codes = s.run.codes
     jobs = []
     for i in range(int(n)):
-        rng, torch_seed = sequence_rng(seed, i)
-        z, info = sample_latents(latent, 1, codes=codes, sigma=sigma, rng=rng)
-        rot = random_rotation(torch_seed) if rotation == "random" else None
-        jobs.append(SequenceJob(name=f"{prefix}{i:04d}", latent=z[0], rotation=rot, frames=frames,
-                                info={"index": i, **info[0]}))
+        z, rot, info = draw_code(codes, seed=seed, index=i, latent=latent, sigma=sigma, rotation=rotation)
+        jobs.append(SequenceJob(name=f"{prefix}{i:04d}", latent=z, rotation=rot, frames=frames,
+                                info={"index": i, **info}))
     return _run(s, jobs, out, kind="generate", mesh_format=mesh_format, reference_layout=reference_layout,
                 overwrite=overwrite, max_memory_gb=max_memory_gb, seed=int(seed), latent_sampler=latent,
                 sigma=sigma, rotation_mode=rotation, frames_per_sequence=frames, prefix=prefix)

@@ -12,6 +12,10 @@ Per sequence ``<name>`` the folder receives (by ``formats``):
     the zero level set per frame, vertices x, y, z in microns;
 ``<name>_mip.tif`` (``mip``)
     maximum-intensity projection of the mask along Z, (T, Y, X) uint8;
+``<name>.ome.zarr`` (``ome-zarr``)
+    the mask as an OME-Zarr store (:class:`cellinr.io.omezarr.OmeZarrWriter`): label image ``cells``
+    (T, Z, Y, X) uint8, multiscale, voxel size and frame interval in the metadata, streamed frame by
+    frame (with ``ome-zarr`` alone no whole-sequence array is held in memory);
 ``<name>.json``
     everything needed to regenerate the sequence exactly (latent code, rotation, seed, model hash,
     sizes, options). Written last: it marks the sequence as complete, so a rerun skips it.
@@ -26,6 +30,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +48,9 @@ from cellinr.generation.frames import (
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("tiff", "sdf", "mesh", "mip")
+FORMATS = ("tiff", "sdf", "mesh", "mip", "ome-zarr")
+#: Formats that need the whole (T, Z, Y, X) mask in memory (the others are written frame by frame).
+WHOLE_MASK_FORMATS = ("tiff", "mip")
 SEQUENCE_FORMAT = "cellinr-generated-sequence"
 SEQUENCE_FORMAT_VERSION = 1
 
@@ -70,6 +77,10 @@ def parse_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
     if bad or not formats:
         raise ParameterError(f"--formats {','.join(formats)}: unknown format {', '.join(bad) or '(none)'}; "
                              f"choose from {', '.join(FORMATS)}")
+    if "ome-zarr" in formats:
+        from cellinr.io.omezarr import require_ngff
+
+        require_ngff("--formats ome-zarr")  # fail before any work when the library is missing
     return tuple(dict.fromkeys(formats))
 
 
@@ -83,7 +94,7 @@ def memory_needed(dims: tuple[int, int, int], frames: int, *, formats: Sequence[
     """Bytes needed to produce one sequence (the mask is held whole; SDF frames are streamed)."""
     voxels = math.prod(dims)
     padded = math.prod(int(math.ceil((d - 1) / 8)) * 8 + 1 if d > 1 else 1 for d in dims)
-    need = frames * voxels  # uint8 mask (T, Z, Y, X)
+    need = frames * voxels if set(WHOLE_MASK_FORMATS) & set(formats) else 0  # uint8 mask (T, Z, Y, X)
     need += padded * 5 + voxels * 8  # fast evaluation state + one float32 frame and its copy
     need += opts.chunk * BYTES_PER_CHUNK_POINT
     if "mip" in formats:
@@ -126,9 +137,9 @@ def common_options(run, spec_dims, formats, mesh_format, reference_layout, opts:
 
 def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, spacing) -> dict:
     """Evaluate one sequence frame by frame and write its files; the JSON last. Returns the record."""
-    from tqdm.auto import tqdm
 
     from cellinr._util.outputs import atomic_path, atomic_write_text, h5_check, h5_output
+    from cellinr._util.progress import tqdm
     from cellinr.geometry.grid import time_coords
     from cellinr.geometry.mesh import mesh_from_sdf
     from cellinr.geometry.project import max_projection
@@ -140,7 +151,8 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
     interval = run.output_frame_interval(job.frames, job.timing_index)
     field = sequence_field(run, job.latent, job.rotation)
     times = time_coords(job.frames)
-    mask = np.zeros((job.frames, *dims), np.uint8)
+    mask = np.zeros((job.frames, *dims), np.uint8) if set(WHOLE_MASK_FORMATS) & set(formats) else None
+    inside_voxels = 0
     files: dict = {"tiff": f"{job.name}.tif"}
     queries = 0
     started = time.perf_counter()
@@ -162,10 +174,22 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
             if interval is not None:
                 dset.attrs["frame_interval_min"] = interval
             files["sdf"] = f"{job.name}.h5"
+        frame_writer = None
+        if "ome-zarr" in formats:  # closed (made complete) when the stack exits, before the JSON record
+            from cellinr.io.omezarr import sequence_writer
+
+            files["ome-zarr"] = f"{job.name}.ome.zarr"
+            frame_writer = stack.enter_context(sequence_writer(out / files["ome-zarr"], n_frames=job.frames,
+                                                               dims=dims, spacing=spacing, frame_interval=interval))
         for k in tqdm(range(job.frames), desc=job.name, unit="frame", leave=False, disable=None):
             result = evaluate_frame(field, dims, float(times[k]), unit, opts, device)
             queries += result.queries
-            mask[k] = result.sdf <= 0
+            inside = result.sdf <= 0
+            inside_voxels += int(inside.sum())
+            if mask is not None:
+                mask[k] = inside
+            if frame_writer is not None:
+                frame_writer.write_mask(k, inside)
             if dset is not None:
                 if spec.reference_layout:
                     dset[..., k] = result.sdf.transpose(2, 1, 0)
@@ -199,7 +223,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
         "time_coords": [float(x) for x in times],
         "latent": [float(x) for x in np.asarray(job.latent, np.float32)],
         "rotation": None if job.rotation is None else np.asarray(job.rotation, np.float64).tolist(),
-        "voxel_fraction_inside": float(mask.mean()),
+        "voxel_fraction_inside": inside_voxels / (job.frames * math.prod(dims)),
         "queries": int(queries),
         "files": files,
         "options": common,
@@ -226,7 +250,7 @@ def _finished(out: Path, name: str, options: dict) -> bool:
         return False
     if not isinstance(record, dict) or record.get("options") != options:
         return False
-    return all((out / p).is_file() for p in _record_files(record))
+    return all((out / p).exists() for p in _record_files(record))
 
 
 def _remove_partial_files(out: Path, name: str) -> None:
@@ -243,6 +267,9 @@ def _remove_partial_files(out: Path, name: str) -> None:
                 if stale.is_file():
                     log.info("removing %s left by an interrupted run", stale)
                     stale.unlink()
+                elif stale.is_dir():  # a partial OME-Zarr store
+                    log.info("removing %s left by an interrupted run", stale)
+                    shutil.rmtree(stale)
 
 
 def _remove_other_sequences(out: Path, keep: set[str]) -> None:
@@ -262,6 +289,8 @@ def _remove_other_sequences(out: Path, keep: set[str]) -> None:
             target = out / rel
             if target.is_file() and out.resolve() in target.resolve().parents:
                 target.unlink()
+            elif target.is_dir() and out.resolve() in target.resolve().parents:  # an OME-Zarr store
+                shutil.rmtree(target)
         mesh_dir = out / "meshes" / str(record.get("name"))
         if mesh_dir.is_dir() and not any(mesh_dir.iterdir()):
             mesh_dir.rmdir()
@@ -272,11 +301,10 @@ def _remove_other_sequences(out: Path, keep: set[str]) -> None:
 def run_jobs(run, jobs: list[SequenceJob], out, spec: JobSpec, *, device, overwrite: bool,
              max_memory_gb: float | None) -> list[dict]:
     """Check the output folder and memory, then render every job not finished yet."""
-    from tqdm.auto import tqdm
-
     from cellinr import __version__
     from cellinr._util.memory import check_memory
     from cellinr._util.outputs import atomic_write_text, check_no_overlap, check_output_dir, staged_files
+    from cellinr._util.progress import tqdm
 
     dims = spec.dims
     for job in jobs:

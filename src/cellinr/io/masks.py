@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import InputError
+from cellinr.io.omezarr import is_zarr_store, zarr_stores
 from cellinr.io.sources import (
     CTC_PATTERNS,
     HDF5_SUFFIXES,
@@ -40,14 +41,14 @@ def mask_inputs(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
-    if path.is_file():
+    if path.is_file() or is_zarr_store(path) or path.suffix.lower() == ".zarr":
         return [path]
     tiffs = _visible_files(path, TIFF_SUFFIXES)
     if any(pattern.match(p.name) for p in tiffs for _, pattern in CTC_PATTERNS):
         return [path]
-    files = tiffs or _visible_files(path, HDF5_SUFFIXES + NPY_SUFFIXES)
+    files = tiffs or _visible_files(path, HDF5_SUFFIXES + NPY_SUFFIXES) or zarr_stores(path)
     if not files:
-        raise InputError(f"{path}: folder holds no masks (*.tif, *.h5, *.npy, *.npz)")
+        raise InputError(f"{path}: folder holds no masks (*.tif, *.h5, *.npy, *.npz, OME-Zarr stores)")
     stems = {p.stem.lower() for p in files}
     previews = [p for p in files if p.stem.lower().endswith("_mip") and p.stem.lower()[:-4] in stems]
     if previews:
@@ -111,7 +112,7 @@ def mask_sequences(
         if sp is None:
             log.warning("%s: no voxel size in the metadata; using 1 um per voxel (pass --spacing)", file)
             sp = (1.0,) * ndim
-        name = file.stem if file.is_file() else file.name
+        name = file.stem if file.is_file() else file.name.removesuffix(".zarr").removesuffix(".ome")
         labels = np.unique(data)
         labels = labels[labels > 0]
         if len(labels) <= 1:

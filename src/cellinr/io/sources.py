@@ -6,6 +6,8 @@ Supported inputs (see :func:`open_source`):
 - a folder of per-frame 3D TIFFs, including the Cell Tracking Challenge layouts
   (``mask###.tif``, ``man_track###.tif``, ``man_seg###.tif``; frames ordered by their number);
 - NumPy ``.npy`` (memory-mapped) and ``.npz`` files (``dataset`` names the array);
+- OME-Zarr (OME-NGFF 0.4 / 0.5) stores: a label image, or the image when the store has no labels
+  (``dataset`` names a label image, or "image"); see :func:`cellinr.io.omezarr.open_ngff`;
 - HDF5 files (``dataset`` names the dataset), including the authors' SDF training files with dataset
   ``sdf_vid`` written by MATLAB (h5py sees the axes reversed, "XYZT") and this package's own ``sdf``
   files (``*.h5`` of a prepared data set).
@@ -38,6 +40,7 @@ from cellinr.io.framesource import (
     spatial_axes_of,
     trim_spacing,
 )
+from cellinr.io.omezarr import is_zarr_store, open_ngff, zarr_stores
 from cellinr.io.units import parse_frame_interval
 
 log = logging.getLogger(__name__)
@@ -162,8 +165,8 @@ def _open_tiff_file(path: Path, axes: str | None, spacing, ndim, interval) -> Fr
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike], *, axes: str | None = None) -> list[Path]:
-    """Replace each folder of whole 3D+t TIFF sequences (e.g. ``cellinr simulate`` output), and each folder
-    of the authors' ``sdf_vid`` files, by its files.
+    """Replace each folder of whole 3D+t TIFF sequences (e.g. ``cellinr simulate`` output), each folder
+    of the authors' ``sdf_vid`` files, and each folder of OME-Zarr stores (and no TIFFs) by its files.
 
     Folders of per-frame 3D TIFFs (one time point per file) are kept as one input.
     """
@@ -171,7 +174,12 @@ def expand_inputs(paths: Sequence[str | os.PathLike], *, axes: str | None = None
 
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if p.is_dir() and not is_zarr_store(p) and p.suffix.lower() != ".zarr":
+            stores = zarr_stores(p)
+            if stores and not any(f.suffix.lower() in TIFF_SUFFIXES for f in p.iterdir() if f.is_file()):
+                out.extend(stores)  # a folder of OME-Zarr sequences (generate --formats ome-zarr)
+                continue
+        if p.is_dir() and not is_zarr_store(p):
             try:
                 files, numbers, pattern = _list_frame_files(p)
             except InputError:
@@ -235,7 +243,8 @@ def open_source(
 
     Parameters
     ----------
-    path : a TIFF, .npy, .npz or HDF5 file, or a folder of per-frame TIFFs (CTC layouts included).
+    path : a TIFF, .npy, .npz or HDF5 file, an OME-Zarr store, or a folder of per-frame TIFFs (CTC
+        layouts included).
     ndim : spatial dimensions of a frame: 3 (volumes, Z Y X), 2 (images, Y X; a stack of planes is
         read as frames) or None (3 when the data have a Z axis, else 2).
     axes : str, optional
@@ -244,7 +253,7 @@ def open_source(
     spacing : (z, y, x) microns, optional
         Voxel size, overriding the metadata.
     dataset : str, optional
-        HDF5 dataset or NPZ array name. An HDF5 file with a ``sdf_vid`` dataset is read as the
+        HDF5 dataset, NPZ array name or OME-Zarr label image ("image" for the store's image). An HDF5 file with a ``sdf_vid`` dataset is read as the
         reference implementation's SDF file.
     frame_interval : minutes, optional
         Time between frames, overriding the metadata (ImageJ ``finterval``, OME ``TimeIncrement``).
@@ -267,9 +276,11 @@ def open_source(
     frame_interval = parse_frame_interval(frame_interval)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
+    if path.is_dir() and (path.suffix.lower() == ".zarr" or is_zarr_store(path)):
+        return open_ngff(path, axes=axes, spacing=spacing, dataset=dataset, ndim=ndim, frame_interval=frame_interval)
     if path.is_dir():
         if dataset is not None:
-            raise ParameterError(f"{path}: --dataset applies to HDF5 and .npz files, not folders")
+            raise ParameterError(f"{path}: --dataset applies to HDF5, .npz files and OME-Zarr stores, not folders")
         files, numbers, pattern = _list_frame_files(path)
         return TiffFolderSource(path, files, numbers, axes_override=axes, spacing=spacing, pattern=pattern,
                                 ndim=ndim, frame_interval=frame_interval, allow_gaps=allow_gaps)

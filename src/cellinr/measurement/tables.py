@@ -75,8 +75,7 @@ def describe_sequence(
         relative growth rate: that slope over the mean volume; shape change: 1 - Dice with the
         previous frame, NaN on the first frame) and :data:`PARAMETER_COLUMNS`.
     """
-    from tqdm import tqdm
-
+    from cellinr._util.progress import tqdm
     from cellinr.measurement.overlap import dice
 
     frames = list(masks)
@@ -195,7 +194,7 @@ def measure_files(
     rows, previews
         Rows of all files; at most ``examples`` previews in all.
     """
-    from tqdm import tqdm
+    from cellinr._util.progress import tqdm
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ParameterError(f"workers: must be a positive integer, got {workers!r}")

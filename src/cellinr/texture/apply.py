@@ -52,7 +52,8 @@ class TextureModel:
 
 
 def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> TextureModel:
-    """Load a texture model folder (or a bundled name) written by :func:`cellinr.training.texture.train_texture`.
+    """Load a texture model folder (or a bundled name) written by :func:`cellinr.training.texture.train_texture`,
+    or a bioimage.io package of one (folder, ``rdf.yaml`` or ``.zip``; :mod:`cellinr.texture.bioimageio`).
 
     Raises
     ------
@@ -62,11 +63,12 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
     """
     import torch
 
-    from cellinr._util.device import resolve_device
-    from cellinr.nn.pix2pixhd import build_generator
-    from cellinr.nn.texture_config import TextureNetConfig
-
     path = resolve_texture_model(model)
+    from cellinr.texture.bioimageio import is_bioimageio_source, read_bioimageio
+
+    if is_bioimageio_source(path) and not (path / MODEL_JSON).exists():
+        meta, state, _ = read_bioimageio(path)  # a bioimage.io package (folder, rdf.yaml or .zip)
+        return _texture_model(meta, state, path, path, device)
     if not path.is_dir():
         raise RunError(f"{path}: not a texture model folder (not a folder)")
     meta_path = path / MODEL_JSON
@@ -81,15 +83,6 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
     read_json(meta_path, {"net": {}, "normalisation": {"lo": float, "hi": float,
                                                        "?dtype": Choice("uint8", "uint16", "float32")}},
               error=RunError, what="texture model description")
-    try:
-        config = TextureNetConfig.from_dict(meta["net"])
-    except ConfigError as exc:
-        raise RunError(f"{meta_path}: key net: {exc}") from None
-    norm = meta["normalisation"]
-    lo, hi, dtype = float(norm["lo"]), float(norm["hi"]), str(norm.get("dtype", "float32"))
-    if not hi > lo:
-        raise RunError(f"{meta_path}: key normalisation: hi must exceed lo, got lo {lo:g}, hi {hi:g}")
-    generator = build_generator(config)
     st_path, pt_path = path / "generator.safetensors", path / "generator.pt"
     try:
         if st_path.exists():
@@ -100,10 +93,34 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
             state = torch.load(pt_path, map_location="cpu", weights_only=True)
         else:
             raise RunError(f"{path}: texture model has no weights (generator.safetensors)")
-        generator.load_state_dict(state)
     except RunError:
         raise
-    except Exception as exc:  # safetensors / torch raise various types for damaged or mismatched files
+    except Exception as exc:  # safetensors / torch raise various types for damaged files
+        raise RunError(f"{path}: cannot load the generator weights ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:200]})") from None
+    return _texture_model(meta, state, path, meta_path, device)
+
+
+def _texture_model(meta: dict, state: dict, path: Path, where: Path, device: str) -> TextureModel:
+    """Build the generator that ``meta`` describes, load ``state`` into it, on ``device``."""
+    from cellinr._util.device import resolve_device
+    from cellinr.nn.pix2pixhd import build_generator
+    from cellinr.nn.texture_config import TextureNetConfig
+
+    try:
+        config = TextureNetConfig.from_dict(meta["net"])
+        norm = meta["normalisation"]
+        lo, hi, dtype = float(norm["lo"]), float(norm["hi"]), str(norm.get("dtype", "float32"))
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise RunError(f"{where}: incomplete texture model description ({exc})") from None
+    if dtype not in ("uint8", "uint16", "float32"):
+        raise RunError(f"{where}: unknown output dtype {dtype!r}")
+    if not hi > lo:
+        raise RunError(f"{where}: key normalisation: hi must exceed lo, got lo {lo:g}, hi {hi:g}")
+    generator = build_generator(config)
+    try:
+        generator.load_state_dict(state)
+    except Exception as exc:  # torch raises various types for mismatched weights
         raise RunError(f"{path}: cannot load the generator weights ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]})") from None
     dev = resolve_device(device)

@@ -350,7 +350,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         torch.backends.cuda.matmul.allow_tf32 = True
     bar = None
     if info.is_main:
-        from tqdm.auto import tqdm
+        from cellinr._util.progress import tqdm
 
         bar = tqdm(
             total=tc.epochs, initial=min(start_epoch, tc.epochs), unit="epoch", desc="train",

@@ -197,10 +197,9 @@ def train_texture(
     -------
     Path of the model folder.
     """
-    from tqdm import tqdm
-
     from cellinr import __version__
     from cellinr._util.device import resolve_device
+    from cellinr._util.progress import tqdm
 
     if size < 8:
         raise ParameterError(f"--size must be >= 8, got {size}")

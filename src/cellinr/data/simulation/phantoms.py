@@ -360,9 +360,8 @@ def simulate(
     OutputExistsError
         ``out`` exists and is not empty, and ``overwrite`` is False.
     """
-    from tqdm import tqdm
-
     from cellinr._util.atomic import atomic_dir, atomic_write_text
+    from cellinr._util.progress import tqdm
     from cellinr.io.tiff import write_tiff
 
     _check_kind(kind)
