@@ -1,0 +1,197 @@
+"""Writing a scene: textured frames and full ground truth in the Cell Tracking Challenge layout.
+
+Output folder ``DIR``::
+
+    scene.json                          spec, identity hash, voxel size, render parameters, tracks (written last)
+    cells.json                          one record per cell (model, latent code, rotation, time offset)
+    ctc/01/tNNN.tif                     images (YX in 2D, ZYX in 3D)
+    ctc/01_GT/SEG/man_segNNN.tif        instance masks of all cells
+    ctc/01_GT/TRA/man_trackNNN.tif      the same masks labelled by track
+    ctc/01_GT/TRA/man_track.txt         L B E P per track
+    pairs/images/tNNN.tif, pairs/masks/tNNN.tif   plain (image, mask) pairs (hard links to the CTC files)
+    report/                             with ``like=``: quality measures side by side; with ``difficulty``: baseline scores
+
+The folder is built in ``.tmp-<name>-scene`` next to it and moved into place when complete, so nothing
+partial ever carries the final name. A rerun of a finished scene with the same parameters returns at
+once; a killed one left only the temporary folder, which the rerun removes before starting afresh
+(the scene is sequential: frame f depends on every frame before it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from cellinr.errors import OutputExistsError, ParameterError
+from cellinr.io.ctc import frame_digits
+
+log = logging.getLogger(__name__)
+
+SCENE_JSON = "scene.json"
+CELLS_JSON = "cells.json"
+CTC_DIR = "ctc"
+PAIRS_DIR = "pairs"
+REPORT_DIR = "report"
+KIND = "cellinr-scene"
+TEXTURES = ("render",)  # or a texture model folder / bundled texture model name
+
+
+def _temporary(out: Path) -> Path:
+    return out.parent / f".tmp-{out.name}-scene"
+
+
+def finished_digest(out: str | os.PathLike) -> str | None:
+    """The identity hash of the finished scene in ``out``, or None."""
+    path = Path(out) / SCENE_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("digest")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rng: np.random.Generator) -> np.ndarray:
+    """The image of one scene frame.
+
+    Parameters
+    ----------
+    labels : (Z, Y, X) uint16 ndarray (Z == 1 in 2D)
+    brightness_z : (L + 1,) brightness draws per label; peak brightness ``foreground * exp(cell_cv * z)``.
+    params : RenderParams (used when ``model`` is None)
+    model : TextureModel or None; applied slice by slice in 3D.
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of the renderer's (or the model's) dtype.
+    """
+    if model is not None:
+        from cellinr.texture.apply import texture_labels
+
+        return texture_labels(model, labels)
+    from cellinr.texture.renderer import render
+
+    b = params.foreground * np.exp(params.cell_cv * np.asarray(brightness_z, np.float64))
+    if len(b) == 0:
+        b = np.zeros(1)
+    b[0] = 0.0
+    return render(labels, params, seed=rng, brightness=b)
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_scene(
+    spec, out: str | os.PathLike, *, texture: str = "render", params=None, like_info: dict | None = None,
+    overwrite: bool = False, device: str = "cpu", pairs: bool = True, after=None, identity: dict | None = None,
+) -> tuple[Path, bool]:
+    """Compose ``spec`` frame by frame and write it under ``out``.
+
+    Parameters
+    ----------
+    spec : SceneSpec
+    texture : "render" or a texture model (folder or bundled name)
+    params : RenderParams, optional (the renderer's defaults when None)
+    like_info : dict, optional; recorded in scene.json (the calibration that set the spec).
+    pairs : also write plain (image, mask) pairs.
+    after : callable(tmp_folder) -> dict, optional; runs on the complete folder before it is moved into
+        place (the reports); what it returns is added to scene.json.
+    identity : dict, optional; more of what makes the scene (e.g. which reports), in its identity hash.
+
+    Returns
+    -------
+    (path, written): ``written`` False when a finished identical scene was found and kept.
+    """
+    from tqdm import tqdm
+
+    from cellinr import __version__
+    from cellinr.io.ctc import write_ctc_frame, write_man_track
+    from cellinr.scenes.composer import Scene
+    from cellinr.texture.renderer import RenderParams
+
+    out = Path(out)
+    params = params or RenderParams()
+    model = None
+    if str(texture) != "render":
+        from cellinr.texture.apply import load_texture_model
+
+        model = load_texture_model(texture, device=device)
+    extra = {"texture": "render" if model is None else str(model.path),
+             "render": params.to_dict() if model is None else None, "pairs": bool(pairs), **(identity or {})}
+    digest = spec.digest(extra)
+    if finished_digest(out) == digest and not overwrite:
+        log.info("%s: the scene is finished (same parameters); skipped", out)
+        return out, False
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(f"{out}: output exists and holds another scene; pass --overwrite to replace it")
+    tmp = _temporary(out)
+    if tmp.exists():
+        log.warning("%s: removing an unfinished scene left by a killed run; starting afresh", tmp)
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        sc = Scene(spec, device=device)
+        spacing = tuple(float(v) for v in sc.voxel_size) if sc.voxel_size is not None else None
+        digits = frame_digits(spec.frames)
+        held = 0
+        for frame in tqdm(sc.frames(), total=spec.frames, desc="scene", unit="frame", disable=None):
+            rng = np.random.default_rng([spec.seed, 3, frame.index])
+            image = render_frame(frame.labels, frame.brightness, params, model, rng)
+            labels = frame.labels
+            if spec.two_d:
+                image, labels = image[0], labels[0]
+            write_ctc_frame(tmp / CTC_DIR, 1, frame.index, image, labels, n_frames=spec.frames, spacing=spacing)
+            if pairs:
+                k = f"{frame.index:0{digits}d}"
+                _link(tmp / CTC_DIR / "01" / f"t{k}.tif", tmp / PAIRS_DIR / "images" / f"t{k}.tif")
+                _link(tmp / CTC_DIR / "01_GT" / "SEG" / f"man_seg{k}.tif", tmp / PAIRS_DIR / "masks" / f"t{k}.tif")
+            held += frame.held
+        tracks = sc.tracks()
+        write_man_track(tmp / CTC_DIR, 1, tracks)
+        (tmp / CELLS_JSON).write_text(json.dumps(sc.records()) + "\n")
+        info = {
+            "kind": KIND, "digest": digest, "cellinr_version": __version__, "spec": spec.to_dict(),
+            "voxel_size_um": list(spacing) if spacing else None,
+            "boxes": {m.name: list(m.box) for m in sc.models}, "margin": sc.field.margin,
+            "texture": extra["texture"], "render_params": extra["render"], "like": like_info,
+            "cells_total": len(sc.cells), "tracks": len(tracks),
+            "divisions": len({t.parent for t in tracks if t.parent}), "held_cell_frames": held,
+            "field_evaluations": sc.evaluations, "seed": spec.seed,
+        }
+        if after is not None:
+            extra_info = after(tmp)
+            if extra_info:
+                info.update(extra_info)
+        (tmp / SCENE_JSON).write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".old-{out.name}-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, True
+
+
+def check_paths(out: str | os.PathLike, inputs: list) -> None:
+    """Refuse an output folder that is, contains or lies inside an input."""
+    o = Path(out).resolve()
+    for p in inputs:
+        if p is None:
+            continue
+        q = Path(p).resolve()
+        if o == q or q in o.parents or o in q.parents:
+            raise ParameterError(f"--out {out}: overlaps the input {p}; choose another output folder")
