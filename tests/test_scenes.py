@@ -4,8 +4,6 @@ measures, calibration inputs, resumable output, bad input."""
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +170,8 @@ def test_ctc_metrics_score_the_ground_truth_perfectly(written, tmp_path):
     assert scores["SEG"] == pytest.approx(1.0) and scores["TRA"] == pytest.approx(1.0)
     assert scores["DET"] == pytest.approx(1.0)
     # and a damaged result scores below 1: the check can fail
-    (res / "res_track.txt").write_text("".join(line for line in (res / "res_track.txt").read_text().splitlines(True)[1:]))
+    lines = (res / "res_track.txt").read_text().splitlines(True)
+    (res / "res_track.txt").write_text("".join(lines[1:]))
     assert score(res, path / "ctc" / "01_GT")["Valid"] == 0
 
 

@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     parser.add_argument("--like", nargs="+", metavar="PATH",
                         help="a real CTC folder (or IMAGE LABELS files): estimate density, sizes, motion, "
                         "division rate, intensities and noise from it, and compare the quality measures")
+    parser.add_argument("--like-axes", metavar="AXES",
+                        help="axes of the --like IMAGE LABELS files when their metadata lack them, e.g. TYX")
     parser.add_argument("--drift", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="common displacement per frame in voxels (default: 0 0 0.5)")
     parser.add_argument("--step-sigma", type=float, nargs=3, metavar=("Z", "Y", "X"),
@@ -58,9 +60,10 @@ def run(args) -> int:
 
     path = scene(
         args.model, args.out, cells=args.cells, density=args.density, dims=args.dims, frames=args.frames,
-        voxel_size=args.voxel_size, seed=args.seed, texture=args.texture, like=args.like, drift=args.drift,
-        step_sigma=args.step_sigma, cycle_frames=args.cycle_frames, latent=args.latent, sigma=args.sigma,
-        difficulty=args.difficulty, pairs=not args.no_pairs, overwrite=args.overwrite, device=args.device,
+        voxel_size=args.voxel_size, seed=args.seed, texture=args.texture, like=args.like,
+        like_axes=args.like_axes, drift=args.drift, step_sigma=args.step_sigma, cycle_frames=args.cycle_frames,
+        latent=args.latent, sigma=args.sigma, difficulty=args.difficulty, pairs=not args.no_pairs,
+        overwrite=args.overwrite, device=args.device,
     )
     print(f"scene in {path} (CTC layout in {path / 'ctc'})")
     return 0

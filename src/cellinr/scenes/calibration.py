@@ -63,11 +63,12 @@ def ctc_from_arrays(images: np.ndarray, labels: np.ndarray, out: str | os.PathLi
     return Path(out)
 
 
-def like_to_ctc(like: str | os.PathLike | Sequence, tmp: str | os.PathLike) -> Path:
+def like_to_ctc(like: str | os.PathLike | Sequence, tmp: str | os.PathLike, *, axes: str | None = None) -> Path:
     """A CTC folder for ``like``: a CTC folder itself, or (image, labels) files written under ``tmp``.
 
-    Image + labels: (Y, X), (T, Y, X), (Z, Y, X) or (T, Z, Y, X) TIFF / NumPy files of one shape; a 3D
-    stack is taken as one volume when its file says Z (or has no T axis), as in :func:`open_source`.
+    Image + labels: (Y, X), (T, Y, X), (Z, Y, X) or (T, Z, Y, X) TIFF / NumPy files of one shape, read
+    by :func:`cellinr.io.sources.open_source`: a stack without axis metadata is one volume (ZYX) unless
+    ``axes`` says otherwise (e.g. "TYX" for a 2D time-lapse).
     """
     from cellinr.io.sources import open_source
 
@@ -81,7 +82,7 @@ def like_to_ctc(like: str | os.PathLike | Sequence, tmp: str | os.PathLike) -> P
     arrays = []
     spacing = None
     for p in like:
-        with open_source(p, ndim=None) as src:
+        with open_source(p, ndim=None, axes=axes) as src:
             data = np.stack([src.read_frame(t) for t in range(src.n_frames)])
             spacing = spacing or src.spacing
             arrays.append(data)

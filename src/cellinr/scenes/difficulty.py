@@ -56,8 +56,8 @@ def segment(image: np.ndarray, *, sigma: float = 1.0, radius: float | None = Non
     -------
     int32 ndarray of ``image``'s shape, 0 = background.
     """
-    from skimage.filters import threshold_otsu
     from skimage.feature import peak_local_max
+    from skimage.filters import threshold_otsu
     from skimage.segmentation import watershed
 
     img = ndi.gaussian_filter(np.asarray(image, np.float64), sigma)

@@ -8,8 +8,10 @@ Output folder ``DIR``::
     ctc/01_GT/SEG/man_segNNN.tif        instance masks of all cells
     ctc/01_GT/TRA/man_trackNNN.tif      the same masks labelled by track
     ctc/01_GT/TRA/man_track.txt         L B E P per track
-    pairs/images/tNNN.tif, pairs/masks/tNNN.tif   plain (image, mask) pairs (hard links to the CTC files)
-    report/                             with ``like=``: quality measures side by side; with ``difficulty``: baseline scores
+    pairs/images/tNNN.tif               plain (image, mask) pairs: hard links to the CTC images
+    pairs/masks/tNNN.tif                and to the SEG masks
+    report/                             quality measures (with ``like=``: beside the real set's) and
+                                        the baseline's scores (with ``difficulty``)
 
 The folder is built in ``.tmp-<name>-scene`` next to it and moved into place when complete, so nothing
 partial ever carries the final name. A rerun of a finished scene with the same parameters returns at
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +97,7 @@ def _link(src: Path, dst: Path) -> None:
 def write_scene(
     spec, out: str | os.PathLike, *, texture: str = "render", params=None, like_info: dict | None = None,
     overwrite: bool = False, device: str = "cpu", pairs: bool = True, after=None, identity: dict | None = None,
+    stats: dict | None = None,
 ) -> tuple[Path, bool]:
     """Compose ``spec`` frame by frame and write it under ``out``.
 
@@ -107,6 +111,8 @@ def write_scene(
     after : callable(tmp_folder) -> dict, optional; runs on the complete folder before it is moved into
         place (the reports); what it returns is added to scene.json.
     identity : dict, optional; more of what makes the scene (e.g. which reports), in its identity hash.
+    stats : dict, optional; filled with seconds spent composing (``compose``, of which ``field`` evaluating
+        the cells' fields), rendering (``render``) and writing (``write``), and ``evaluations``.
 
     Returns
     -------
@@ -144,9 +150,17 @@ def write_scene(
         spacing = tuple(float(v) for v in sc.voxel_size) if sc.voxel_size is not None else None
         digits = frame_digits(spec.frames)
         held = 0
-        for frame in tqdm(sc.frames(), total=spec.frames, desc="scene", unit="frame", disable=None):
+        timing = {"compose": 0.0, "render": 0.0, "write": 0.0}
+        frames = iter(sc.frames())
+        for _ in tqdm(range(spec.frames), desc="scene", unit="frame", disable=None):
+            t0 = time.perf_counter()
+            frame = next(frames)
+            t1 = time.perf_counter()
             rng = np.random.default_rng([spec.seed, 3, frame.index])
             image = render_frame(frame.labels, frame.brightness, params, model, rng)
+            t2 = time.perf_counter()
+            timing["compose"] += t1 - t0
+            timing["render"] += t2 - t1
             labels = frame.labels
             if spec.two_d:
                 image, labels = image[0], labels[0]
@@ -156,6 +170,9 @@ def write_scene(
                 _link(tmp / CTC_DIR / "01" / f"t{k}.tif", tmp / PAIRS_DIR / "images" / f"t{k}.tif")
                 _link(tmp / CTC_DIR / "01_GT" / "SEG" / f"man_seg{k}.tif", tmp / PAIRS_DIR / "masks" / f"t{k}.tif")
             held += frame.held
+            timing["write"] += time.perf_counter() - t2
+        if stats is not None:
+            stats.update(timing, field=sc.field_seconds, evaluations=sc.evaluations)
         tracks = sc.tracks()
         write_man_track(tmp / CTC_DIR, 1, tracks)
         (tmp / CELLS_JSON).write_text(json.dumps(sc.records()) + "\n")

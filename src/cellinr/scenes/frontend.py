@@ -32,6 +32,7 @@ def scene(
     seed: int = 0,
     texture: str = "render",
     like: str | os.PathLike | Sequence | None = None,
+    like_axes: str | None = None,
     drift: Sequence[float] | None = None,
     step_sigma: Sequence[float] | None = None,
     cycle_frames: int | None = None,
@@ -56,6 +57,7 @@ def scene(
     texture : "render" (the renderer) or a texture model folder / bundled name.
     like : a real CTC folder, or (image, labels) files: dims, frames, density, voxel size (cell size),
         motion, division rate and render parameters are estimated from it unless given.
+    like_axes : axes of the ``like`` image and labels files when their metadata lack them (e.g. "TYX").
     drift, step_sigma : motion per frame (Z, Y, X) voxels (see :class:`cellinr.scenes.motion.MotionParams`).
     cycle_frames : scene frames per training sequence of a model.
     render_params : RenderParams, optional (estimated with ``like``; else the renderer's defaults).
@@ -84,7 +86,7 @@ def scene(
         if like_paths is not None:
             from cellinr.scenes.calibration import calibrate, like_to_ctc, probe_models, spec_from_calibration
 
-            real_ctc = like_to_ctc(like_paths, tmp)
+            real_ctc = like_to_ctc(like_paths, tmp, axes=like_axes)
             cal = calibrate(real_ctc)
             two_d = (dims[0] if dims is not None else cal.dims[0]) == 1
             probe = probe_models(models, two_d=two_d, seed=seed, latent=latent, sigma=sigma, device=device)

@@ -138,7 +138,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
 
     layout = find_ctc(root, sequence)
     tracks = read_man_track(layout.man_track)
-    f_sum = f_sq = f_n = 0.0
+    f_sum = f_n = 0.0
     b_sum = b_sq = b_n = 0.0
     cell_means: list[float] = []
     cell_stds: list[float] = []
@@ -161,8 +161,8 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
         fg = masks > 0
         bg = ~ndi.binary_dilation(fg, iterations=2) if fg.any() else np.ones_like(fg)
         fv, bv = img[inner], img[bg]
-        f_sum += fv.sum(); f_sq += (fv**2).sum(); f_n += fv.size
-        b_sum += bv.sum(); b_sq += (bv**2).sum(); b_n += bv.size
+        f_sum, f_n = f_sum + fv.sum(), f_n + fv.size
+        b_sum, b_sq, b_n = b_sum + bv.sum(), b_sq + (bv**2).sum(), b_n + bv.size
         ids = np.unique(masks[inner])
         ids = ids[ids > 0]
         if ids.size:
