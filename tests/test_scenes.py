@@ -133,7 +133,7 @@ def written(tmp_path_factory):
         # one model cycle in the scene: the dividing model's cells divide in it
         spec = SceneSpec(models=["dividing"], dims=(8, 64, 64), frames=6, cells=4, voxel_size=2.0, seed=1,
                          cycle_frames=6)
-        path, done = write_scene(spec, out)
+        path, done = write_scene(spec, out, mip=True)
         assert done
         return path, spec
     finally:
@@ -155,6 +155,13 @@ def test_ctc_export_is_consistent(written):
     for d in daughters:  # parents end the frame before their daughters begin
         assert by[d.parent].end == d.begin - 1
     np.testing.assert_array_equal(seq.seg, seq.tra)
+    from cellinr.io.tiff import read_tiff
+    from cellinr.scenes.export import project_labels
+
+    mip = read_tiff(path / "mip" / "masks" / "t002.tif").data
+    np.testing.assert_array_equal(mip, project_labels(seq.tra[2]))
+    assert set(np.unique(mip)) <= set(np.unique(seq.tra[2]))
+    assert read_tiff(path / "mip" / "images" / "t002.tif").data.shape == spec.dims[1:]
     pairs = sorted((path / "pairs" / "images").iterdir())
     assert len(pairs) == spec.frames and len(list((path / "pairs" / "masks").iterdir())) == spec.frames
 
@@ -180,25 +187,27 @@ def test_rerun_skips_and_killed_run_restarts_cleanly(written, tmp_path):
 
     path, spec = written
     stamp = (path / "scene.json").stat().st_mtime_ns
-    assert write_scene(spec, path) == (path, False)
+    assert write_scene(spec, path, mip=True) == (path, False)
     assert (path / "scene.json").stat().st_mtime_ns == stamp
     # a different scene into the same folder is refused
     other = type(spec)(**{**spec.to_dict(), "seed": 9, "motion": spec.motion})
     with pytest.raises(OutputExistsError):
-        write_scene(other, path)
+        write_scene(other, path, mip=True)
     # a failure leaves nothing under the final name; a killed run's leftovers are removed
+    small = type(spec)(models=["deforming"], dims=(1, 48, 48), frames=2, cells=2, voxel_size=2.0)
     out = tmp_path / "s"
 
     def boom(folder):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        write_scene(spec, out, after=boom)
+        write_scene(small, out, after=boom)
     assert not out.exists() and not _temporary(out).exists()
     _temporary(out).mkdir()
     (_temporary(out) / "junk.tif").write_bytes(b"partial")
-    write_scene(spec, out)
+    write_scene(small, out)
     assert (out / "scene.json").exists() and not _temporary(out).exists()
+    assert not (out / "junk.tif").exists()
 
 
 def test_same_seed_same_bytes_2d(tmp_path):

@@ -49,6 +49,8 @@ def register(subparsers) -> None:
     parser.add_argument("--difficulty", action="store_true",
                         help="run a classical baseline (Otsu + watershed, laptrack) on the scene (and the --like "
                         "set) and print its CTC scores SEG, DET, TRA side by side (needs cellinr[scenes])")
+    parser.add_argument("--mip", action="store_true",
+                        help="3D scenes: also write 2D+t maximum projections with the masks of the cells they show")
     parser.add_argument("--no-pairs", action="store_true", help="do not write the plain (image, mask) pairs")
     add_device(parser)
     add_overwrite(parser)
@@ -62,7 +64,7 @@ def run(args) -> int:
         args.model, args.out, cells=args.cells, density=args.density, dims=args.dims, frames=args.frames,
         voxel_size=args.voxel_size, seed=args.seed, texture=args.texture, like=args.like,
         like_axes=args.like_axes, drift=args.drift, step_sigma=args.step_sigma, cycle_frames=args.cycle_frames,
-        latent=args.latent, sigma=args.sigma, difficulty=args.difficulty, pairs=not args.no_pairs,
+        latent=args.latent, sigma=args.sigma, difficulty=args.difficulty, pairs=not args.no_pairs, mip=args.mip,
         overwrite=args.overwrite, device=args.device,
     )
     print(f"scene in {path} (CTC layout in {path / 'ctc'})")

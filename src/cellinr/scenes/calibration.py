@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from cellinr.errors import InputError, ParameterError
 
 log = logging.getLogger(__name__)
 
-#: Probe cells per model for sizes and division fractions.
+#: Probe cells per model for sizes and division fractions, and the times they are evaluated at.
 PROBE_CELLS = 4
+PROBE_TIMES = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
 @dataclass
@@ -98,22 +100,101 @@ def like_to_ctc(like: str | os.PathLike | Sequence, tmp: str | os.PathLike, *, a
 
 
 def calibrate(ctc: str | os.PathLike) -> Calibration:
-    """Measure a real CTC sequence and estimate the renderer's parameters from one of its frames."""
-    from cellinr.scenes.quality import dataset_quality, find_ctc, read_frame
+    """Measure a real CTC sequence and estimate the renderer's parameters from it.
+
+    The parameters come from :func:`cellinr.texture.renderer.estimate_render_params` on the frame (and,
+    in 3D, the plane) with most cells, then two corrections from the whole set: the cell brightness is
+    scaled so that the mean contrast of the cells (mean(F) - mean(B)) is the whole set's (in 3D the
+    planes through the cells' caps are dimmer than the middle plane), and the background variation is
+    set to give the set's ``het_background`` at the scale where it is measured.
+    """
+    from cellinr.scenes.quality import BACKGROUND_SCALE, dataset_quality, find_ctc, read_frame
     from cellinr.texture.renderer import estimate_render_params
 
     layout = find_ctc(ctc)
     quality = dataset_quality(ctc)
     shape = tuple(quality["shape"])
     dims = (1, *shape) if len(shape) == 2 else shape
-    # the render parameters from the frame (and plane) with most cells
     t = layout.frames // 2
     image, masks, _ = read_frame(layout, t)
     if image.ndim == 3:
         k = int(np.argmax((masks > 0).sum(axis=(1, 2))))
         image, masks = image[k], masks[k]
-    render = estimate_render_params(image, masks.astype(np.int32))
+    masks = masks.astype(np.int32)
+    render = estimate_render_params(image, masks)
+    whole = quality["mean_foreground"] - quality["mean_background"]
+    if quality.get("het_background") is not None and render.background > 0:
+        scale = 2.0 * BACKGROUND_SCALE
+        seen = scale / np.sqrt(scale**2 + BACKGROUND_SCALE**2)  # the measure's smoothing keeps this much
+        render.background_scale = scale
+        render.background_variation = float(np.clip(quality["het_background"] * abs(whole) / (render.background * seen),
+                                                    0.0, 1.0))
+    tune_render(render, image, masks)
+    plane = _plane_stats(image, masks)
+    if plane[0] - plane[1] > 0 and whole > 0:  # 3D: the other planes of the cells are dimmer than this one
+        render.foreground = float(render.foreground * whole / (plane[0] - plane[1]))
     return Calibration(str(ctc), quality, render, tuple(int(d) for d in dims), layout.frames)
+
+
+def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, float]:
+    """(mean F, mean B, std B) of one image as :func:`cellinr.scenes.quality.dataset_quality` defines them."""
+    from cellinr.scenes.quality import _inner
+
+    inner = _inner(masks)
+    bg = ~ndi.binary_dilation(masks > 0, iterations=2)
+    if not inner.any() or not bg.any():
+        return 0.0, 0.0, 0.0
+    img = image.astype(np.float64)
+    return float(img[inner].mean()), float(img[bg].mean()), float(img[bg].std())
+
+
+def tune_render(params, image: np.ndarray, masks: np.ndarray, *, rounds: int = 2) -> None:
+    """Closed-loop correction of estimated render parameters (in place): render the real masks, then scale
+    the cell brightness to the real cells' contrast and the noise to the real background's spread."""
+    from cellinr.texture.renderer import render
+
+    f, b, s = _plane_stats(image, masks)
+    for k in range(rounds):
+        fr, br, sr = _plane_stats(render(masks, params, seed=k), masks)
+        if fr - br > 0 and f - b > 0:
+            params.foreground = float(params.foreground * (f - b) / (fr - br))
+        var_v = (params.background * params.background_variation) ** 2
+        if s**2 > var_v and sr**2 > var_v:
+            k2 = (s**2 - var_v) / (sr**2 - var_v)
+            if params.gain > 0:
+                params.gain = float(params.gain / k2)
+            params.read_noise = float(params.read_noise * np.sqrt(k2))
+
+
+def refine_with_first_frame(spec_kwargs: dict, quality: dict, *, models, seed: int, latent: str,
+                            sigma: float | None, device: str = "cpu") -> dict:
+    """One correction of the voxel size (cell size) and density from the scene's own first frame.
+
+    Cells cut by the borders and divided cells make the cells seen in a frame smaller than the probe's;
+    the first frame is composed (no texture), measured like the real set, and the voxel size and
+    density scaled by the ratios. Returns the corrected keyword arguments.
+    """
+    from cellinr.scenes.composer import Scene, SceneSpec
+
+    spec = SceneSpec(models=list(models), seed=seed, latent=latent, sigma=sigma,
+                     **{k: v for k, v in spec_kwargs.items() if v is not None and not k.startswith("_")})
+    labels = next(iter(Scene(spec, device=device).frames())).labels
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if not ids.size or not quality.get("cell_size"):
+        return spec_kwargs
+    size = float(np.bincount(labels.ravel().astype(np.int64))[ids].mean())
+    density = float((labels > 0).mean())
+    out = dict(spec_kwargs)
+    power = 0.5 if spec.two_d else 1 / 3
+    if spec_kwargs.get("voxel_size") is not None and spec_kwargs.get("_auto_voxel"):
+        v = np.asarray(spec_kwargs["voxel_size"], float) * (size / quality["cell_size"]) ** power
+        out["voxel_size"] = tuple(float(x) for x in v)
+    if spec_kwargs.get("density") is not None and spec_kwargs.get("_auto_density") and density > 0:
+        out["density"] = float(np.clip(spec_kwargs["density"] * quality["density"] / density, 1e-4, 0.95))
+    log.info("like: first frame cell size %.4g (real %.4g), density %.4g (real %.4g): voxel size %s, density %s",
+             size, quality["cell_size"], density, quality["density"], out.get("voxel_size"), out.get("density"))
+    return out
 
 
 def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, sigma: float | None,
@@ -121,8 +202,9 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
     """Mean cell size (um^3 in 3D, projected um^2 in 2D) and fraction of cells that divide, over the models.
 
     Probe cells (``PROBE_CELLS`` per model, drawn like scene cells) are evaluated at each model's
-    training resolution at t = 0 (size) and t = -1, +1 (division: one component at the start, two or
-    more at the end).
+    training resolution at ``PROBE_TIMES`` over the sequence. The size is that of a connected component
+    (a divided cell is two cells, as in the ground truth); a cell divides when it has one component at
+    the start and two or more at the end.
     """
     from cellinr.generation.frames import EvalOptions, evaluate_frame, load_for_evaluation, sequence_field
     from cellinr.generation.samplers import random_rotation, sample_latents, sequence_rng
@@ -134,30 +216,30 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
         vox = run.voxel_size_um
         if vox is None:
             raise ParameterError(f"{name}: the model does not record its voxel size; --like cannot match sizes")
+        unit = vox[1] * vox[2] if two_d else float(np.prod(vox))
         box = (run.training_size,) * 3
         for i in range(PROBE_CELLS):
             rng, tseed = sequence_rng(seed + 7919 * (k + 1), i)
             z = sample_latents(latent, 1, codes=run.codes, sigma=sigma, rng=rng)[0][0]
             f = sequence_field(run, z, random_rotation(tseed))
-            masks = {}
-            for t in (-1.0, 0.0, 1.0):
-                m = evaluate_frame(f, box, t, run.sdf_unit, EvalOptions(), dev).sdf <= 0
-                masks[t] = m
-            m0 = masks[0.0]
-            if two_d:
-                sizes.append(float(m0.any(axis=0).sum()) * vox[1] * vox[2])
-            else:
-                sizes.append(float(m0.sum()) * float(np.prod(vox)))
-            start = clean_mask(masks[-1.0].any(axis=0, keepdims=True) if two_d else masks[-1.0])[1]
-            end = clean_mask(masks[1.0].any(axis=0, keepdims=True) if two_d else masks[1.0])[1]
-            divides.append(float(start == 1 and end >= 2))
+            counts = []
+            for t in PROBE_TIMES:
+                m = evaluate_frame(f, box, float(t), run.sdf_unit, EvalOptions(), dev).sdf <= 0
+                comps, n = clean_mask(m.any(axis=0, keepdims=True) if two_d else m)
+                counts.append(n)
+                if n:
+                    sizes.extend((np.bincount(comps.ravel())[1:] * unit).tolist())
+            divides.append(float(counts[0] == 1 and counts[-1] >= 2))
+    if not sizes:
+        raise ParameterError(f"models {', '.join(models)}: the probe cells are empty")
     return {"size_um": float(np.mean(sizes)), "divide_fraction": float(np.mean(divides))}
 
 
 def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
     """Scene parameters from a calibration; values in ``given`` (not None) win.
 
-    Returns a dict of :class:`cellinr.scenes.composer.SceneSpec` keyword arguments.
+    Returns a dict of :class:`cellinr.scenes.composer.SceneSpec` keyword arguments (keys starting with
+    "_" mark what was estimated rather than given; drop them before making the spec).
     """
     from cellinr.scenes.motion import MotionParams
 
@@ -170,10 +252,12 @@ def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
         power = 0.5 if two_d else 1 / 3
         v = float((probe["size_um"] / q["cell_size"]) ** power)
         out["voxel_size"] = (v, v, v)
+        out["_auto_voxel"] = True
     else:
         out["voxel_size"] = given.get("voxel_size")
     if given.get("cells") is None and given.get("density") is None:
         out["density"] = float(np.clip(q["density"], 1e-4, 0.95))
+        out["_auto_density"] = True
     else:
         out["cells"], out["density"] = given.get("cells"), given.get("density")
     if given.get("motion") is None and q.get("drift") is not None:

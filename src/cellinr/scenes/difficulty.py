@@ -136,8 +136,11 @@ def score(res: str | os.PathLike, gt: str | os.PathLike) -> dict:
     _require("ctc_metrics", "py-ctcmetrics")
     from ctc_metrics.scripts.evaluate import calculate_metrics, load_data
 
-    comp, ref, traj, segm, _, valid = load_data(str(res), str(gt), True, True, threads=1)
-    out = calculate_metrics(comp, ref, traj, segm, metrics=["Valid", *METRICS], is_valid=valid)
+    frames = len(list((Path(gt) / "TRA").glob("man_track*.tif")))
+    # one frame has no links: DET and TRA (graph measures) are undefined, SEG is not
+    metrics = ["Valid", *METRICS] if frames > 1 else ["SEG"]
+    comp, ref, traj, segm, _, valid = load_data(str(res), str(gt), frames > 1, True, threads=1)
+    out = calculate_metrics(comp, ref, traj, segm, metrics=metrics, is_valid=valid)
     return {k: (None if out.get(k) is None else float(out[k])) for k in ("Valid", *METRICS)}
 
 

@@ -10,6 +10,8 @@ Output folder ``DIR``::
     ctc/01_GT/TRA/man_track.txt         L B E P per track
     pairs/images/tNNN.tif               plain (image, mask) pairs: hard links to the CTC images
     pairs/masks/tNNN.tif                and to the SEG masks
+    mip/images/tNNN.tif, mip/masks/tNNN.tif   with ``mip`` (3D scenes): maximum projections along Z, the
+                                        mask of each pixel the cell nearest to Z = 0 (what is seen)
     report/                             quality measures (with ``like=``: beside the real set's) and
                                         the baseline's scores (with ``difficulty``)
 
@@ -39,6 +41,7 @@ SCENE_JSON = "scene.json"
 CELLS_JSON = "cells.json"
 CTC_DIR = "ctc"
 PAIRS_DIR = "pairs"
+MIP_DIR = "mip"
 REPORT_DIR = "report"
 KIND = "cellinr-scene"
 TEXTURES = ("render",)  # or a texture model folder / bundled texture model name
@@ -59,7 +62,21 @@ def finished_digest(out: str | os.PathLike) -> str | None:
         return None
 
 
-def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rng: np.random.Generator) -> np.ndarray:
+def background_field(params, shape: tuple[int, int], seed: int) -> np.ndarray:
+    """The scene's static background variation (Y, X): ``background * variation * smooth noise``.
+
+    Drawn once per scene (the renderer would draw a new one for every frame, and a real background
+    does not flicker); :func:`render_frame` adds it to every frame and plane.
+    """
+    from cellinr.texture.renderer import _smooth_noise
+
+    rng = np.random.default_rng([seed, 4])
+    return (params.background * params.background_variation
+            * _smooth_noise(rng, tuple(shape), params.background_scale)).astype(np.float32)
+
+
+def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rng: np.random.Generator,
+                 background: np.ndarray | None = None) -> np.ndarray:
     """The image of one scene frame.
 
     Parameters
@@ -68,6 +85,8 @@ def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rn
     brightness_z : (L + 1,) brightness draws per label; peak brightness ``foreground * exp(cell_cv * z)``.
     params : RenderParams (used when ``model`` is None)
     model : TextureModel or None; applied slice by slice in 3D.
+    background : (Y, X) static background variation (:func:`background_field`) added to the
+        renderer's flat background; None: the renderer's own (drawn anew for this frame).
 
     Returns
     -------
@@ -77,13 +96,25 @@ def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rn
         from cellinr.texture.apply import texture_labels
 
         return texture_labels(model, labels)
-    from cellinr.texture.renderer import render
+    from cellinr.texture.apply import to_dtype
+    from cellinr.texture.renderer import RenderParams, render
 
     b = params.foreground * np.exp(params.cell_cv * np.asarray(brightness_z, np.float64))
     if len(b) == 0:
         b = np.zeros(1)
     b[0] = 0.0
-    return render(labels, params, seed=rng, brightness=b)
+    if background is None:
+        return render(labels, params, seed=rng, brightness=b)
+    flat = RenderParams(**{**params.to_dict(), "background_variation": 0.0, "dtype": "float32"})
+    image = render(labels, flat, seed=rng, brightness=b)
+    image += background
+    return to_dtype(image, params.dtype)
+
+
+def project_labels(labels: np.ndarray) -> np.ndarray:
+    """(Y, X) labels of a (Z, Y, X) volume seen along Z: each pixel gets the first cell from Z = 0."""
+    first = np.argmax(labels > 0, axis=0)
+    return np.take_along_axis(labels, first[None], axis=0)[0]
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -97,7 +128,7 @@ def _link(src: Path, dst: Path) -> None:
 def write_scene(
     spec, out: str | os.PathLike, *, texture: str = "render", params=None, like_info: dict | None = None,
     overwrite: bool = False, device: str = "cpu", pairs: bool = True, after=None, identity: dict | None = None,
-    stats: dict | None = None,
+    stats: dict | None = None, mip: bool = False,
 ) -> tuple[Path, bool]:
     """Compose ``spec`` frame by frame and write it under ``out``.
 
@@ -108,6 +139,7 @@ def write_scene(
     params : RenderParams, optional (the renderer's defaults when None)
     like_info : dict, optional; recorded in scene.json (the calibration that set the spec).
     pairs : also write plain (image, mask) pairs.
+    mip : for a 3D scene, also write 2D+t maximum projections (images) with their visible-cell masks.
     after : callable(tmp_folder) -> dict, optional; runs on the complete folder before it is moved into
         place (the reports); what it returns is added to scene.json.
     identity : dict, optional; more of what makes the scene (e.g. which reports), in its identity hash.
@@ -133,7 +165,8 @@ def write_scene(
 
         model = load_texture_model(texture, device=device)
     extra = {"texture": "render" if model is None else str(model.path),
-             "render": params.to_dict() if model is None else None, "pairs": bool(pairs), **(identity or {})}
+             "render": params.to_dict() if model is None else None, "pairs": bool(pairs),
+             "mip": bool(mip and not spec.two_d), **(identity or {})}
     digest = spec.digest(extra)
     if finished_digest(out) == digest and not overwrite:
         log.info("%s: the scene is finished (same parameters); skipped", out)
@@ -152,12 +185,13 @@ def write_scene(
         held = 0
         timing = {"compose": 0.0, "render": 0.0, "write": 0.0}
         frames = iter(sc.frames())
+        static = background_field(params, spec.dims[1:], spec.seed) if model is None else None
         for _ in tqdm(range(spec.frames), desc="scene", unit="frame", disable=None):
             t0 = time.perf_counter()
             frame = next(frames)
             t1 = time.perf_counter()
             rng = np.random.default_rng([spec.seed, 3, frame.index])
-            image = render_frame(frame.labels, frame.brightness, params, model, rng)
+            image = render_frame(frame.labels, frame.brightness, params, model, rng, static)
             t2 = time.perf_counter()
             timing["compose"] += t1 - t0
             timing["render"] += t2 - t1
@@ -169,6 +203,12 @@ def write_scene(
                 k = f"{frame.index:0{digits}d}"
                 _link(tmp / CTC_DIR / "01" / f"t{k}.tif", tmp / PAIRS_DIR / "images" / f"t{k}.tif")
                 _link(tmp / CTC_DIR / "01_GT" / "SEG" / f"man_seg{k}.tif", tmp / PAIRS_DIR / "masks" / f"t{k}.tif")
+            if mip and not spec.two_d:
+                from cellinr.io.tiff import write_tiff
+
+                k = f"{frame.index:0{digits}d}"
+                write_tiff(tmp / MIP_DIR / "images" / f"t{k}.tif", image.max(axis=0), axes="YX", spacing=spacing)
+                write_tiff(tmp / MIP_DIR / "masks" / f"t{k}.tif", project_labels(labels), axes="YX", spacing=spacing)
             held += frame.held
             timing["write"] += time.perf_counter() - t2
         if stats is not None:

@@ -41,6 +41,7 @@ def scene(
     render_params=None,
     difficulty: bool = False,
     pairs: bool = True,
+    mip: bool = False,
     overwrite: bool = False,
     device: str = "cpu",
 ) -> Path:
@@ -61,6 +62,7 @@ def scene(
     drift, step_sigma : motion per frame (Z, Y, X) voxels (see :class:`cellinr.scenes.motion.MotionParams`).
     cycle_frames : scene frames per training sequence of a model.
     render_params : RenderParams, optional (estimated with ``like``; else the renderer's defaults).
+    mip : for a 3D scene, also write 2D+t maximum projections and the masks of the cells they show.
     difficulty : also run the baseline (threshold + watershed + LAP tracking) and score it (CTC metrics).
 
     Returns
@@ -84,7 +86,13 @@ def scene(
         like_info = None
         real_ctc = None
         if like_paths is not None:
-            from cellinr.scenes.calibration import calibrate, like_to_ctc, probe_models, spec_from_calibration
+            from cellinr.scenes.calibration import (
+                calibrate,
+                like_to_ctc,
+                probe_models,
+                refine_with_first_frame,
+                spec_from_calibration,
+            )
 
             real_ctc = like_to_ctc(like_paths, tmp, axes=like_axes)
             cal = calibrate(real_ctc)
@@ -93,6 +101,9 @@ def scene(
             kwargs = spec_from_calibration(cal, probe, {
                 "dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells, "density": density,
                 "motion": motion, "cycle_frames": cycle_frames})
+            kwargs = refine_with_first_frame(kwargs, cal.quality, models=models, seed=seed, latent=latent,
+                                             sigma=sigma, device=device)
+            kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
             render_params = render_params or cal.render
             like_info = {"source": [str(p) for p in like_paths], "probe": probe,
                          "estimated": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in kwargs.items()}}
@@ -135,7 +146,7 @@ def scene(
             return info
 
         path, written = write_scene(spec, out, texture=texture, params=render_params, like_info=like_info,
-                                    overwrite=overwrite, device=device, pairs=pairs, after=reports,
+                                    overwrite=overwrite, device=device, pairs=pairs, mip=mip, after=reports,
                                     identity={"like": like_info and like_info["source"], "difficulty": difficulty})
     if not written:
         print(f"{path}: finished scene with these parameters exists; skipped")
