@@ -103,10 +103,9 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
     """Measure a real CTC sequence and estimate the renderer's parameters from it.
 
     The parameters come from :func:`cellinr.texture.renderer.estimate_render_params` on the frame (and,
-    in 3D, the plane) with most cells, then two corrections from the whole set: the cell brightness is
-    scaled so that the mean contrast of the cells (mean(F) - mean(B)) is the whole set's (in 3D the
-    planes through the cells' caps are dimmer than the middle plane), and the background variation is
-    set to give the set's ``het_background`` at the scale where it is measured.
+    in 3D, the plane) with most cells, then corrections from the whole set: the background variation is
+    set to give the set's ``het_background`` at the scale where it is measured, and :func:`tune_render`
+    matches the background level, the cells' contrast and the noise to the whole set's.
     """
     from cellinr.scenes.quality import BACKGROUND_SCALE, dataset_quality, find_ctc, read_frame
     from cellinr.texture.renderer import estimate_render_params
@@ -123,16 +122,15 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
     masks = masks.astype(np.int32)
     render = estimate_render_params(image, masks)
     whole = quality["mean_foreground"] - quality["mean_background"]
-    if quality.get("het_background") is not None and render.background > 0:
+    amplitude = None
+    if quality.get("het_background") is not None:
         scale = 2.0 * BACKGROUND_SCALE
         seen = scale / np.sqrt(scale**2 + BACKGROUND_SCALE**2)  # the measure's smoothing keeps this much
         render.background_scale = scale
-        render.background_variation = float(np.clip(quality["het_background"] * abs(whole) / (render.background * seen),
-                                                    0.0, 1.0))
-    tune_render(render, image, masks)
-    plane = _plane_stats(image, masks)
-    if plane[0] - plane[1] > 0 and whole > 0:  # 3D: the other planes of the cells are dimmer than this one
-        render.foreground = float(render.foreground * whole / (plane[0] - plane[1]))
+        amplitude = quality["het_background"] * abs(whole) / seen
+    sd_b = abs(whole) / quality["snr"] if quality.get("snr") else None
+    tune_render(render, masks, (quality["mean_foreground"], quality["mean_background"], sd_b),
+                background_amplitude=amplitude)
     return Calibration(str(ctc), quality, render, tuple(int(d) for d in dims), layout.frames)
 
 
@@ -148,18 +146,29 @@ def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, fl
     return float(img[inner].mean()), float(img[bg].mean()), float(img[bg].std())
 
 
-def tune_render(params, image: np.ndarray, masks: np.ndarray, *, rounds: int = 2) -> None:
-    """Closed-loop correction of estimated render parameters (in place): render the real masks, then scale
-    the cell brightness to the real cells' contrast and the noise to the real background's spread."""
+def tune_render(params, masks: np.ndarray, target: tuple[float, float, float | None], *, rounds: int = 2,
+                background_amplitude: float | None = None) -> None:
+    """Closed-loop correction of estimated render parameters (in place).
+
+    Renders the real ``masks`` (one plane) and matches what :func:`cellinr.scenes.quality.dataset_quality`
+    would measure to ``target`` = (mean F, mean B, std B) of the whole real set: the background level
+    is shifted, the cell brightness scaled to the contrast and the noise to the background's spread. In
+    3D every rendered plane of a cell is as bright as this one, while the real planes through the cells'
+    caps are dimmer: matching the whole set's means accounts for that. ``background_amplitude`` fixes
+    the standard deviation of the smooth background variation (intensity units) as the level moves.
+    """
     from cellinr.texture.renderer import render
 
-    f, b, s = _plane_stats(image, masks)
+    f, b, s = target
     for k in range(rounds):
         fr, br, sr = _plane_stats(render(masks, params, seed=k), masks)
+        params.background = float(max(params.background + (b - br), 0.0))
+        if background_amplitude is not None and params.background > 0:
+            params.background_variation = float(np.clip(background_amplitude / params.background, 0.0, 1.0))
         if fr - br > 0 and f - b > 0:
             params.foreground = float(params.foreground * (f - b) / (fr - br))
         var_v = (params.background * params.background_variation) ** 2
-        if s**2 > var_v and sr**2 > var_v:
+        if s is not None and s**2 > var_v and sr**2 > var_v:
             k2 = (s**2 - var_v) / (sr**2 - var_v)
             if params.gain > 0:
                 params.gain = float(params.gain / k2)
