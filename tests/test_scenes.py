@@ -4,6 +4,7 @@ measures, calibration inputs, resumable output, bad input."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,20 @@ def test_baseline_runs_and_scores(written):
     assert scores["Valid"] == 1
     for m in ("SEG", "DET", "TRA"):
         assert 0.0 <= scores[m] <= 1.0
+
+
+def test_texture_model_scene_2d(tmp_path, one_thread):
+    from cellinr.model.registry import bundled_texture_models
+    from cellinr.scenes.composer import SceneSpec
+    from cellinr.scenes.export import write_scene
+
+    if "dsb2018" not in bundled_texture_models():
+        pytest.skip("the bundled texture model is not installed")
+    spec = SceneSpec(models=["deforming"], dims=(1, 64, 64), frames=2, cells=3, voxel_size=2.0, seed=2)
+    path, _ = write_scene(spec, tmp_path / "tex", texture="dsb2018", device="cpu")
+    seq = read_ctc_sequence(path / "ctc", 1)
+    assert check_ctc_sequence(seq) == []
+    inside = seq.images[seq.seg > 0].astype(float).mean()
+    outside = seq.images[seq.seg == 0].astype(float).mean()
+    assert inside > outside  # the texture model draws the cells brighter than the background
+    assert json.loads((path / "scene.json").read_text())["texture"].endswith("texture_dsb2018")
