@@ -7,8 +7,8 @@ linked by overlap) the measures of :func:`cellinr.scenes.quality.dataset_quality
   (volume in 3D, projected area in 2D), measured on probe cells of the models;
 - density: the real fraction of the field covered by cells;
 - motion per frame: the real mean centroid step (drift) and its spread per axis (random walk);
-- mitosis: ``cycle_frames`` such that cells of models that divide do so at the real rate per cell
-  and frame (the probe tells which fraction of the models' cells divide in their sequence);
+- mitosis: ``cycle_frames`` such that the cells divide at the real rate per cell and frame (the probe
+  tells how often the models' cells divide in their sequence, :func:`cycle_for_rate`);
 - intensities and noise: :func:`cellinr.texture.renderer.estimate_render_params` on one real frame
   (the plane with most cells in 3D: the renderer works plane by plane);
 - dims and frames: the real ones, unless given.
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: Probe cells per model for sizes and division fractions, and the times they are evaluated at.
 PROBE_CELLS = 4
-PROBE_TIMES = (-1.0, -0.5, 0.0, 0.5, 1.0)
+PROBE_TIMES = tuple(np.linspace(-1.0, 1.0, 9).tolist())
 
 
 @dataclass
@@ -129,44 +129,62 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
         render.background_scale = scale
         amplitude = quality["het_background"] * abs(whole) / seen
     sd_b = abs(whole) / quality["snr"] if quality.get("snr") else None
-    tune_render(render, masks, (quality["mean_foreground"], quality["mean_background"], sd_b),
+    tune_render(render, masks, (quality["mean_foreground"], quality["mean_background"], sd_b,
+                                quality.get("het_inside"), quality.get("het_between")),
                 background_amplitude=amplitude)
     return Calibration(str(ctc), quality, render, tuple(int(d) for d in dims), layout.frames)
 
 
-def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, float]:
-    """(mean F, mean B, std B) of one image as :func:`cellinr.scenes.quality.dataset_quality` defines them."""
+def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(mean F, mean B, std B, mean cell std, std of cell means) of one image, F and B as
+    :func:`cellinr.scenes.quality.dataset_quality` defines them."""
     from cellinr.scenes.quality import _inner
 
     inner = _inner(masks)
     bg = ~ndi.binary_dilation(masks > 0, iterations=2)
     if not inner.any() or not bg.any():
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0, 0.0
     img = image.astype(np.float64)
-    return float(img[inner].mean()), float(img[bg].mean()), float(img[bg].std())
+    lab = np.where(inner, masks, 0)
+    ids = np.unique(lab)
+    ids = ids[ids > 0]
+    n = np.asarray(ndi.sum(np.ones_like(img), lab, ids))
+    ok = ids[n >= 4]
+    stds = np.sqrt(np.maximum(np.asarray(ndi.variance(img, lab, ok)), 0)) if ok.size else np.zeros(1)
+    means = np.asarray(ndi.mean(img, lab, ok)) if ok.size > 1 else np.zeros(2)
+    return (float(img[inner].mean()), float(img[bg].mean()), float(img[bg].std()), float(stds.mean()),
+            float(means.std()))
 
 
-def tune_render(params, masks: np.ndarray, target: tuple[float, float, float | None], *, rounds: int = 2,
+def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
                 background_amplitude: float | None = None) -> None:
     """Closed-loop correction of estimated render parameters (in place).
 
     Renders the real ``masks`` (one plane) and matches what :func:`cellinr.scenes.quality.dataset_quality`
-    would measure to ``target`` = (mean F, mean B, std B) of the whole real set: the background level
-    is shifted, the cell brightness scaled to the contrast and the noise to the background's spread. In
+    would measure to ``target`` = (mean F, mean B, std B, het_inside, het_between) of the whole real set
+    (None: not matched): the background level is shifted, the cell brightness scaled to the contrast,
+    the spread of brightness between cells and the texture inside them to the two heterogeneities, and
+    the noise to the background's spread. In
     3D every rendered plane of a cell is as bright as this one, while the real planes through the cells'
     caps are dimmer: matching the whole set's means accounts for that. ``background_amplitude`` fixes
     the standard deviation of the smooth background variation (intensity units) as the level moves.
     """
     from cellinr.texture.renderer import render
 
-    f, b, s = target
+    f, b, s, het_i, het_b = target
     for k in range(rounds):
-        fr, br, sr = _plane_stats(render(masks, params, seed=k), masks)
+        fr, br, sr, cell_sd, means_sd = _plane_stats(render(masks, params, seed=k), masks)
         params.background = float(max(params.background + (b - br), 0.0))
         if background_amplitude is not None and params.background > 0:
             params.background_variation = float(np.clip(background_amplitude / params.background, 0.0, 1.0))
         if fr - br > 0 and f - b > 0:
             params.foreground = float(params.foreground * (f - b) / (fr - br))
+            # heterogeneity between cells (brightness spread) and inside them (texture), relative to contrast
+            if het_b is not None and means_sd > 0:
+                params.cell_cv = float(np.clip(params.cell_cv * het_b * (fr - br) / means_sd, 0.0, 3.0))
+            if het_i is not None and cell_sd > 0:
+                params.texture_contrast = float(np.clip(
+                    max(params.texture_contrast, 0.02) * het_i * (fr - br) / cell_sd, 0.0, 1.0))
         var_v = (params.background * params.background_variation) ** 2
         if s is not None and s**2 > var_v and sr**2 > var_v:
             k2 = (s**2 - var_v) / (sr**2 - var_v)
@@ -208,12 +226,12 @@ def refine_with_first_frame(spec_kwargs: dict, quality: dict, *, models, seed: i
 
 def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, sigma: float | None,
                  device: str = "cpu") -> dict:
-    """Mean cell size (um^3 in 3D, projected um^2 in 2D) and fraction of cells that divide, over the models.
+    """Mean cell size (um^3 in 3D, projected um^2 in 2D) and divisions per cell life, over the models.
 
     Probe cells (``PROBE_CELLS`` per model, drawn like scene cells) are evaluated at each model's
     training resolution at ``PROBE_TIMES`` over the sequence. The size is that of a connected component
-    (a divided cell is two cells, as in the ground truth); a cell divides when it has one component at
-    the start and two or more at the end.
+    (a divided cell is two cells, as in the ground truth); the divisions of a cell are the increases of
+    its number of components from one probe time to the next.
     """
     from cellinr.generation.frames import EvalOptions, evaluate_frame, load_for_evaluation, sequence_field
     from cellinr.generation.samplers import random_rotation, sample_latents, sequence_rng
@@ -238,10 +256,23 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
                 counts.append(n)
                 if n:
                     sizes.extend((np.bincount(comps.ravel())[1:] * unit).tolist())
-            divides.append(float(counts[0] == 1 and counts[-1] >= 2))
+            divides.append(float(sum(max(b - a, 0) for a, b in zip(counts, counts[1:]))))
     if not sizes:
         raise ParameterError(f"models {', '.join(models)}: the probe cells are empty")
-    return {"size_um": float(np.mean(sizes)), "divide_fraction": float(np.mean(divides))}
+    return {"size_um": float(np.mean(sizes)), "divisions": float(np.mean(divides))}
+
+
+def cycle_for_rate(rate: float, divisions: float, frames: int) -> int:
+    """``cycle_frames`` that gives ``rate`` divisions per cell and frame over ``frames`` frames.
+
+    A cell's window of the sequence has width ``w = (frames - 1) dt``; its start is uniform over
+    ``2 - w``, so a division at a given time falls in the window with probability ``w / (2 - w)``.
+    With ``divisions`` per cell life: ``rate = divisions w / ((2 - w) frames)``, solved for ``w``.
+    """
+    rt = rate * frames
+    w = min(2.0 * rt / (divisions + rt), 1.999)
+    dt = w / max(frames - 1, 1)
+    return int(max(2, round(2.0 / dt + 1)))
 
 
 def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
@@ -277,8 +308,8 @@ def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
     else:
         out["motion"] = given.get("motion")
     rate = q.get("mitosis_rate")
-    if given.get("cycle_frames") is None and rate and probe["divide_fraction"] > 0:
-        out["cycle_frames"] = int(max(2, round(probe["divide_fraction"] / rate)))
+    if given.get("cycle_frames") is None and rate and probe["divisions"] > 0 and frames > 1:
+        out["cycle_frames"] = cycle_for_rate(rate, probe["divisions"], frames)
     else:
         out["cycle_frames"] = given.get("cycle_frames")
     return out
