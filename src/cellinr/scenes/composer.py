@@ -101,7 +101,10 @@ class SceneSpec:
                 raise ParameterError(f"--cells {self.cells}: must be positive")
             self.cells = int(self.cells)
         if self.voxel_size is not None:
-            v = tuple(float(x) for x in np.broadcast_to(np.asarray(self.voxel_size, float).ravel(), (3,)))
+            v = np.asarray(self.voxel_size, float).ravel()
+            if v.size not in (1, 3):
+                raise ParameterError(f"--voxel-size {self.voxel_size}: give one value or three (Z Y X)")
+            v = tuple(float(x) for x in np.broadcast_to(v, (3,)))
             if not all(np.isfinite(v)) or min(v) <= 0:
                 raise ParameterError(f"--voxel-size {self.voxel_size}: must be positive microns (1 or 3 values)")
             self.voxel_size = v

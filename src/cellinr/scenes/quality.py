@@ -18,8 +18,9 @@ with F the cell voxels (each cell eroded by one voxel, so edges do not count) an
 - ``displacement`` = mean centroid step of a track per frame (voxels), with ``drift`` (mean step Z, Y, X)
   and ``step_sigma`` (standard deviation of the step around the drift per axis): the motion.
 
-Frames are read one at a time (memory does not grow with the number of frames). The masks are the
-``SEG`` masks where a frame has them, else the ``TRA`` masks; tracks come from ``TRA``.
+Frames are read one at a time (memory does not grow with the number of frames). Intensities, sizes
+and density come from the ``SEG`` masks (only the frames that have them, when some do: the challenge's
+``TRA`` masks of real sets are often markers), else from ``TRA``; tracks, overlap and motion from ``TRA``.
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
     sizes: list[float] = []
     jaccard: list[float] = []
     step_vectors: list[np.ndarray] = []
+    tra_counts: list[int] = []
     prev_tra = prev_cent = None
     shape = None
     for t in range(layout.frames):
@@ -156,42 +158,44 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
             shape = image.shape
         elif image.shape != shape:
             raise InputError(f"{layout.images[t]}: shape {image.shape} differs from frame 0 {shape}")
-        img = image.astype(np.float64)
-        inner = _inner(masks)
-        fg = masks > 0
-        bg = ~ndi.binary_dilation(fg, iterations=2) if fg.any() else np.ones_like(fg)
-        fv, bv = img[inner], img[bg]
-        f_sum, f_n = f_sum + fv.sum(), f_n + fv.size
-        b_sum, b_sq, b_n = b_sum + bv.sum(), b_sq + (bv**2).sum(), b_n + bv.size
-        ids = np.unique(masks[inner])
-        ids = ids[ids > 0]
-        if ids.size:
-            lab_in = np.where(inner, masks, 0)
-            n_in = np.asarray(ndi.sum(np.ones_like(img), lab_in, ids))
-            ok = n_in >= 4
-            means = np.asarray(ndi.mean(img, lab_in, ids))
-            var = np.asarray(ndi.variance(img, lab_in, ids))
-            cell_means.extend(means[ok].tolist())
-            cell_stds.extend(np.sqrt(np.maximum(var[ok], 0)).tolist())
-        # smooth background per plane: normalised convolution over background pixels
-        planes = img.reshape(-1, *img.shape[-2:])
-        bplanes = bg.reshape(-1, *bg.shape[-2:])
-        for p, bm in zip(planes, bplanes):
-            if bm.sum() > 16:
-                num = ndi.gaussian_filter(np.where(bm, p, 0.0), BACKGROUND_SCALE)
-                den = ndi.gaussian_filter(bm.astype(float), BACKGROUND_SCALE)
-                sel = bm & (den > 0.2)
-                if sel.any():
-                    bg_smooth_std.append(float(np.std((num / np.maximum(den, 1e-6))[sel])))
-        densities.append(float(fg.mean()))
-        all_ids = np.unique(masks)
-        all_ids = all_ids[all_ids > 0]
-        counts.append(int(all_ids.size))
-        if all_ids.size:
-            sizes.extend(np.bincount(masks.ravel().astype(np.int64))[all_ids].tolist())
+        if not layout.seg or t in layout.seg:  # CTC TRA masks may be markers: cells come from SEG
+            img = image.astype(np.float64)
+            inner = _inner(masks)
+            fg = masks > 0
+            bg = ~ndi.binary_dilation(fg, iterations=2) if fg.any() else np.ones_like(fg)
+            fv, bv = img[inner], img[bg]
+            f_sum, f_n = f_sum + fv.sum(), f_n + fv.size
+            b_sum, b_sq, b_n = b_sum + bv.sum(), b_sq + (bv**2).sum(), b_n + bv.size
+            ids = np.unique(masks[inner])
+            ids = ids[ids > 0]
+            if ids.size:
+                lab_in = np.where(inner, masks, 0)
+                n_in = np.asarray(ndi.sum(np.ones_like(img), lab_in, ids))
+                ok = n_in >= 4
+                means = np.asarray(ndi.mean(img, lab_in, ids))
+                var = np.asarray(ndi.variance(img, lab_in, ids))
+                cell_means.extend(means[ok].tolist())
+                cell_stds.extend(np.sqrt(np.maximum(var[ok], 0)).tolist())
+            # smooth background per plane: normalised convolution over background pixels
+            planes = img.reshape(-1, *img.shape[-2:])
+            bplanes = bg.reshape(-1, *bg.shape[-2:])
+            for p, bm in zip(planes, bplanes):
+                if bm.sum() > 16:
+                    num = ndi.gaussian_filter(np.where(bm, p, 0.0), BACKGROUND_SCALE)
+                    den = ndi.gaussian_filter(bm.astype(float), BACKGROUND_SCALE)
+                    sel = bm & (den > 0.2)
+                    if sel.any():
+                        bg_smooth_std.append(float(np.std((num / np.maximum(den, 1e-6))[sel])))
+            densities.append(float(fg.mean()))
+            all_ids = np.unique(masks)
+            all_ids = all_ids[all_ids > 0]
+            counts.append(int(all_ids.size))
+            if all_ids.size:
+                sizes.extend(np.bincount(masks.ravel().astype(np.int64))[all_ids].tolist())
         # tracks: overlap and motion between consecutive frames (same TRA label)
         tra_ids = np.unique(tra)
         tra_ids = tra_ids[tra_ids > 0]
+        tra_counts.append(int(tra_ids.size))
         cent = dict(zip(tra_ids.tolist(), ndi.center_of_mass(np.ones(tra.shape), tra, tra_ids))) if tra_ids.size else {}
         if prev_tra is not None:
             common = sorted(set(prev_cent) & set(cent))
@@ -212,7 +216,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
     sd_b = float(np.sqrt(max(b_sq / b_n - mu_b**2, 0.0))) if b_n else np.nan
     contrast = abs(mu_f - mu_b)
     divisions = len({tr.parent for tr in tracks if tr.parent})
-    cell_frames = int(np.sum(counts))
+    cell_frames = int(np.sum(tra_counts))
 
     def ratio(x):
         return float(x / contrast) if contrast > 0 and np.isfinite(x) else None
