@@ -10,7 +10,9 @@ linked by overlap) the measures of :func:`cellinr.scenes.quality.dataset_quality
 - mitosis: ``cycle_frames`` such that the cells divide at the real rate per cell and frame (the probe
   tells how often the models' cells divide in their sequence, :func:`cycle_for_rate`);
 - intensities and noise: :func:`cellinr.texture.renderer.estimate_render_params` on one real frame
-  (the plane with most cells in 3D: the renderer works plane by plane);
+  (the plane with most cells in 3D: the renderer works plane by plane), tuned in closed loop to the
+  whole set (:func:`tune_render`); the cells' brightness follows the real cells' distribution
+  (``cell_contrast_quantiles``);
 - dims and frames: the real ones, unless given.
 """
 
@@ -131,7 +133,7 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
     sd_b = abs(whole) / quality["snr"] if quality.get("snr") else None
     tune_render(render, masks, (quality["mean_foreground"], quality["mean_background"], sd_b,
                                 quality.get("het_inside"), quality.get("het_between")),
-                background_amplitude=amplitude)
+                background_amplitude=amplitude, quantiles=quality.get("cell_contrast_quantiles"))
     return Calibration(str(ctc), quality, render, tuple(int(d) for d in dims), layout.frames)
 
 
@@ -157,23 +159,30 @@ def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, fl
 
 
 def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
-                background_amplitude: float | None = None) -> None:
+                background_amplitude: float | None = None, quantiles=None) -> None:
     """Closed-loop correction of estimated render parameters (in place).
 
     Renders the real ``masks`` (one plane) and matches what :func:`cellinr.scenes.quality.dataset_quality`
     would measure to ``target`` = (mean F, mean B, std B, het_inside, het_between) of the whole real set
     (None: not matched): the background level is shifted, the cell brightness scaled to the contrast,
     the spread of brightness between cells and the texture inside them to the two heterogeneities, and
-    the noise to the background's spread. In
+    the noise to the background's spread. With ``quantiles`` the cells' brightness follows that
+    distribution (:func:`cellinr.scenes.export.peak_brightness`) and ``cell_cv`` is not used. In
     3D every rendered plane of a cell is as bright as this one, while the real planes through the cells'
     caps are dimmer: matching the whole set's means accounts for that. ``background_amplitude`` fixes
     the standard deviation of the smooth background variation (intensity units) as the level moves.
     """
+    from cellinr.scenes.export import peak_brightness
     from cellinr.texture.renderer import render
 
     f, b, s, het_i, het_b = target
+    if quantiles is not None:
+        het_b = None
     for k in range(rounds):
-        fr, br, sr, cell_sd, means_sd = _plane_stats(render(masks, params, seed=k), masks)
+        rng = np.random.default_rng(k)
+        z = rng.standard_normal(int(masks.max()) + 1)
+        bright = peak_brightness(params, z, quantiles)
+        fr, br, sr, cell_sd, means_sd = _plane_stats(render(masks, params, seed=rng, brightness=bright), masks)
         params.background = float(max(params.background + (b - br), 0.0))
         if background_amplitude is not None and params.background > 0:
             params.background_variation = float(np.clip(background_amplitude / params.background, 0.0, 1.0))

@@ -75,8 +75,26 @@ def background_field(params, shape: tuple[int, int], seed: int) -> np.ndarray:
             * _smooth_noise(rng, tuple(shape), params.background_scale)).astype(np.float32)
 
 
+def peak_brightness(params, brightness_z: np.ndarray, quantiles=None) -> np.ndarray:
+    """Peak brightness per label from the draws z ~ N(0, 1): ``foreground * exp(cell_cv * z)``, or with
+    ``quantiles`` (relative brightness at evenly spaced probabilities, e.g. a real set's
+    ``cell_contrast_quantiles``) ``foreground * Q(Phi(z))``: the real cells' brightness distribution."""
+    z = np.asarray(brightness_z, np.float64)
+    if quantiles is None:
+        b = params.foreground * np.exp(params.cell_cv * z)
+    else:
+        from scipy.special import ndtr
+
+        q = np.maximum(np.asarray(quantiles, np.float64), 0.02)
+        b = params.foreground * np.interp(ndtr(z), np.linspace(0, 1, len(q)), q)
+    if len(b) == 0:
+        b = np.zeros(1)
+    b[0] = 0.0
+    return b
+
+
 def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rng: np.random.Generator,
-                 background: np.ndarray | None = None) -> np.ndarray:
+                 background: np.ndarray | None = None, quantiles=None) -> np.ndarray:
     """The image of one scene frame.
 
     Parameters
@@ -87,6 +105,7 @@ def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rn
     model : TextureModel or None; applied slice by slice in 3D.
     background : (Y, X) static background variation (:func:`background_field`) added to the
         renderer's flat background; None: the renderer's own (drawn anew for this frame).
+    quantiles : relative brightness distribution of the cells (see :func:`peak_brightness`).
 
     Returns
     -------
@@ -99,10 +118,7 @@ def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rn
     from cellinr.texture.apply import to_dtype
     from cellinr.texture.renderer import RenderParams, render
 
-    b = params.foreground * np.exp(params.cell_cv * np.asarray(brightness_z, np.float64))
-    if len(b) == 0:
-        b = np.zeros(1)
-    b[0] = 0.0
+    b = peak_brightness(params, brightness_z, quantiles)
     if background is None:
         return render(labels, params, seed=rng, brightness=b)
     flat = RenderParams(**{**params.to_dict(), "background_variation": 0.0, "dtype": "float32"})
@@ -128,7 +144,7 @@ def _link(src: Path, dst: Path) -> None:
 def write_scene(
     spec, out: str | os.PathLike, *, texture: str = "render", params=None, like_info: dict | None = None,
     overwrite: bool = False, device: str = "cpu", pairs: bool = True, after=None, identity: dict | None = None,
-    stats: dict | None = None, mip: bool = False,
+    stats: dict | None = None, mip: bool = False, brightness_quantiles=None,
 ) -> tuple[Path, bool]:
     """Compose ``spec`` frame by frame and write it under ``out``.
 
@@ -140,6 +156,7 @@ def write_scene(
     like_info : dict, optional; recorded in scene.json (the calibration that set the spec).
     pairs : also write plain (image, mask) pairs.
     mip : for a 3D scene, also write 2D+t maximum projections (images) with their visible-cell masks.
+    brightness_quantiles : the cells' relative brightness distribution (:func:`peak_brightness`).
     after : callable(tmp_folder) -> dict, optional; runs on the complete folder before it is moved into
         place (the reports); what it returns is added to scene.json.
     identity : dict, optional; more of what makes the scene (e.g. which reports), in its identity hash.
@@ -166,7 +183,9 @@ def write_scene(
         model = load_texture_model(texture, device=device)
     extra = {"texture": "render" if model is None else str(model.path),
              "render": params.to_dict() if model is None else None, "pairs": bool(pairs),
-             "mip": bool(mip and not spec.two_d), **(identity or {})}
+             "mip": bool(mip and not spec.two_d),
+             "brightness_quantiles": None if brightness_quantiles is None else list(map(float, brightness_quantiles)),
+             **(identity or {})}
     digest = spec.digest(extra)
     if finished_digest(out) == digest and not overwrite:
         log.info("%s: the scene is finished (same parameters); skipped", out)
@@ -191,7 +210,7 @@ def write_scene(
             frame = next(frames)
             t1 = time.perf_counter()
             rng = np.random.default_rng([spec.seed, 3, frame.index])
-            image = render_frame(frame.labels, frame.brightness, params, model, rng, static)
+            image = render_frame(frame.labels, frame.brightness, params, model, rng, static, brightness_quantiles)
             t2 = time.perf_counter()
             timing["compose"] += t1 - t0
             timing["render"] += t2 - t1

@@ -85,6 +85,7 @@ def scene(
     with tempfile.TemporaryDirectory(prefix="cellinr-like-") as tmp:
         like_info = None
         real_ctc = None
+        quantiles = None
         if like_paths is not None:
             from cellinr.scenes.calibration import (
                 calibrate,
@@ -105,6 +106,7 @@ def scene(
                                              sigma=sigma, device=device)
             kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
             render_params = render_params or cal.render
+            quantiles = cal.quality.get("cell_contrast_quantiles")
             like_info = {"source": [str(p) for p in like_paths], "probe": probe,
                          "estimated": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in kwargs.items()}}
         else:
@@ -147,6 +149,7 @@ def scene(
 
         path, written = write_scene(spec, out, texture=texture, params=render_params, like_info=like_info,
                                     overwrite=overwrite, device=device, pairs=pairs, mip=mip, after=reports,
+                                    brightness_quantiles=quantiles,
                                     identity={"like": like_info and like_info["source"], "difficulty": difficulty})
     if not written:
         print(f"{path}: finished scene with these parameters exists; skipped")

@@ -39,6 +39,8 @@ from cellinr.errors import InputError
 MEASURES = ("snr", "contrast_ratio", "het_inside", "het_between", "het_background", "density",
             "cells_per_frame", "cell_size", "overlap", "mitosis_rate", "displacement")
 BACKGROUND_SCALE = 8.0
+#: Quantiles of the cells' relative contrast kept in the measures (``cell_contrast_quantiles``).
+QUANTILES = 33
 
 
 @dataclass
@@ -240,6 +242,10 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
         "drift": steps.mean(axis=0).tolist() if steps is not None else None,
         "step_sigma": steps.std(axis=0).tolist() if steps is not None else None,
         "divisions": divisions, "mean_foreground": float(mu_f), "mean_background": float(mu_b),
+        # distribution of the cells' contrast relative to the mean contrast (for calibration)
+        "cell_contrast_quantiles": (np.quantile((np.asarray(cell_means) - mu_b) / contrast,
+                                                np.linspace(0, 1, QUANTILES)).tolist()
+                                    if len(cell_means) > 1 and contrast > 0 else None),
     }
     return result
 
