@@ -45,10 +45,12 @@ class Calibration:
     render: object
     dims: tuple[int, int, int]
     frames: int
+    quantiles: list | None = None
+    """The cells' relative brightness distribution to render with (see :func:`tune_render`)."""
 
     def to_dict(self) -> dict:
         return {"source": self.source, "quality": self.quality, "render": self.render.to_dict(),
-                "dims": list(self.dims), "frames": self.frames}
+                "dims": list(self.dims), "frames": self.frames, "quantiles": self.quantiles}
 
 
 def ctc_from_arrays(images: np.ndarray, labels: np.ndarray, out: str | os.PathLike, *,
@@ -131,10 +133,10 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
         render.background_scale = scale
         amplitude = quality["het_background"] * abs(whole) / seen
     sd_b = abs(whole) / quality["snr"] if quality.get("snr") else None
-    tune_render(render, masks, (quality["mean_foreground"], quality["mean_background"], sd_b,
-                                quality.get("het_inside"), quality.get("het_between")),
-                background_amplitude=amplitude, quantiles=quality.get("cell_contrast_quantiles"))
-    return Calibration(str(ctc), quality, render, tuple(int(d) for d in dims), layout.frames)
+    quantiles = tune_render(render, masks, (quality["mean_foreground"], quality["mean_background"], sd_b,
+                                            quality.get("het_inside"), quality.get("het_between")),
+                            background_amplitude=amplitude, quantiles=quality.get("cell_contrast_quantiles"))
+    return Calibration(str(ctc), quality, render, tuple(int(d) for d in dims), layout.frames, quantiles)
 
 
 def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -159,7 +161,7 @@ def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, fl
 
 
 def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
-                background_amplitude: float | None = None, quantiles=None) -> None:
+                background_amplitude: float | None = None, quantiles=None) -> list | None:
     """Closed-loop correction of estimated render parameters (in place).
 
     Renders the real ``masks`` (one plane) and matches what :func:`cellinr.scenes.quality.dataset_quality`
@@ -167,7 +169,9 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
     (None: not matched): the background level is shifted, the cell brightness scaled to the contrast,
     the spread of brightness between cells and the texture inside them to the two heterogeneities, and
     the noise to the background's spread. With ``quantiles`` the cells' brightness follows that
-    distribution (:func:`cellinr.scenes.export.peak_brightness`) and ``cell_cv`` is not used. In
+    distribution (:func:`cellinr.scenes.export.peak_brightness`) with its spread around 1 scaled to give
+    the heterogeneity between cells (the cells' shapes and blur add spread of their own), and
+    ``cell_cv`` is not used; the scaled quantiles are returned. In
     3D every rendered plane of a cell is as bright as this one, while the real planes through the cells'
     caps are dimmer: matching the whole set's means accounts for that. ``background_amplitude`` fixes
     the standard deviation of the smooth background variation (intensity units) as the level moves.
@@ -176,12 +180,16 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
     from cellinr.texture.renderer import render
 
     f, b, s, het_i, het_b = target
-    if quantiles is not None:
-        het_b = None
+    spread = 1.0
+    base = None if quantiles is None else np.asarray(quantiles, np.float64)
+
+    def scaled():
+        return None if base is None else np.maximum(1.0 + spread * (base - 1.0), 0.02)
+
     for k in range(rounds):
         rng = np.random.default_rng(k)
         z = rng.standard_normal(int(masks.max()) + 1)
-        bright = peak_brightness(params, z, quantiles)
+        bright = peak_brightness(params, z, scaled())
         fr, br, sr, cell_sd, means_sd = _plane_stats(render(masks, params, seed=rng, brightness=bright), masks)
         params.background = float(max(params.background + (b - br), 0.0))
         if background_amplitude is not None and params.background > 0:
@@ -190,7 +198,10 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
             params.foreground = float(params.foreground * (f - b) / (fr - br))
             # heterogeneity between cells (brightness spread) and inside them (texture), relative to contrast
             if het_b is not None and means_sd > 0:
-                params.cell_cv = float(np.clip(params.cell_cv * het_b * (fr - br) / means_sd, 0.0, 3.0))
+                if base is None:
+                    params.cell_cv = float(np.clip(params.cell_cv * het_b * (fr - br) / means_sd, 0.0, 3.0))
+                else:
+                    spread = float(np.clip(spread * het_b * (fr - br) / means_sd, 0.0, 3.0))
             if het_i is not None and cell_sd > 0:
                 params.texture_contrast = float(np.clip(
                     max(params.texture_contrast, 0.02) * het_i * (fr - br) / cell_sd, 0.0, 1.0))
@@ -200,6 +211,7 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
             if params.gain > 0:
                 params.gain = float(params.gain / k2)
             params.read_noise = float(params.read_noise * np.sqrt(k2))
+    return None if base is None else scaled().tolist()
 
 
 def refine_with_first_frame(spec_kwargs: dict, quality: dict, *, models, seed: int, latent: str,

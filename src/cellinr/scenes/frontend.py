@@ -106,7 +106,7 @@ def scene(
                                              sigma=sigma, device=device)
             kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
             render_params = render_params or cal.render
-            quantiles = cal.quality.get("cell_contrast_quantiles")
+            quantiles = cal.quantiles
             like_info = {"source": [str(p) for p in like_paths], "probe": probe,
                          "estimated": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in kwargs.items()}}
         else:
