@@ -169,9 +169,9 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
     (None: not matched): the background level is shifted, the cell brightness scaled to the contrast,
     the spread of brightness between cells and the texture inside them to the two heterogeneities, and
     the noise to the background's spread. With ``quantiles`` the cells' brightness follows that
-    distribution (:func:`cellinr.scenes.export.peak_brightness`) with its spread around 1 scaled to give
-    the heterogeneity between cells (the cells' shapes and blur add spread of their own), and
-    ``cell_cv`` is not used; the scaled quantiles are returned. In
+    distribution (:func:`cellinr.scenes.export.peak_brightness`) and ``cell_cv`` is not used (scaling
+    the distribution's spread on the real masks was tried and made the scenes' spread worse: the
+    generated cells' shapes add spread of their own); the quantiles used are returned. In
     3D every rendered plane of a cell is as bright as this one, while the real planes through the cells'
     caps are dimmer: matching the whole set's means accounts for that. ``background_amplitude`` fixes
     the standard deviation of the smooth background variation (intensity units) as the level moves.
@@ -180,16 +180,10 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
     from cellinr.texture.renderer import render
 
     f, b, s, het_i, het_b = target
-    spread = 1.0
-    base = None if quantiles is None else np.asarray(quantiles, np.float64)
-
-    def scaled():
-        return None if base is None else np.maximum(1.0 + spread * (base - 1.0), 0.02)
-
     for k in range(rounds):
         rng = np.random.default_rng(k)
         z = rng.standard_normal(int(masks.max()) + 1)
-        bright = peak_brightness(params, z, scaled())
+        bright = peak_brightness(params, z, quantiles)
         fr, br, sr, cell_sd, means_sd = _plane_stats(render(masks, params, seed=rng, brightness=bright), masks)
         params.background = float(max(params.background + (b - br), 0.0))
         if background_amplitude is not None and params.background > 0:
@@ -197,11 +191,8 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
         if fr - br > 0 and f - b > 0:
             params.foreground = float(params.foreground * (f - b) / (fr - br))
             # heterogeneity between cells (brightness spread) and inside them (texture), relative to contrast
-            if het_b is not None and means_sd > 0:
-                if base is None:
-                    params.cell_cv = float(np.clip(params.cell_cv * het_b * (fr - br) / means_sd, 0.0, 3.0))
-                else:
-                    spread = float(np.clip(spread * het_b * (fr - br) / means_sd, 0.0, 3.0))
+            if het_b is not None and means_sd > 0 and quantiles is None:
+                params.cell_cv = float(np.clip(params.cell_cv * het_b * (fr - br) / means_sd, 0.0, 3.0))
             if het_i is not None and cell_sd > 0:
                 params.texture_contrast = float(np.clip(
                     max(params.texture_contrast, 0.02) * het_i * (fr - br) / cell_sd, 0.0, 1.0))
@@ -211,7 +202,7 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
             if params.gain > 0:
                 params.gain = float(params.gain / k2)
             params.read_noise = float(params.read_noise * np.sqrt(k2))
-    return None if base is None else scaled().tolist()
+    return None if quantiles is None else [float(q) for q in quantiles]
 
 
 def refine_with_first_frame(spec_kwargs: dict, quality: dict, *, models, seed: int, latent: str,
