@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "interpolate",
     "texture",
     "benchmark",
+    "scene",
     "measure",
     "compare",
     "overlap",

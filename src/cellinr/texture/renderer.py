@@ -121,9 +121,11 @@ def thickness_profile(labels: np.ndarray) -> np.ndarray:
     edges[:, 1:] |= labels[:, 1:] != labels[:, :-1]
     edges[1:, :] |= labels[1:, :] != labels[:-1, :]
     depth = ndi.distance_transform_edt((labels > 0) & ~edges) + (labels > 0)
-    ids = np.arange(labels.max() + 1)
-    max_depth = np.asarray(ndi.maximum(depth, labels, ids), np.float64)
-    max_depth[max_depth <= 0] = 1.0
+    # per-label maximum over each label's bounding box (scipy's labelled maximum sorts the whole image)
+    max_depth = np.ones(int(labels.max()) + 1, np.float64)
+    for k, sl in enumerate(ndi.find_objects(labels), 1):
+        if sl is not None:
+            max_depth[k] = max(float(depth[sl][labels[sl] == k].max()), 1.0)
     u = np.clip(depth / max_depth[labels], 0.0, 1.0)
     return np.where(labels > 0, np.sqrt(u * (2.0 - u)), 0.0).astype(np.float32)
 

@@ -1,0 +1,327 @@
+"""Calibration against real data (``like=``): scene and renderer parameters estimated from a real set.
+
+From a real CTC sequence (or an image + labels pair, turned into a temporary CTC layout with tracks
+linked by overlap) the measures of :func:`cellinr.scenes.quality.dataset_quality` give:
+
+- size: the scene voxel size at which the models' cells have the real mean cell size in voxels
+  (volume in 3D, projected area in 2D), measured on probe cells of the models;
+- density: the real fraction of the field covered by cells;
+- motion per frame: the real mean centroid step (drift) and its spread per axis (random walk);
+- mitosis: ``cycle_frames`` such that the cells divide at the real rate per cell and frame (the probe
+  tells how often the models' cells divide in their sequence, :func:`cycle_for_rate`);
+- intensities and noise: :func:`cellinr.texture.renderer.estimate_render_params` on one real frame
+  (the plane with most cells in 3D: the renderer works plane by plane), tuned in closed loop to the
+  whole set (:func:`tune_render`); the cells' brightness follows the real cells' distribution
+  (``cell_contrast_quantiles``);
+- dims and frames: the real ones, unless given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from cellinr.errors import InputError, ParameterError
+
+log = logging.getLogger(__name__)
+
+#: Probe cells per model for sizes and division fractions, and the times they are evaluated at.
+PROBE_CELLS = 4
+PROBE_TIMES = tuple(np.linspace(-1.0, 1.0, 9).tolist())
+
+
+@dataclass
+class Calibration:
+    """What ``like=`` estimated from a real set (all in the real set's voxels and frames)."""
+
+    source: str
+    quality: dict
+    render: object
+    dims: tuple[int, int, int]
+    frames: int
+    quantiles: list | None = None
+    """The cells' relative brightness distribution to render with (see :func:`tune_render`)."""
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "quality": self.quality, "render": self.render.to_dict(),
+                "dims": list(self.dims), "frames": self.frames, "quantiles": self.quantiles}
+
+
+def ctc_from_arrays(images: np.ndarray, labels: np.ndarray, out: str | os.PathLike, *,
+                    spacing: tuple[float, float, float] | None = None) -> Path:
+    """Write (T, Y, X) / (T, Z, Y, X) images and instance labels as a CTC sequence under ``out``.
+
+    Tracks are linked by overlap (:func:`cellinr.io.ctc.track_masks`). Returns ``out``.
+    """
+    from cellinr.io.ctc import track_masks, write_ctc_sequence
+
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.shape != labels.shape:
+        raise InputError(f"like: image {images.shape} and labels {labels.shape} differ in shape")
+    tracked, tracks = track_masks(labels)
+    write_ctc_sequence(out, 1, images, tracked, tracks, spacing=spacing)
+    return Path(out)
+
+
+def like_to_ctc(like: str | os.PathLike | Sequence, tmp: str | os.PathLike, *, axes: str | None = None) -> Path:
+    """A CTC folder for ``like``: a CTC folder itself, or (image, labels) files written under ``tmp``.
+
+    Image + labels: (Y, X), (T, Y, X), (Z, Y, X) or (T, Z, Y, X) TIFF / NumPy files of one shape, read
+    by :func:`cellinr.io.sources.open_source`: a stack without axis metadata is one volume (ZYX) unless
+    ``axes`` says otherwise (e.g. "TYX" for a 2D time-lapse).
+    """
+    from cellinr.io.sources import open_source
+
+    if isinstance(like, (str, os.PathLike)):
+        like = [like]
+    like = [Path(p) for p in like]
+    if len(like) == 1:
+        return like[0]
+    if len(like) != 2:
+        raise ParameterError(f"--like: give a CTC folder or IMAGE LABELS, got {len(like)} paths")
+    arrays = []
+    spacing = None
+    for p in like:
+        with open_source(p, ndim=None, axes=axes) as src:
+            data = np.stack([src.read_frame(t) for t in range(src.n_frames)])
+            spacing = spacing or src.spacing
+            arrays.append(data)
+    if arrays[0].shape != arrays[1].shape:
+        raise InputError(f"--like {like[0]} {like[1]}: image {arrays[0].shape} and labels {arrays[1].shape} "
+                         "differ in shape")
+    labels = arrays[1]
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"{like[1]}: labels must be integers, got {labels.dtype}")
+    if spacing is not None and len(spacing) == 2:
+        spacing = (1.0, *spacing)
+    return ctc_from_arrays(arrays[0], labels.astype(np.int64), Path(tmp) / "like_ctc", spacing=spacing)
+
+
+def calibrate(ctc: str | os.PathLike) -> Calibration:
+    """Measure a real CTC sequence and estimate the renderer's parameters from it.
+
+    The parameters come from :func:`cellinr.texture.renderer.estimate_render_params` on the frame (and,
+    in 3D, the plane) with most cells, then corrections from the whole set: the background variation is
+    set to give the set's ``het_background`` at the scale where it is measured, and :func:`tune_render`
+    matches the background level, the cells' contrast and the noise to the whole set's.
+    """
+    from cellinr.scenes.quality import BACKGROUND_SCALE, dataset_quality, find_ctc, read_frame
+    from cellinr.texture.renderer import estimate_render_params
+
+    layout = find_ctc(ctc)
+    quality = dataset_quality(ctc)
+    shape = tuple(quality["shape"])
+    dims = (1, *shape) if len(shape) == 2 else shape
+    t = layout.frames // 2
+    image, masks, _ = read_frame(layout, t)
+    if image.ndim == 3:
+        k = int(np.argmax((masks > 0).sum(axis=(1, 2))))
+        image, masks = image[k], masks[k]
+    masks = masks.astype(np.int32)
+    render = estimate_render_params(image, masks)
+    whole = quality["mean_foreground"] - quality["mean_background"]
+    amplitude = None
+    if quality.get("het_background") is not None:
+        scale = 2.0 * BACKGROUND_SCALE
+        seen = scale / np.sqrt(scale**2 + BACKGROUND_SCALE**2)  # the measure's smoothing keeps this much
+        render.background_scale = scale
+        amplitude = quality["het_background"] * abs(whole) / seen
+    sd_b = abs(whole) / quality["snr"] if quality.get("snr") else None
+    quantiles = tune_render(render, masks, (quality["mean_foreground"], quality["mean_background"], sd_b,
+                                            quality.get("het_inside"), quality.get("het_between")),
+                            background_amplitude=amplitude, quantiles=quality.get("cell_contrast_quantiles"))
+    return Calibration(str(ctc), quality, render, tuple(int(d) for d in dims), layout.frames, quantiles)
+
+
+def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(mean F, mean B, std B, mean cell std, std of cell means) of one image, F and B as
+    :func:`cellinr.scenes.quality.dataset_quality` defines them."""
+    from cellinr.scenes.quality import _inner
+
+    inner = _inner(masks)
+    bg = ~ndi.binary_dilation(masks > 0, iterations=2)
+    if not inner.any() or not bg.any():
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    img = image.astype(np.float64)
+    lab = np.where(inner, masks, 0)
+    ids = np.unique(lab)
+    ids = ids[ids > 0]
+    n = np.asarray(ndi.sum(np.ones_like(img), lab, ids))
+    ok = ids[n >= 4]
+    stds = np.sqrt(np.maximum(np.asarray(ndi.variance(img, lab, ok)), 0)) if ok.size else np.zeros(1)
+    means = np.asarray(ndi.mean(img, lab, ok)) if ok.size > 1 else np.zeros(2)
+    return (float(img[inner].mean()), float(img[bg].mean()), float(img[bg].std()), float(stds.mean()),
+            float(means.std()))
+
+
+def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
+                background_amplitude: float | None = None, quantiles=None) -> list | None:
+    """Closed-loop correction of estimated render parameters (in place).
+
+    Renders the real ``masks`` (one plane) and matches what :func:`cellinr.scenes.quality.dataset_quality`
+    would measure to ``target`` = (mean F, mean B, std B, het_inside, het_between) of the whole real set
+    (None: not matched): the background level is shifted, the cell brightness scaled to the contrast,
+    the spread of brightness between cells and the texture inside them to the two heterogeneities, and
+    the noise to the background's spread. With ``quantiles`` the cells' brightness follows that
+    distribution (:func:`cellinr.scenes.export.peak_brightness`) and ``cell_cv`` is not used (scaling
+    the distribution's spread on the real masks was tried and made the scenes' spread worse: the
+    generated cells' shapes add spread of their own); the quantiles used are returned. In
+    3D every rendered plane of a cell is as bright as this one, while the real planes through the cells'
+    caps are dimmer: matching the whole set's means accounts for that. ``background_amplitude`` fixes
+    the standard deviation of the smooth background variation (intensity units) as the level moves.
+    """
+    from cellinr.scenes.export import peak_brightness
+    from cellinr.texture.renderer import render
+
+    f, b, s, het_i, het_b = target
+    for k in range(rounds):
+        rng = np.random.default_rng(k)
+        z = rng.standard_normal(int(masks.max()) + 1)
+        bright = peak_brightness(params, z, quantiles)
+        fr, br, sr, cell_sd, means_sd = _plane_stats(render(masks, params, seed=rng, brightness=bright), masks)
+        params.background = float(max(params.background + (b - br), 0.0))
+        if background_amplitude is not None and params.background > 0:
+            params.background_variation = float(np.clip(background_amplitude / params.background, 0.0, 1.0))
+        if fr - br > 0 and f - b > 0:
+            params.foreground = float(params.foreground * (f - b) / (fr - br))
+            # heterogeneity between cells (brightness spread) and inside them (texture), relative to contrast
+            if het_b is not None and means_sd > 0 and quantiles is None:
+                params.cell_cv = float(np.clip(params.cell_cv * het_b * (fr - br) / means_sd, 0.0, 3.0))
+            if het_i is not None and cell_sd > 0:
+                params.texture_contrast = float(np.clip(
+                    max(params.texture_contrast, 0.02) * het_i * (fr - br) / cell_sd, 0.0, 1.0))
+        var_v = (params.background * params.background_variation) ** 2
+        if s is not None and s**2 > var_v and sr**2 > var_v:
+            k2 = (s**2 - var_v) / (sr**2 - var_v)
+            if params.gain > 0:
+                params.gain = float(params.gain / k2)
+            params.read_noise = float(params.read_noise * np.sqrt(k2))
+    return None if quantiles is None else [float(q) for q in quantiles]
+
+
+def refine_with_first_frame(spec_kwargs: dict, quality: dict, *, models, seed: int, latent: str,
+                            sigma: float | None, device: str = "cpu") -> dict:
+    """One correction of the voxel size (cell size) and density from the scene's own first frame.
+
+    Cells cut by the borders and divided cells make the cells seen in a frame smaller than the probe's;
+    the first frame is composed (no texture), measured like the real set, and the voxel size and
+    density scaled by the ratios. Returns the corrected keyword arguments.
+    """
+    from cellinr.scenes.composer import Scene, SceneSpec
+
+    spec = SceneSpec(models=list(models), seed=seed, latent=latent, sigma=sigma,
+                     **{k: v for k, v in spec_kwargs.items() if v is not None and not k.startswith("_")})
+    labels = next(iter(Scene(spec, device=device).frames())).labels
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if not ids.size or not quality.get("cell_size"):
+        return spec_kwargs
+    size = float(np.bincount(labels.ravel().astype(np.int64))[ids].mean())
+    density = float((labels > 0).mean())
+    out = dict(spec_kwargs)
+    power = 0.5 if spec.two_d else 1 / 3
+    if spec_kwargs.get("voxel_size") is not None and spec_kwargs.get("_auto_voxel"):
+        v = np.asarray(spec_kwargs["voxel_size"], float) * (size / quality["cell_size"]) ** power
+        out["voxel_size"] = tuple(float(x) for x in v)
+    if spec_kwargs.get("density") is not None and spec_kwargs.get("_auto_density") and density > 0:
+        out["density"] = float(np.clip(spec_kwargs["density"] * quality["density"] / density, 1e-4, 0.95))
+    log.info("like: first frame cell size %.4g (real %.4g), density %.4g (real %.4g): voxel size %s, density %s",
+             size, quality["cell_size"], density, quality["density"], out.get("voxel_size"), out.get("density"))
+    return out
+
+
+def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, sigma: float | None,
+                 device: str = "cpu") -> dict:
+    """Mean cell size (um^3 in 3D, projected um^2 in 2D) and divisions per cell life, over the models.
+
+    Probe cells (``PROBE_CELLS`` per model, drawn like scene cells) are evaluated at each model's
+    training resolution at ``PROBE_TIMES`` over the sequence. The size is that of a connected component
+    (a divided cell is two cells, as in the ground truth); the divisions of a cell are the increases of
+    its number of components from one probe time to the next.
+    """
+    from cellinr.generation.frames import EvalOptions, evaluate_frame, load_for_evaluation, sequence_field
+    from cellinr.generation.samplers import random_rotation, sample_latents, sequence_rng
+    from cellinr.scenes.lineage import clean_mask
+
+    sizes, divides = [], []
+    for k, name in enumerate(models):
+        run, dev = load_for_evaluation(name, device)
+        vox = run.voxel_size_um
+        if vox is None:
+            raise ParameterError(f"{name}: the model does not record its voxel size; --like cannot match sizes")
+        unit = vox[1] * vox[2] if two_d else float(np.prod(vox))
+        box = (run.training_size,) * 3
+        for i in range(PROBE_CELLS):
+            rng, tseed = sequence_rng(seed + 7919 * (k + 1), i)
+            z = sample_latents(latent, 1, codes=run.codes, sigma=sigma, rng=rng)[0][0]
+            f = sequence_field(run, z, random_rotation(tseed))
+            counts = []
+            for t in PROBE_TIMES:
+                m = evaluate_frame(f, box, float(t), run.sdf_unit, EvalOptions(), dev).sdf <= 0
+                comps, n = clean_mask(m.any(axis=0, keepdims=True) if two_d else m)
+                counts.append(n)
+                if n:
+                    sizes.extend((np.bincount(comps.ravel())[1:] * unit).tolist())
+            divides.append(float(sum(max(b - a, 0) for a, b in zip(counts, counts[1:]))))
+    if not sizes:
+        raise ParameterError(f"models {', '.join(models)}: the probe cells are empty")
+    return {"size_um": float(np.mean(sizes)), "divisions": float(np.mean(divides))}
+
+
+def cycle_for_rate(rate: float, divisions: float, frames: int) -> int:
+    """``cycle_frames`` that gives ``rate`` divisions per cell and frame over ``frames`` frames.
+
+    A cell's window of the sequence has width ``w = (frames - 1) dt``; its start is uniform over
+    ``2 - w``, so a division at a given time falls in the window with probability ``w / (2 - w)``.
+    With ``divisions`` per cell life: ``rate = divisions w / ((2 - w) frames)``, solved for ``w``.
+    """
+    rt = rate * frames
+    w = min(2.0 * rt / (divisions + rt), 1.999)
+    dt = w / max(frames - 1, 1)
+    return int(max(2, round(2.0 / dt + 1)))
+
+
+def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
+    """Scene parameters from a calibration; values in ``given`` (not None) win.
+
+    Returns a dict of :class:`cellinr.scenes.composer.SceneSpec` keyword arguments (keys starting with
+    "_" mark what was estimated rather than given; drop them before making the spec).
+    """
+    from cellinr.scenes.motion import MotionParams
+
+    q = cal.quality
+    dims = tuple(given["dims"]) if given.get("dims") is not None else cal.dims
+    two_d = dims[0] == 1
+    frames = given.get("frames") or cal.frames
+    out = {"dims": dims, "frames": frames}
+    if given.get("voxel_size") is None and q.get("cell_size"):
+        power = 0.5 if two_d else 1 / 3
+        v = float((probe["size_um"] / q["cell_size"]) ** power)
+        out["voxel_size"] = (v, v, v)
+        out["_auto_voxel"] = True
+    else:
+        out["voxel_size"] = given.get("voxel_size")
+    if given.get("cells") is None and given.get("density") is None:
+        out["density"] = float(np.clip(q["density"], 1e-4, 0.95))
+        out["_auto_density"] = True
+    else:
+        out["cells"], out["density"] = given.get("cells"), given.get("density")
+    if given.get("motion") is None and q.get("drift") is not None:
+        drift, sigma = list(q["drift"]), list(q["step_sigma"])
+        if two_d:
+            drift[0] = sigma[0] = 0.0
+        out["motion"] = MotionParams(tuple(drift), tuple(sigma))
+    else:
+        out["motion"] = given.get("motion")
+    rate = q.get("mitosis_rate")
+    if given.get("cycle_frames") is None and rate and probe["divisions"] > 0 and frames > 1:
+        out["cycle_frames"] = cycle_for_rate(rate, probe["divisions"], frames)
+    else:
+        out["cycle_frames"] = given.get("cycle_frames")
+    return out

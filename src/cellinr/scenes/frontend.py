@@ -1,0 +1,156 @@
+"""``cellinr.scene``: a populated, tracked, textured scene on disk, optionally calibrated against real data.
+
+The file-level front end of :class:`cellinr.scenes.composer.Scene` (the array-level API): it resolves
+defaults, calibrates with ``like=``, writes the scene (:func:`cellinr.scenes.export.write_scene`) and,
+inside the same atomic folder, the reports: quality measures of the scene and of the real set side by
+side (``report/quality.md``, ``.json``) and, with ``difficulty``, the baseline's CTC scores on both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from cellinr.errors import ParameterError
+
+log = logging.getLogger(__name__)
+
+
+def scene(
+    models: str | Sequence[str],
+    out: str | os.PathLike,
+    *,
+    cells: int | None = None,
+    density: float | None = None,
+    dims: Sequence[int] | None = None,
+    frames: int | None = None,
+    voxel_size: float | Sequence[float] | None = None,
+    seed: int = 0,
+    texture: str = "render",
+    like: str | os.PathLike | Sequence | None = None,
+    like_axes: str | None = None,
+    drift: Sequence[float] | None = None,
+    step_sigma: Sequence[float] | None = None,
+    cycle_frames: int | None = None,
+    latent: str | None = None,
+    sigma: float | None = None,
+    render_params=None,
+    difficulty: bool = False,
+    pairs: bool = True,
+    mip: bool = False,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> Path:
+    """Generate a scene of many cells and write it (CTC layout with full ground truth, plain pairs).
+
+    Parameters
+    ----------
+    models : bundled model names or run folders; cells use them in turn.
+    out : output folder (built atomically; a finished identical scene is kept and returned).
+    cells, density : cells in the field of view at frame 0, or the fraction of it they cover.
+    dims : (Z, Y, X) voxels of the field of view; Z = 1 gives a 2D+t scene of projected cells.
+    frames : number of frames.
+    voxel_size : microns, one value or (Z, Y, X); default the largest training voxel of the models.
+    texture : "render" (the renderer) or a texture model folder / bundled name.
+    like : a real CTC folder, or (image, labels) files: dims, frames, density, voxel size (cell size),
+        motion, division rate and render parameters are estimated from it unless given.
+    like_axes : axes of the ``like`` image and labels files when their metadata lack them (e.g. "TYX").
+    drift, step_sigma : motion per frame (Z, Y, X) voxels (see :class:`cellinr.scenes.motion.MotionParams`).
+    cycle_frames : scene frames per training sequence of a model.
+    render_params : RenderParams, optional (estimated with ``like``; else the renderer's defaults).
+    mip : for a 3D scene, also write 2D+t maximum projections and the masks of the cells they show.
+    difficulty : also run the baseline (threshold + watershed + LAP tracking) and score it (CTC metrics).
+
+    Returns
+    -------
+    Path of the scene folder.
+    """
+    from cellinr.scenes.composer import DEFAULT_LATENT, SceneSpec
+    from cellinr.scenes.export import REPORT_DIR, check_paths, write_scene
+    from cellinr.scenes.motion import MotionParams
+
+    models = [models] if isinstance(models, (str, os.PathLike)) else [str(m) for m in models]
+    like_paths = None if like is None else ([like] if isinstance(like, (str, os.PathLike)) else list(like))
+    check_paths(out, like_paths or [])
+    motion = None
+    if drift is not None or step_sigma is not None:
+        base = MotionParams()
+        motion = MotionParams(drift if drift is not None else base.drift,
+                              step_sigma if step_sigma is not None else base.sigma)
+    latent = latent or DEFAULT_LATENT
+    with tempfile.TemporaryDirectory(prefix="cellinr-like-") as tmp:
+        like_info = None
+        real_ctc = None
+        quantiles = None
+        if like_paths is not None:
+            from cellinr.scenes.calibration import (
+                calibrate,
+                like_to_ctc,
+                probe_models,
+                refine_with_first_frame,
+                spec_from_calibration,
+            )
+
+            real_ctc = like_to_ctc(like_paths, tmp, axes=like_axes)
+            cal = calibrate(real_ctc)
+            two_d = (dims[0] if dims is not None else cal.dims[0]) == 1
+            probe = probe_models(models, two_d=two_d, seed=seed, latent=latent, sigma=sigma, device=device)
+            kwargs = spec_from_calibration(cal, probe, {
+                "dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells, "density": density,
+                "motion": motion, "cycle_frames": cycle_frames})
+            kwargs = refine_with_first_frame(kwargs, cal.quality, models=models, seed=seed, latent=latent,
+                                             sigma=sigma, device=device)
+            kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
+            render_params = render_params or cal.render
+            quantiles = cal.quantiles
+            like_info = {"source": [str(p) for p in like_paths], "probe": probe,
+                         "estimated": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in kwargs.items()}}
+        else:
+            if dims is None or frames is None:
+                raise ParameterError("give --dims and --frames (or --like to take them from a real set)")
+            kwargs = {"dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells,
+                      "density": density, "motion": motion, "cycle_frames": cycle_frames}
+        if kwargs.get("motion") is None:
+            kwargs.pop("motion", None)
+        spec = SceneSpec(models=models, seed=seed, latent=latent, sigma=sigma, **kwargs)
+
+        def reports(folder: Path) -> dict:
+            info = {}
+            if real_ctc is None and not difficulty:
+                return info
+            from cellinr.scenes.quality import dataset_quality, quality_table
+
+            report = folder / REPORT_DIR
+            report.mkdir(parents=True, exist_ok=True)
+            columns = {"synthetic": dataset_quality(folder / "ctc")}
+            if real_ctc is not None:
+                columns["real"] = dataset_quality(real_ctc)
+            table = quality_table(columns, reference="real" if real_ctc is not None else None)
+            (report / "quality.json").write_text(json.dumps(columns, indent=2) + "\n")
+            (report / "quality.md").write_text(table)
+            print(table)
+            info["quality"] = columns
+            if difficulty:
+                from cellinr.scenes.difficulty import baseline, difficulty_table
+
+                scores = {"synthetic": baseline(folder / "ctc", workdir=tmp)}
+                if real_ctc is not None:
+                    scores["real"] = baseline(real_ctc, workdir=tmp)
+                (report / "difficulty.json").write_text(json.dumps(scores, indent=2) + "\n")
+                text = difficulty_table(scores)
+                (report / "difficulty.md").write_text(text)
+                print(text)
+                info["difficulty"] = scores
+            return info
+
+        path, written = write_scene(spec, out, texture=texture, params=render_params, like_info=like_info,
+                                    overwrite=overwrite, device=device, pairs=pairs, mip=mip, after=reports,
+                                    brightness_quantiles=quantiles,
+                                    identity={"like": like_info and like_info["source"], "difficulty": difficulty})
+    if not written:
+        print(f"{path}: finished scene with these parameters exists; skipped")
+    return path

@@ -1,0 +1,336 @@
+"""Population scenes: placement without overlap, lineage, CTC export checked by py-ctcmetrics, quality
+measures, calibration inputs, resumable output, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellinr.errors import InputError, OutputExistsError, ParameterError
+from cellinr.io.ctc import check_ctc_sequence, read_ctc_sequence, read_man_track, write_ctc_sequence
+from cellinr.scenes.lineage import CellLineage, NodeCounter, TrackBook, clean_mask
+from cellinr.scenes.placement import Body, Field, Occupancy, crop_mask, place_initial
+
+# small scenes: a few seconds each on one shared core
+SMALL = dict(dims=(8, 64, 64), frames=6, cells=4, voxel_size=2.0, seed=3)
+
+
+def _ball(shape, centre, r):
+    grid = np.indices(shape)
+    return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= r * r
+
+
+# -- placement and lineage on analytic masks -------------------------------------------------------------
+def test_occupancy_finds_overlaps_across_the_periodic_seam():
+    field = Field((4, 32, 32), margin=10)
+    mask, off = crop_mask(_ball((4, 9, 9), (1.5, 4, 4), 4))
+    half = np.array([1, 4, 4])
+    a = Body(mask, off, half, np.array([1.5, 1.0, 20.0]))
+    b = Body(mask, off, half, np.array([1.5, 51.0, 20.0]))  # Y wraps at 52: 2 voxels from a
+    far = Body(mask, off, half, np.array([1.5, 26.0, 20.0]))
+    occ = Occupancy(field)
+    assert occ.conflicts([a, b]) != {}
+    assert occ.conflicts([a, far]) == {}
+    touching = Body(mask, off, half, np.array([1.5, 1.0, 29.0]))  # 9 apart: faces touch, no shared voxel
+    assert occ.conflicts([a, touching]) == {}
+
+
+def test_place_initial_reports_the_largest_density_that_fits():
+    field = Field((1, 16, 16), margin=9)
+    mask, off = crop_mask(_ball((1, 9, 9), (0, 4, 4), 4))
+    bodies = [Body(mask, off, np.array([0, 4, 4]), np.zeros(3)) for _ in range(40)]
+    with pytest.raises(ParameterError, match="largest density that fits"):
+        place_initial(field, bodies, [True] * 40, np.random.default_rng(0), attempts=30)
+
+
+def test_lineage_division_gives_daughters_with_their_parent():
+    one = _ball((1, 20, 30), (0, 10, 15), 6)
+    two = _ball((1, 20, 30), (0, 10, 8), 5) | _ball((1, 20, 30), (0, 10, 22), 5)
+    counter, cell = NodeCounter(), CellLineage()
+    book = TrackBook(counter)
+    n0 = cell.update(clean_mask(one)[0], np.zeros(3), counter)
+    assert book.frame(0, n0) == {n0[0]: 1}
+    n1 = cell.update(clean_mask(one)[0], np.zeros(3), counter)
+    assert n1 == n0 and book.frame(1, n1)[n1[0]] == 1
+    comps, n = clean_mask(two)
+    assert n == 2
+    n2 = cell.update(comps, np.zeros(3), counter)
+    labels = book.frame(2, n2)
+    tracks = {t.label: t for t in book.track_list()}
+    assert tracks[1].end == 1
+    assert sorted(labels.values()) == [2, 3]
+    assert all(tracks[k].parent == 1 and tracks[k].begin == 2 for k in (2, 3))
+    # a daughter that leaves and comes back is a new, parentless track
+    book.frame(3, [n2[0]])
+    again = book.frame(4, [n2[0], n2[1]])
+    assert book.tracks[again[n2[1]]].parent == 0 and book.tracks[again[n2[1]]].begin == 4
+
+
+def test_clean_mask_drops_fragments():
+    mask = _ball((1, 30, 30), (0, 15, 15), 8)
+    mask[0, 0, 0] = True
+    comps, n = clean_mask(mask)
+    assert n == 1 and not comps[0, 0, 0]
+
+
+# -- a generated scene ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def frames_3d():
+    import torch
+
+    from cellinr.scenes.composer import Scene, SceneSpec
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scene = Scene(SceneSpec(models=["deforming", "dividing"], **SMALL))
+        frames = [(f.labels.copy(), f.cells) for f in scene.frames()]
+        return frames, scene.tracks()
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_no_two_cells_overlap_in_any_frame(frames_3d):
+    frames, _ = frames_3d
+    for t, (labels, cells) in enumerate(frames):
+        covered = np.zeros(labels.shape, bool)
+        seen_cells = 0
+        for index, corner, mask in cells:
+            lo = np.maximum(corner, 0)
+            hi = np.minimum(corner + mask.shape, labels.shape)
+            if np.any(hi <= lo):
+                continue
+            sub = mask[tuple(slice(lo[i] - corner[i], hi[i] - corner[i]) for i in range(3))]
+            if not sub.any():
+                continue
+            seen_cells += 1
+            full = np.zeros(labels.shape, bool)
+            full[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = sub
+            own = np.unique(labels[full])
+            assert 0 not in own, f"frame {t}: cell {index} has unlabelled voxels"
+            # the cell's labels cover exactly its own generated mask: nothing of it was overwritten
+            np.testing.assert_array_equal(np.isin(labels, own), full, err_msg=f"frame {t}, cell {index}")
+            assert not (covered & full).any(), f"frame {t}: cell {index} overlaps another cell"
+            covered |= full
+        assert seen_cells > 0
+        np.testing.assert_array_equal(covered, labels > 0)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    import torch
+
+    from cellinr.scenes.composer import SceneSpec
+    from cellinr.scenes.export import write_scene
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("scene") / "div"
+        # one model cycle in the scene: the dividing model's cells divide in it
+        spec = SceneSpec(models=["dividing"], dims=(8, 64, 64), frames=6, cells=4, voxel_size=2.0, seed=1,
+                         cycle_frames=6)
+        path, done = write_scene(spec, out, mip=True)
+        assert done
+        return path, spec
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_ctc_export_is_consistent(written):
+    path, spec = written
+    seq = read_ctc_sequence(path / "ctc", 1)
+    assert seq.images.shape == (spec.frames, *spec.dims)
+    assert check_ctc_sequence(seq) == []
+    tracks = read_man_track(path / "ctc" / "01_GT" / "TRA" / "man_track.txt")
+    for tr in tracks:  # every label present in exactly the frames it claims
+        present = [t for t in range(spec.frames) if (seq.tra[t] == tr.label).any()]
+        assert present == list(range(tr.begin, tr.end + 1)), tr
+    by = {t.label: t for t in tracks}
+    daughters = [t for t in tracks if t.parent]
+    assert daughters, "the dividing model divided in no visible cell"
+    for d in daughters:  # parents end the frame before their daughters begin
+        assert by[d.parent].end == d.begin - 1
+    np.testing.assert_array_equal(seq.seg, seq.tra)
+    from cellinr.io.tiff import read_tiff
+    from cellinr.scenes.export import project_labels
+
+    mip = read_tiff(path / "mip" / "masks" / "t002.tif").data
+    np.testing.assert_array_equal(mip, project_labels(seq.tra[2]))
+    assert set(np.unique(mip)) <= set(np.unique(seq.tra[2]))
+    assert read_tiff(path / "mip" / "images" / "t002.tif").data.shape == spec.dims[1:]
+    pairs = sorted((path / "pairs" / "images").iterdir())
+    assert len(pairs) == spec.frames and len(list((path / "pairs" / "masks").iterdir())) == spec.frames
+
+
+def test_ctc_metrics_score_the_ground_truth_perfectly(written, tmp_path):
+    pytest.importorskip("ctc_metrics")
+    from cellinr.scenes.difficulty import gt_as_result, score
+
+    path, _ = written
+    res = gt_as_result(path / "ctc" / "01_GT", tmp_path / "01_RES")
+    scores = score(res, path / "ctc" / "01_GT")
+    assert scores["Valid"] == 1
+    assert scores["SEG"] == pytest.approx(1.0) and scores["TRA"] == pytest.approx(1.0)
+    assert scores["DET"] == pytest.approx(1.0)
+    # and a damaged result scores below 1: the check can fail
+    lines = (res / "res_track.txt").read_text().splitlines(True)
+    (res / "res_track.txt").write_text("".join(lines[1:]))
+    assert score(res, path / "ctc" / "01_GT")["Valid"] == 0
+
+
+def test_rerun_skips_and_killed_run_restarts_cleanly(written, tmp_path):
+    from cellinr.scenes.export import _temporary, write_scene
+
+    path, spec = written
+    stamp = (path / "scene.json").stat().st_mtime_ns
+    assert write_scene(spec, path, mip=True) == (path, False)
+    assert (path / "scene.json").stat().st_mtime_ns == stamp
+    # a different scene into the same folder is refused
+    other = type(spec)(**{**spec.to_dict(), "seed": 9, "motion": spec.motion})
+    with pytest.raises(OutputExistsError):
+        write_scene(other, path, mip=True)
+    # a failure leaves nothing under the final name; a killed run's leftovers are removed
+    small = type(spec)(models=["deforming"], dims=(1, 48, 48), frames=2, cells=2, voxel_size=2.0)
+    out = tmp_path / "s"
+
+    def boom(folder):
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        write_scene(small, out, after=boom)
+    assert not out.exists() and not _temporary(out).exists()
+    _temporary(out).mkdir()
+    (_temporary(out) / "junk.tif").write_bytes(b"partial")
+    write_scene(small, out)
+    assert (out / "scene.json").exists() and not _temporary(out).exists()
+    assert not (out / "junk.tif").exists()
+
+
+def test_same_seed_same_bytes_2d(tmp_path):
+    import torch
+
+    from cellinr.scenes.composer import SceneSpec
+    from cellinr.scenes.export import write_scene
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spec = SceneSpec(models=["deforming"], dims=(1, 64, 64), frames=4, cells=4, voxel_size=2.0, seed=5)
+        a, _ = write_scene(spec, tmp_path / "a")
+        b, _ = write_scene(spec, tmp_path / "b")
+    finally:
+        torch.set_num_threads(n)
+
+    def digest(root: Path) -> dict:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    da, db = digest(a), digest(b)
+    assert da == db and len(da) > 10
+    first = read_ctc_sequence(a / "ctc", 1)
+    assert first.images.ndim == 3 and first.tra.max() > 0  # (T, Y, X): a 2D+t scene
+
+
+def test_too_many_cells_is_one_clear_error(tmp_path):
+    from cellinr.cli import main
+
+    rc = main(["scene", "--model", "deforming", "--cells", "400", "--dims", "1", "40", "40", "--frames", "2",
+               "--voxel-size", "2", "--out", str(tmp_path / "x")])
+    assert rc == 2 and not (tmp_path / "x").exists()
+
+
+def test_bad_density_and_missing_args(capsys, tmp_path):
+    from cellinr.cli import main
+
+    assert main(["scene", "--model", "deforming", "--density", "1.5", "--dims", "1", "64", "64", "--frames", "2",
+                 "--out", str(tmp_path / "y")]) == 2
+    assert "--density" in capsys.readouterr().err
+    assert main(["scene", "--model", "deforming", "--cells", "2", "--out", str(tmp_path / "y")]) == 2
+    assert "--dims" in capsys.readouterr().err
+
+
+# -- quality measures and real-set inputs ---------------------------------------------------------------
+def _toy_ctc(root: Path, *, frames=3, bg=100.0, fg=200.0, noise=10.0, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((frames, 64, 64), np.uint16)
+    for t in range(frames):
+        labels[t][_ball((64, 64), (20, 20 + t), 8)] = 1
+        labels[t][_ball((64, 64), (44, 40), 8)] = 2
+    images = (np.where(labels > 0, fg, bg) + noise * rng.standard_normal(labels.shape)).astype(np.float32)
+    write_ctc_sequence(root, 1, images, labels)
+    return root
+
+
+def test_quality_measures_on_known_data(tmp_path):
+    from cellinr.scenes.quality import dataset_quality, quality_table
+
+    q = dataset_quality(_toy_ctc(tmp_path / "toy"))
+    assert q["snr"] == pytest.approx(10.0, rel=0.1)
+    assert q["contrast_ratio"] == pytest.approx(2.0, rel=0.02)
+    assert q["het_inside"] == pytest.approx(0.1, rel=0.15)
+    assert q["cells_per_frame"] == 2 and q["mitosis_rate"] == 0
+    assert q["drift"][2] == pytest.approx(0.5, abs=0.05)  # one cell moves 1 px per frame in X, the other not
+    assert 0.8 < q["overlap"] < 1.0
+    assert q["density"] == pytest.approx(2 * np.pi * 64 / 4096, rel=0.1)
+    assert "snr" in quality_table({"a": q, "b": q}, reference="a")
+
+
+def test_real_set_errors_name_the_file(tmp_path):
+    from cellinr.scenes.quality import dataset_quality
+
+    root = _toy_ctc(tmp_path / "toy")
+    (root / "01_GT" / "TRA" / "man_track.txt").unlink()
+    with pytest.raises(InputError, match="man_track.txt"):
+        dataset_quality(root)
+    root = _toy_ctc(tmp_path / "toy2")
+    (root / "01_GT" / "TRA" / "man_track002.tif").unlink()
+    with pytest.raises(InputError, match="man_track###"):
+        dataset_quality(root)
+
+
+def test_like_from_image_and_labels(tmp_path):
+    from cellinr.io.tiff import write_tiff
+    from cellinr.scenes.calibration import calibrate, like_to_ctc
+
+    root = _toy_ctc(tmp_path / "toy", frames=4)
+    seq = read_ctc_sequence(root, 1)
+    write_tiff(tmp_path / "img.tif", seq.images, axes="TYX")
+    write_tiff(tmp_path / "lab.tif", seq.seg, axes="TYX")
+    ctc = like_to_ctc([tmp_path / "img.tif", tmp_path / "lab.tif"], tmp_path / "work")
+    cal = calibrate(ctc)
+    assert cal.dims == (1, 64, 64) and cal.frames == 4
+    assert cal.render.background == pytest.approx(100, rel=0.1)
+
+
+def test_baseline_runs_and_scores(written):
+    pytest.importorskip("laptrack")
+    pytest.importorskip("ctc_metrics")
+    from cellinr.scenes.difficulty import baseline
+
+    path, _ = written
+    scores = baseline(path / "ctc")
+    assert scores["Valid"] == 1
+    for m in ("SEG", "DET", "TRA"):
+        assert 0.0 <= scores[m] <= 1.0
+
+
+def test_texture_model_scene_2d(tmp_path, one_thread):
+    from cellinr.model.registry import bundled_texture_models
+    from cellinr.scenes.composer import SceneSpec
+    from cellinr.scenes.export import write_scene
+
+    if "dsb2018" not in bundled_texture_models():
+        pytest.skip("the bundled texture model is not installed")
+    spec = SceneSpec(models=["deforming"], dims=(1, 64, 64), frames=2, cells=3, voxel_size=2.0, seed=2)
+    path, _ = write_scene(spec, tmp_path / "tex", texture="dsb2018", device="cpu")
+    seq = read_ctc_sequence(path / "ctc", 1)
+    assert check_ctc_sequence(seq) == []
+    inside = seq.images[seq.seg > 0].astype(float).mean()
+    outside = seq.images[seq.seg == 0].astype(float).mean()
+    assert inside > outside  # the texture model draws the cells brighter than the background
+    assert json.loads((path / "scene.json").read_text())["texture"].endswith("texture_dsb2018")
