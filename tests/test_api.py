@@ -111,6 +111,10 @@ def _workflow(root):
     assert call("load_texture_model", bundled_texture_model(), device="cpu") is not None
     call("apply_texture", root / "texture", root / "masks.tif", root / "textured", device="cpu", overwrite=True)
     call("benchmark", sim, root / "bench", seed=0, device="cpu", overwrite=True)
+    scene_dir = call("scene", ["dividing"], root / "scene", cells=2, dims=(1, 48, 48), frames=3, seed=0,
+                     overwrite=True)
+    assert call("dataset_quality", scene_dir / "ctc")["cells_per_frame"] > 0
+    assert 0.0 <= call("scene_difficulty", scene_dir / "ctc")["SEG"] <= 1.0
     rows = call("measure", sim)
     assert rows and all(r["volume_um3"] > 0 for r in rows)
     call("compare", sim, root / "gen", root / "report", figures=False, overwrite=True)

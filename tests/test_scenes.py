@@ -310,10 +310,10 @@ def test_like_from_image_and_labels(tmp_path):
 def test_baseline_runs_and_scores(written):
     pytest.importorskip("laptrack")
     pytest.importorskip("ctc_metrics")
-    from cellinr.scenes.difficulty import baseline
+    from cellinr.scenes.difficulty import scene_difficulty
 
     path, _ = written
-    scores = baseline(path / "ctc")
+    scores = scene_difficulty(path / "ctc")
     assert scores["Valid"] == 1
     for m in ("SEG", "DET", "TRA"):
         assert 0.0 <= scores[m] <= 1.0

@@ -39,7 +39,7 @@ _API = {
     "benchmark": "cellinr.benchmarking:benchmark",
     "scene": "cellinr.scenes.frontend:scene",
     "dataset_quality": "cellinr.scenes.quality:dataset_quality",
-    "scene_difficulty": "cellinr.scenes.difficulty:baseline",
+    "scene_difficulty": "cellinr.scenes.difficulty:scene_difficulty",
     "measure": "cellinr.measurement.tables:measure",
     "compare": "cellinr.measurement.comparison:compare",
     "compare_masks": "cellinr.measurement.overlap:compare_masks",

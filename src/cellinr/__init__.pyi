@@ -27,7 +27,7 @@ from cellinr.texture.renderer import estimate_render_params as estimate_render_p
 from cellinr.benchmarking import benchmark as benchmark
 from cellinr.scenes.frontend import scene as scene
 from cellinr.scenes.quality import dataset_quality as dataset_quality
-from cellinr.scenes.difficulty import baseline as scene_difficulty
+from cellinr.scenes.difficulty import scene_difficulty as scene_difficulty
 from cellinr.measurement.tables import measure as measure
 from cellinr.measurement.comparison import compare as compare
 from cellinr.measurement.overlap import compare_masks as compare_masks

@@ -156,7 +156,7 @@ def gt_as_result(gt: str | os.PathLike, res: str | os.PathLike) -> Path:
     return res
 
 
-def baseline(ctc: str | os.PathLike, *, sequence: str = "01", workdir: str | os.PathLike | None = None) -> dict:
+def scene_difficulty(ctc: str | os.PathLike, *, sequence: str = "01", workdir: str | os.PathLike | None = None) -> dict:
     """Run the baseline on a CTC sequence and score it; returns SEG, DET, TRA, Valid and the settings."""
     from cellinr.io.tiff import read_tiff, write_tiff
     from cellinr.scenes.quality import dataset_quality, find_ctc

@@ -135,11 +135,11 @@ def scene(
             print(table)
             info["quality"] = columns
             if difficulty:
-                from cellinr.scenes.difficulty import baseline, difficulty_table
+                from cellinr.scenes.difficulty import difficulty_table, scene_difficulty
 
-                scores = {"synthetic": baseline(folder / "ctc", workdir=tmp)}
+                scores = {"synthetic": scene_difficulty(folder / "ctc", workdir=tmp)}
                 if real_ctc is not None:
-                    scores["real"] = baseline(real_ctc, workdir=tmp)
+                    scores["real"] = scene_difficulty(real_ctc, workdir=tmp)
                 (report / "difficulty.json").write_text(json.dumps(scores, indent=2) + "\n")
                 text = difficulty_table(scores)
                 (report / "difficulty.md").write_text(text)
