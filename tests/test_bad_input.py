@@ -494,6 +494,16 @@ CASES = [
          setup=_groups({"convention": "sideways"})),
     Case("rotation-report", "out is the run", ["rotation-report", "{I}/run", "--out", "{I}/run", "--overwrite"],
          r"is the input", output=None),
+    # ---- scene
+    Case("scene", "unknown model", ["scene", "--model", "nope", "--cells", "2", "--dims", "1", "32", "32",
+                                    "--frames", "2", "--out", "{W}/out"], r"no bundled model"),
+    Case("scene", "too many cells", ["scene", "--model", "dividing", "--cells", "400", "--dims", "1", "32", "32",
+                                     "--frames", "2", "--out", "{W}/out"], r"largest density that fits"),
+    Case("scene", "no frames", ["scene", "--model", "dividing", "--cells", "2", "--dims", "1", "32", "32",
+                                "--frames", "0", "--out", "{W}/out"], r"positive integer"),
+    Case("scene", "missing real data set", ["scene", "--model", "dividing", "--cells", "2", "--dims", "1", "32", "32",
+                                            "--frames", "2", "--like", "{W}/nothere", "--out", "{W}/out"],
+         r"no such folder"),
     # ---- overlap
     Case("overlap", "missing input", ["overlap", "{W}/none.tif", "{I}/sim/deforming_000.tif"], r"no such file",
          output=None),
