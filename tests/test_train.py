@@ -172,7 +172,7 @@ def test_reference_size_point_pool_fits_under_8_gb():
 
 
 # -- training -----------------------------------------------------------------------------------
-SMOKE = {"sampling": {"fraction": 0.02}, "train": {"epochs": 1, "checkpoint_every": 1}}
+SMOKE = {"sampling": {"fraction": 0.02, "points_per_frame": None}, "train": {"epochs": 1, "checkpoint_every": 1}}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -183,7 +183,7 @@ def test_smoke_train_every_preset(name, dataset, tmp_path):
     assert run.names == ["cell0", "cell1"] and run.frames == [3, 3]
     assert run.latents.shape == (2, preset(name).model.latent_dim)
     eye = torch.eye(3).expand(2, 3, 3)
-    assert run.config.train.rotations == (name == "reference")
+    assert run.config.train.rotations == (name in ("reference", "large"))
     torch.testing.assert_close(run.rotations @ run.rotations.transpose(1, 2), eye, atol=1e-5, rtol=0)
     if not run.config.train.rotations:
         torch.testing.assert_close(run.rotations, eye)

@@ -15,10 +15,18 @@ Presets (:data:`PRESETS`):
     points), new points every 50 epochs (the reference drew them once); the point pool of the full
     33 x 30 x 256^3 data set is 3.0 GB (float16 values).
 ``small``
-    CPU-friendly: 4 sequences x 10 frames at 64^3 train to a usable model (reconstruction Dice
-    0.95-0.97 on the simulated kinds) in about 10-14 minutes on one CPU thread: 5 hidden layers
-    [96, 96, 128, 96, 96] with latent_in (3), 64-d codes (about 30k multiply-adds per point), 5 % of
-    the grid per frame, 200 epochs of 20 steps, learning rates 5e-4 / 2e-3 halved every 50 epochs.
+    CPU-friendly, with the recipe that reproduces thin structures (filopodia): 5 hidden layers
+    [96, 96, 128, 96, 96] with latent_in (3), 64-d codes (about 30k multiply-adds per point); a
+    first layer initialised for frequencies up to 10 rad per coordinate unit (``model.coord_freq``;
+    the SIREN rule over the fan-in L + 4 gives 0.44); 16,384 points per frame, 60 % near the cell,
+    20 % from its thin parts (``sampling.thin_fraction``); an L1 loss truncated at +-0.1 with a hinge
+    beyond (``train.clamp_mode: hinge``); 100 epochs, learning rates 5e-4 / 2e-3 halved every 34.
+``small-v1``
+    The CPU preset of cellinr 0.1, the baseline of the benchmarks: the same network with the
+    SIREN first-layer rule, 5 % of the grid per frame with the reference scheme, plain L1, 200 epochs.
+``large``
+    The reference architecture with the recipe of ``small`` (for GPUs): 3 % of the grid per frame,
+    thin-part sampling, first-layer frequency 10, hinge-truncated loss.
 ``tiny``
     Seconds-long runs for tests.
 """
@@ -38,7 +46,8 @@ from cellinr.errors import ConfigError
 ACTIVATIONS = ("sine", "relu")
 ROTATION_PARAMS = ("quaternion", "6d")
 SAMPLING_SCHEMES = ("reference", "band")
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "bf16-hidden")
+CLAMP_MODES = ("both", "hinge")
 
 
 @dataclass
@@ -57,6 +66,14 @@ class ModelConfig:
     """Hidden activation: ``sine`` (SIREN, sin(omega_0 x)) or ``relu`` (the baseline)."""
     omega_0: float = 30.0
     """SIREN frequency factor omega_0 (sine activation only)."""
+    omega_first: Union[float, None] = None
+    """omega_0 of the first layer; null: ``omega_0``."""
+    coord_freq: Union[float, None] = None
+    """If set, the first layer's x, y, z weights start U(-f/omega_first, f/omega_first): angular
+    frequencies up to f rad per coordinate unit. Null: the SIREN rule U(-1/n, 1/n) over the whole
+    fan-in n = L + 4, i.e. only omega_first / (L + 4) rad per unit (an almost linear first layer)."""
+    time_freq: Union[float, None] = None
+    """The same for the first layer's time column; null: the SIREN rule."""
     latent_init_std: float = 1.0
     """Codes are initialised N(0, (latent_init_std / sqrt(L))^2)."""
 
@@ -65,9 +82,10 @@ class ModelConfig:
 class SamplingConfig:
     """How training points are drawn from each frame of the SDF data set.
 
-    Points are voxel centres of the data set's grid. Each frame contributes
-    ``round(fraction * Z * Y * X)`` points: ``near_fraction`` of them from the "near" voxels and
-    the rest from all other voxels (with replacement). The pool of sampled points is rebuilt from
+    Points are voxel centres of the data set's grid. Each frame contributes ``points_per_frame``
+    points, or ``round(fraction * Z * Y * X)``: ``near_fraction`` of them from the "near" voxels,
+    ``thin_fraction`` from the frame's thin region (the cell's thin parts, e.g. filopodia) and the
+    rest from all other voxels (with replacement). The pool of sampled points is rebuilt from
     the HDF5 files every ``resample_every`` epochs, frame by frame, so only one frame of raw data is
     in memory at a time (plus the compact pool: 6 bytes per point with ``pool_dtype: float16``).
     """
@@ -76,13 +94,25 @@ class SamplingConfig:
     """``reference``: near = SDF <= near_threshold (inside and near the surface);
     ``band``: near = |SDF| <= band (a band around the surface)."""
     fraction: float = 0.03
-    """Fraction of the grid's voxels sampled per frame."""
+    """Fraction of the grid's voxels sampled per frame (unless ``points_per_frame`` is set)."""
+    points_per_frame: Union[int, None] = None
+    """Points sampled per frame, whatever the grid size; null: ``fraction`` of the voxels."""
     near_fraction: float = 0.7
     """Share of a frame's points drawn from the near voxels."""
     near_threshold: float = 0.3
     """Normalised SDF threshold of the ``reference`` scheme."""
     band: float = 0.1
     """Half-width (normalised SDF units) of the ``band`` scheme."""
+    thin_fraction: float = 0.0
+    """Share of a frame's points drawn from its thin region: the inside voxels that an opening with a
+    ball of ``thin_radius`` voxels removes, dilated by ``thin_dilate`` voxels (so the outside next to
+    a filopodium is sampled too). 0: off (the reference). The region is computed once per frame from
+    the SDF (one or two distance transforms) and kept; it holds no randomness."""
+    thin_radius: Union[float, None] = None
+    """Opening radius of the thin region in voxels of the data set's grid; null: edge / 32 (2 voxels
+    at 64^3, 4 at 128^3)."""
+    thin_dilate: Union[float, None] = None
+    """Dilation of the thin region in voxels; null: half the radius."""
     frames_per_step: int = 2
     """Frames per optimisation step, over all processes together (the global batch)."""
     resample_every: int = 1
@@ -117,7 +147,14 @@ class TrainConfig:
     lr_gamma: float = 0.5
     """Learning-rate decay factor of all three step schedules."""
     clamp: Union[float, None] = None
-    """Clamp prediction and target to +-clamp before the L1 loss (DeepSDF); none if null."""
+    """Truncate the L1 loss at +-clamp (normalised SDF units: 0.1 is 3.2 voxels with prepare's default
+    32-voxel clamp); none if null."""
+    clamp_mode: str = "both"
+    """How ``clamp`` truncates the loss: ``both`` (DeepSDF: L1 of clamp(pred) - clamp(target); no
+    gradient where the prediction lies beyond the clamp, so a network whose output leaves
+    [-clamp, clamp] stops learning there) or ``hinge`` (L1 inside the band |target| < clamp; for
+    target >= clamp the penalty relu(clamp - pred), for target <= -clamp relu(pred + clamp): the
+    same value where both are clamped, but always a gradient towards the right side)."""
     code_reg: float = 1e-4
     """Weight lambda of the latent regulariser lambda * mean ||z||."""
     code_reg_warmup: int = 100
@@ -131,9 +168,10 @@ class TrainConfig:
     rotation_epochs: int = 1000
     """Rotations are optimised during the first this many epochs, then frozen."""
     precision: str = "fp32"
-    """Arithmetic on CUDA: ``fp32``, ``tf32`` (TF32 matmuls), ``bf16`` or ``fp16`` (autocast; fp16
-    with a gradient scaler). CPU and MPS always use fp32. bf16 rounds the coordinates to 8 bits
-    (about half a voxel at 256^3), so prefer tf32 or fp16 for sine networks."""
+    """Arithmetic: ``fp32``; on CUDA also ``tf32`` (TF32 matmuls) and ``fp16`` (autocast with a gradient
+    scaler); ``bf16`` (autocast on CUDA and CPU: rounds the coordinates to 8 bits, about half a voxel
+    at 256^3); ``bf16-hidden`` (CPU and CUDA: the first layer, coordinates and latent terms in fp32,
+    the later layers' products and sines in bf16, the output sum in fp32)."""
     checkpoint_every: int = 100
     """Write a checkpoint every this many epochs (and at the end)."""
     keep_checkpoints: int = 3
@@ -166,6 +204,22 @@ def _reference() -> Config:
 
 
 def _small() -> Config:
+    # the recipe of the fidelity study (bench/bench_fidelity.py): frequency-controlled first layer,
+    # thin-part sampling, hinge-truncated loss; about 16k points per frame whatever the grid
+    return Config(
+        model=ModelConfig(latent_dim=64, hidden=[96, 96, 128, 96, 96], latent_in=[3], omega_0=30.0, coord_freq=10.0),
+        sampling=SamplingConfig(points_per_frame=16384, near_fraction=0.6, thin_fraction=0.2, frames_per_step=2,
+                                resample_every=2, pool_dtype="float32", cache_gb=2.0),
+        train=TrainConfig(
+            epochs=100, lr_net=5e-4, lr_codes=2e-3, lr_rotations=2e-3, lr_step_net=34, lr_step_codes=34,
+            lr_step_rotations=34, clamp=0.1, clamp_mode="hinge", code_reg_warmup=10, rotation_epochs=40,
+            checkpoint_every=10,
+        ),
+        preset="small",
+    )
+
+
+def _small_v1() -> Config:
     return Config(
         model=ModelConfig(latent_dim=64, hidden=[96, 96, 128, 96, 96], latent_in=[3], omega_0=30.0),
         sampling=SamplingConfig(fraction=0.05, frames_per_step=2, resample_every=2, pool_dtype="float32"),
@@ -173,8 +227,17 @@ def _small() -> Config:
             epochs=200, lr_net=5e-4, lr_codes=2e-3, lr_rotations=2e-3, lr_step_net=50, lr_step_codes=50,
             lr_step_rotations=50, code_reg_warmup=10, rotation_epochs=75, checkpoint_every=10,
         ),
-        preset="small",
+        preset="small-v1",
     )
+
+
+def _large() -> Config:
+    cfg = _reference()
+    cfg.model.coord_freq = 10.0
+    cfg.sampling.near_fraction, cfg.sampling.thin_fraction = 0.6, 0.2
+    cfg.train.clamp, cfg.train.clamp_mode = 0.1, "hinge"
+    cfg.preset = "large"
+    return cfg
 
 
 def _tiny() -> Config:
@@ -190,7 +253,9 @@ def _tiny() -> Config:
 
 
 #: Named presets: name -> factory returning a fresh Config.
-PRESETS: dict[str, typing.Callable[[], Config]] = {"reference": _reference, "small": _small, "tiny": _tiny}
+PRESETS: dict[str, typing.Callable[[], Config]] = {
+    "reference": _reference, "small": _small, "small-v1": _small_v1, "large": _large, "tiny": _tiny,
+}
 
 
 def preset(name: str) -> Config:
@@ -209,6 +274,7 @@ _CHOICES = {
     ("sampling", "pool_dtype"): ("float16", "float32"),
     ("train", "rotation_param"): ROTATION_PARAMS,
     ("train", "precision"): PRECISIONS,
+    ("train", "clamp_mode"): CLAMP_MODES,
 }
 
 
@@ -255,6 +321,15 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"config key sampling.fraction: must be in (0, 1], got {s.fraction}")
     if not 0 <= s.near_fraction <= 1:
         raise ConfigError(f"config key sampling.near_fraction: must be in [0, 1], got {s.near_fraction}")
+    if not 0 <= s.thin_fraction <= 1 - s.near_fraction:
+        raise ConfigError(f"config key sampling.thin_fraction: must be in [0, 1 - near_fraction], got {s.thin_fraction}")
+    for key, value in (("sampling.thin_radius", s.thin_radius), ("sampling.points_per_frame", s.points_per_frame),
+                       ("model.omega_first", m.omega_first), ("model.coord_freq", m.coord_freq),
+                       ("model.time_freq", m.time_freq)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"config key {key}: must be positive, got {value}")
+    if s.thin_dilate is not None and not s.thin_dilate >= 0:
+        raise ConfigError(f"config key sampling.thin_dilate: must be >= 0, got {s.thin_dilate}")
     n_layers = len(m.hidden)
     for k in m.latent_in:
         if not 1 <= k <= n_layers:

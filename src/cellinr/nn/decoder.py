@@ -90,6 +90,13 @@ class AutoDecoder(nn.Module):
     xyz_in_all : concatenate xyzt to the input of every other layer.
     activation : ``sine`` (SIREN, with SIREN initialisation) or ``relu`` (Kaiming initialisation).
     omega_0 : SIREN frequency factor.
+    omega_first : omega_0 of the first layer (None: ``omega_0``).
+    coord_freq, time_freq : if given, the x, y, z (resp. t) weight columns of the first layer are
+        initialised U(-f / omega_first, f / omega_first), so the first layer's sines have angular
+        frequencies up to ``f`` radians per coordinate unit (the cube is [-1, 1]). None keeps the
+        SIREN first-layer rule U(-1/n, 1/n) with n the whole fan-in (L + 4), which with a latent
+        code concatenated gives only omega_first / (L + 4) rad per unit (0.44 for L = 64): an almost
+        linear first layer, hence smooth shapes. Sine activation only.
     """
 
     def __init__(
@@ -100,6 +107,9 @@ class AutoDecoder(nn.Module):
         xyz_in_all: bool = True,
         activation: str = "sine",
         omega_0: float = 30.0,
+        omega_first: float | None = None,
+        coord_freq: float | None = None,
+        time_freq: float | None = None,
     ):
         super().__init__()
         if activation not in ("sine", "relu"):
@@ -110,11 +120,18 @@ class AutoDecoder(nn.Module):
         self.xyz_in_all = bool(xyz_in_all)
         self.activation = activation
         self.omega_0 = float(omega_0)
+        self.omega_first = self.omega_0 if omega_first is None else float(omega_first)
+        self.coord_freq = None if coord_freq is None else float(coord_freq)
+        self.time_freq = None if time_freq is None else float(time_freq)
+        #: dtype of the hidden x hidden products in :meth:`evaluate` (None: the parameters' dtype);
+        #: training sets it for ``train.precision: bf16-hidden``; not saved with the model
+        self.hidden_dtype: torch.dtype | None = None
         spec = layer_dims(self.latent_dim, self.hidden, self.latent_in, self.xyz_in_all)
         layers = []
         for k, (fan_in, fan_out, _) in enumerate(spec[:-1]):
             if activation == "sine":
-                layers.append(SineLayer(fan_in, fan_out, omega_0=self.omega_0, is_first=k == 0))
+                omega = self.omega_first if k == 0 else self.omega_0
+                layers.append(SineLayer(fan_in, fan_out, omega_0=omega, is_first=k == 0))
             else:
                 layers.append(ReLULayer(fan_in, fan_out))
         self.layers = nn.ModuleList(layers)
@@ -128,6 +145,7 @@ class AutoDecoder(nn.Module):
                 cols[seg] = slice(start, start + width)
                 start += width
             self._slices.append(cols)
+        self._init_first_coords()
         self.reset_output()
 
     @classmethod
@@ -136,7 +154,20 @@ class AutoDecoder(nn.Module):
         return cls(
             latent_dim=config.latent_dim, hidden=config.hidden, latent_in=config.latent_in,
             xyz_in_all=config.xyz_in_all, activation=config.activation, omega_0=config.omega_0,
+            omega_first=config.omega_first, coord_freq=config.coord_freq, time_freq=config.time_freq,
         )
+
+    def _init_first_coords(self) -> None:
+        """Frequency-controlled init of the first layer's coordinate columns (``coord_freq``/``time_freq``)."""
+        if self.activation != "sine":
+            return
+        w = self.layers[0].linear.weight
+        xyzt = self._slices[0]["xyzt"]
+        with torch.no_grad():
+            for cols, freq in ((slice(xyzt.start, xyzt.start + 3), self.coord_freq),
+                               (slice(xyzt.start + 3, xyzt.stop), self.time_freq)):
+                if freq is not None:
+                    w[:, cols].uniform_(-freq / self.omega_first, freq / self.omega_first)
 
     def reset_output(self) -> None:
         """Initialise the output layer (SIREN: like a hidden sine layer; ReLU: nn.Linear default)."""
@@ -149,6 +180,7 @@ class AutoDecoder(nn.Module):
     def reset_parameters(self) -> None:
         for layer in self.layers:
             layer.reset_parameters()
+        self._init_first_coords()
         self.reset_output()
 
     def _linears(self) -> list[nn.Linear]:
@@ -185,11 +217,31 @@ class AutoDecoder(nn.Module):
                 if term is not None:
                     base = (base.view(*lead, -1) + term).reshape(rows.shape[0], -1)
                 # fused multiply-add: base + x @ W_x.T
-                pre = base if x is None else torch.addmm(base, x, lin.weight[:, cols["x"]].T)
-            else:
+                if x is None:
+                    pre = base
+                elif self.hidden_dtype is None:
+                    pre = torch.addmm(base, x, lin.weight[:, cols["x"]].T)
+                else:
+                    pre = self._low_addmm(base, x, lin.weight[:, cols["x"]], k == last)
+            elif self.hidden_dtype is None:
                 pre = F.linear(x, lin.weight[:, cols["x"]], lin.bias)
+            else:
+                pre = self._low_addmm(lin.bias.expand(x.shape[0], -1), x, lin.weight[:, cols["x"]], k == last)
             x = self.layers[k].activation(pre) if k < last else pre
         return x.reshape(lead)
+
+    def _low_addmm(self, base: torch.Tensor, x: torch.Tensor, w: torch.Tensor, output: bool) -> torch.Tensor:
+        """``base + x @ w.T`` for a layer after the first one with ``hidden_dtype`` (bf16).
+
+        The first layer (coordinates, latent terms) stays fp32 and ``base`` (coordinate columns,
+        latent terms, bias) is computed in fp32; the product and, for hidden layers, the sum and
+        the sine are in bf16 (about 0.4 % relative error on sine arguments of a few radians); the
+        output layer's sum is fp32.
+        """
+        hd = self.hidden_dtype
+        if output:
+            return base + torch.mm(x.to(hd), w.T.to(hd)).float()
+        return torch.addmm(base.to(hd), x.to(hd), w.T.to(hd))
 
     def forward(self, latent: torch.Tensor, xyzt: torch.Tensor) -> torch.Tensor:
         """SDF per point: ``latent`` (B, L), ``xyzt`` (B, 4) -> (B,)."""
@@ -224,5 +276,6 @@ class AutoDecoder(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"latent_dim={self.latent_dim}, hidden={self.hidden}, latent_in={self.latent_in}, "
-            f"xyz_in_all={self.xyz_in_all}, activation={self.activation}"
+            f"xyz_in_all={self.xyz_in_all}, activation={self.activation}, omega_0={self.omega_0}, "
+            f"omega_first={self.omega_first}, coord_freq={self.coord_freq}, time_freq={self.time_freq}"
         )

@@ -10,14 +10,22 @@ from __future__ import annotations
 import torch
 
 
-def sdf_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
-    """Mean absolute difference of SDF values, both clamped to [-clamp, clamp] when ``clamp`` is set."""
+def sdf_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float | None = None, mode: str = "both") -> torch.Tensor:
+    """Mean L1 loss of SDF values, truncated at +-``clamp`` when it is set.
+
+    ``mode="both"`` (DeepSDF) compares clamp(pred) with clamp(target): no gradient where the
+    prediction lies beyond the clamp. ``mode="hinge"`` is L1 inside the band |target| < clamp and,
+    beyond it, relu(clamp - pred) for target >= clamp (relu(pred + clamp) for target <= -clamp): the
+    same value where both would be clamped, but always a gradient towards the right side.
+    """
     pred = pred.float()
     target = target.float()
-    if clamp is not None:
-        pred = pred.clamp(-clamp, clamp)
-        target = target.clamp(-clamp, clamp)
-    return (pred - target).abs().mean()
+    if clamp is None:
+        return (pred - target).abs().mean()
+    if mode == "both":
+        return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
+    beyond = torch.where(target >= clamp, torch.relu(clamp - pred), torch.relu(pred + clamp))
+    return torch.where(target.abs() < clamp, (pred - target).abs(), beyond).mean()
 
 
 def code_regulariser(codes: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,30 @@ def frame_time(t: int, n_frames: int) -> float:
     return 0.0 if n_frames <= 1 else -1.0 + 2.0 * t / (n_frames - 1)
 
 
+def thin_region(sdf: np.ndarray, clamp: float, radius: float, dilate: float = 0.0) -> np.ndarray:
+    """Flat indices (sorted) of the thin region of one frame, computed from its normalised SDF.
+
+    thin = inside AND NOT opening(inside, ball(radius)) (:func:`cellinr.geometry.regions.opening`):
+    the inside distance is read off the SDF (``-sdf * clamp`` voxels, exact up to the clamp), so the
+    erosion needs no distance transform and the opening one. With ``dilate > 0`` the region grows by
+    that many voxels (one more distance transform on the region's box), so the outside next to a
+    filopodium is sampled too.
+    """
+    from scipy import ndimage
+
+    inside = sdf <= 0
+    depth = np.where(inside, -sdf * clamp, 0.0)
+    eroded = depth > radius
+    thin = inside & ~(ndimage.distance_transform_edt(~eroded) <= radius) if eroded.any() else inside
+    if dilate > 0 and thin.any():
+        pad = int(np.ceil(dilate)) + 1
+        box = tuple(slice(max(0, a.min() - pad), a.max() + pad + 1) for a in np.nonzero(thin))
+        grown = np.zeros_like(thin)
+        grown[box] = ndimage.distance_transform_edt(~thin[box]) <= dilate
+        thin = grown
+    return np.flatnonzero(thin)
+
+
 class NearFarIndex:
     """The voxels of one frame split into "near" and "far" by a sampling scheme, ready to draw from.
 
@@ -46,27 +70,39 @@ class NearFarIndex:
     ----------
     sdf : (Z, Y, X) float32 ndarray, normalised SDF (negative inside).
     scheme : ``reference`` (near = SDF <= near_threshold) or ``band`` (near = |SDF| <= band).
+    thin : flat indices of the frame's thin region (:func:`thin_region`), optional.
     """
 
     def __init__(self, sdf: np.ndarray, *, scheme: str = "reference", near_threshold: float = 0.3,
-                 band: float = 0.1):
+                 band: float = 0.1, thin: np.ndarray | None = None):
         self.flat = np.asarray(sdf).reshape(-1)
         near = self.flat <= near_threshold if scheme == "reference" else np.abs(self.flat) <= band
         self.near = np.flatnonzero(near)
         self.far = np.flatnonzero(~near)
+        self.thin = thin
 
-    def draw(self, n_points: int, near_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``n_points`` flat voxel indices (with replacement) and their SDF values (float32)."""
+    def draw(self, n_points: int, near_fraction: float, rng: np.random.Generator,
+             thin_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """``n_points`` flat voxel indices (with replacement) and their SDF values (float32).
+
+        ``thin_fraction`` of them come from the thin region (drawn after the near and far points, so
+        those keep their draws; a frame without a thin region gives that share to the far points).
+        """
+        n_thin = int(round(thin_fraction * n_points)) if thin_fraction > 0 and self.thin is not None \
+            and len(self.thin) else 0
+        n_rest = n_points - n_thin
         n_near = int(round(near_fraction * n_points))
         if len(self.far) == 0:
-            n_near = n_points
+            n_near = n_rest
         elif len(self.near) == 0:
             n_near = 0
         parts = []
         if n_near:
             parts.append(self.near[rng.integers(0, len(self.near), n_near)])
-        if n_points - n_near:
-            parts.append(self.far[rng.integers(0, len(self.far), n_points - n_near)])
+        if n_rest - n_near:
+            parts.append(self.far[rng.integers(0, len(self.far), n_rest - n_near)])
+        if n_thin:
+            parts.append(self.thin[rng.integers(0, len(self.thin), n_thin)])
         index = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         return index, self.flat[index].astype(np.float32)
 
@@ -74,6 +110,7 @@ class NearFarIndex:
 def sample_frame(
     sdf: np.ndarray, n_points: int, *, scheme: str = "reference", near_fraction: float = 0.7,
     near_threshold: float = 0.3, band: float = 0.1, rng: np.random.Generator,
+    thin: np.ndarray | None = None, thin_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n_points`` voxels of one frame (see :class:`NearFarIndex`).
 
@@ -82,8 +119,15 @@ def sample_frame(
     index : (n_points,) int64 flat voxel indices (C order).
     value : (n_points,) float32 SDF values at those voxels.
     """
-    split = NearFarIndex(sdf, scheme=scheme, near_threshold=near_threshold, band=band)
-    return split.draw(n_points, near_fraction, rng)
+    split = NearFarIndex(sdf, scheme=scheme, near_threshold=near_threshold, band=band, thin=thin)
+    return split.draw(n_points, near_fraction, rng, thin_fraction)
+
+
+def thin_parameters(sampling, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(radius, dilation) in voxels of the thin region for a grid ``shape`` (the config's, or edge / 32)."""
+    radius = sampling.thin_radius if sampling.thin_radius is not None else max(max(shape) / 32.0, 1.0)
+    dilate = sampling.thin_dilate if sampling.thin_dilate is not None else radius / 2.0
+    return float(radius), float(dilate)
 
 
 def window_batches(n_frames: int, frames_per_step: int, seed: int, window: int) -> np.ndarray:
@@ -141,7 +185,11 @@ class PointPool:
                 f"the number of processes ({world_size})"
             )
         self.local_frames = sampling.frames_per_step // world_size
-        self.points_per_frame = max(1, int(round(sampling.fraction * int(np.prod(self.shape)))))
+        self.points_per_frame = int(sampling.points_per_frame) if sampling.points_per_frame \
+            else max(1, int(round(sampling.fraction * int(np.prod(self.shape)))))
+        self._thin: dict[int, np.ndarray] = {}  # frame id -> thin-region indices (no randomness: kept)
+        self._clamp = float((getattr(dataset, "manifest", None) or {}).get("clamp", 32.0))
+        self._thin_radius, self._thin_dilate = thin_parameters(sampling, self.shape)
         self.n_steps = math.ceil(len(self.frames) / sampling.frames_per_step)
         value_dtype = np.dtype(sampling.pool_dtype)
         self.pool_bytes = self.n_steps * self.local_frames * self.points_per_frame * (4 + value_dtype.itemsize)
@@ -224,9 +272,14 @@ class PointPool:
                 positions.setdefault(int(f), []).append((s, j))
         for f, frame in self._read_frames(mine.ravel()):
             rng = np.random.default_rng([self.seed, _POINTS_KEY, window, f])
+            thin = None
+            if cfg.thin_fraction > 0:
+                if f not in self._thin:
+                    self._thin[f] = thin_region(frame, self._clamp, self._thin_radius, self._thin_dilate).astype(np.int32)
+                thin = self._thin[f]
             idx, val = sample_frame(
                 frame, n, scheme=cfg.scheme, near_fraction=cfg.near_fraction,
-                near_threshold=cfg.near_threshold, band=cfg.band, rng=rng,
+                near_threshold=cfg.near_threshold, band=cfg.band, rng=rng, thin=thin, thin_fraction=cfg.thin_fraction,
             )
             for s, j in positions[f]:
                 index[s, j] = idx

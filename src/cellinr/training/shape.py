@@ -166,6 +166,8 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 
 def _precision_context(device: torch.device, precision: str):
+    if device.type == "cpu" and precision == "bf16":
+        return lambda: torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     if device.type == "cuda" and precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return lambda: torch.autocast(device_type="cuda", dtype=dtype)
@@ -305,6 +307,8 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         torch.manual_seed(run_seed)
         model = ShapeModel(cfg, n_seq)
     model.to(device)
+    if tc.precision == "bf16-hidden":  # products of the hidden layers in bf16 (see AutoDecoder._low_addmm)
+        model.decoder.hidden_dtype = torch.bfloat16
     opt_net = torch.optim.Adam(model.decoder.parameters(), lr=tc.lr_net)
     opt_codes = torch.optim.Adam(model.latents.parameters(), lr=tc.lr_codes)
     optimisers = {"net": opt_net, "codes": opt_codes}
@@ -376,7 +380,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                                 reg_weight=reg_weight, global_frames=global_frames):
                     with autocast():
                         pred, codes = model(seq_t[j:j + 1], times_t[j:j + 1], xyz[j:j + 1])
-                    l1 = sdf_l1(pred, target[j:j + 1], tc.clamp)
+                    l1 = sdf_l1(pred, target[j:j + 1], tc.clamp, tc.clamp_mode)
                     reg = reg_weight * code_regulariser(codes)
                     loss = (l1 + reg) / global_frames
                     return dist_utils.FrameTerms(

@@ -1,0 +1,106 @@
+"""The fidelity ingredients of the training recipe: thin-region sampling, first-layer frequency init,
+hinge loss truncation, bf16-hidden precision (all off in the reference preset)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from cellinr.data.preparation import mask_to_sdf
+from cellinr.geometry.regions import opening, thin_part
+from cellinr.model.config import preset
+from cellinr.nn.decoder import AutoDecoder
+from cellinr.training.loss import sdf_l1
+from cellinr.training.sampling import sample_frame, thin_parameters, thin_region
+from cellinr.training.shape import train
+
+from test_train import _params, make_dataset
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _blob_with_rod(size=40):
+    z, y, x = np.mgrid[:size, :size, :size] - size / 2
+    body = x**2 + y**2 + z**2 <= 8**2
+    rod = (np.abs(y) <= 1) & (np.abs(z) <= 1) & (x > 0) & (x < 17)
+    return body | rod
+
+
+def test_opening_matches_scipy_ball_and_finds_the_rod():
+    m = _blob_with_rod()
+    for r in (1, 2, 3):
+        ball = ndimage.distance_transform_edt(np.pad([[[0]]], r, constant_values=1)) <= r
+        assert np.array_equal(opening(m, r), ndimage.binary_opening(m, ball, border_value=0))
+    t = thin_part(m, 2)
+    rod = m & (np.mgrid[:40, :40, :40][2] - 20 > 10)
+    assert rod.sum() > 0 and np.array_equal(t & rod, rod)  # the rod is thin (so are a few staircase voxels)
+
+
+def test_thin_region_from_sdf_equals_the_thin_part_and_sampling_is_deterministic():
+    m = _blob_with_rod()
+    sdf = mask_to_sdf(m, 8.0)
+    idx = thin_region(sdf, 8.0, 2.0)
+    assert np.array_equal(idx, np.flatnonzero(thin_part(m, 2)))
+    grown = thin_region(sdf, 8.0, 2.0, dilate=1.5)
+    assert set(idx) <= set(grown) and len(grown) > len(idx)
+    a = sample_frame(sdf, 1000, rng=np.random.default_rng(3), thin=grown, thin_fraction=0.25)
+    b = sample_frame(sdf, 1000, rng=np.random.default_rng(3), thin=grown, thin_fraction=0.25)
+    assert np.array_equal(a[0], b[0]) and len(a[0]) == 1000
+    assert np.isin(a[0][-250:], grown).all()
+    # off: the reference draws are unchanged
+    ref = sample_frame(sdf, 1000, rng=np.random.default_rng(3))
+    off = sample_frame(sdf, 1000, rng=np.random.default_rng(3), thin=grown, thin_fraction=0.0)
+    assert np.array_equal(ref[0], off[0])
+    # radius and dilation follow the grid unless the config gives them
+    assert thin_parameters(preset("small").sampling, (128, 128, 128)) == (4.0, 2.0)
+    assert thin_parameters(preset("small").sampling, (64, 64, 64)) == (2.0, 1.0)
+
+
+def test_first_layer_frequency_init():
+    torch.manual_seed(0)
+    ref = AutoDecoder(64, [32, 32], [], False)
+    w = ref.layers[0].linear.weight
+    assert w.abs().max() <= 1 / 68 + 1e-7  # the SIREN rule over the whole fan-in
+    torch.manual_seed(0)
+    dec = AutoDecoder(64, [32, 32], [], False, omega_first=30.0, coord_freq=10.0, time_freq=3.0)
+    w = dec.layers[0].linear.weight
+    xyz, t = w[:, 64:67], w[:, 67]
+    assert 0.8 * 10 / 30 < xyz.abs().max() <= 10 / 30 and t.abs().max() <= 3 / 30 + 1e-7
+    assert torch.equal(w[:, :64], ref.layers[0].linear.weight[:, :64])
+
+
+def test_hinge_truncation_keeps_gradients():
+    pred = torch.tensor([0.5, -0.5, 0.05, 0.5], requires_grad=True)
+    target = torch.tensor([-0.5, 0.5, 0.0, 0.5])
+    assert float(sdf_l1(pred, target, 0.1, "both")) == pytest.approx(np.mean([0.2, 0.2, 0.05, 0.0]))
+    hinge = sdf_l1(pred, target, 0.1, "hinge")
+    assert float(hinge) == pytest.approx(np.mean([0.6, 0.6, 0.05, 0.0]))
+    hinge.backward()
+    assert (pred.grad * 4).tolist() == [1.0, -1.0, 1.0, 0.0]  # "both" gives no gradient for the first two
+
+
+def test_bf16_hidden_close_to_fp32():
+    torch.manual_seed(0)
+    dec = AutoDecoder(16, [64, 64, 64], [2], True, coord_freq=10.0)
+    z = torch.randn(2, 16) * 0.3
+    x = torch.rand(2, 500, 4) * 2 - 1
+    a = dec.forward_frames(z, x)
+    dec.hidden_dtype = torch.bfloat16
+    b = dec.forward_frames(z, x)
+    assert b.dtype == torch.float32 and (a - b).abs().max() < 0.02 * a.abs().max() + 1e-3
+
+
+def test_train_with_all_ingredients_resumes_exactly(tmp_path):
+    ds = make_dataset(tmp_path / "ds", size=20, clamp=6.0)
+    cfg = {"model": {"coord_freq": 10.0, "time_freq": 3.0},
+           "sampling": {"fraction": 0.05, "near_fraction": 0.6, "thin_fraction": 0.2, "thin_radius": 1.5,
+                        "thin_dilate": 1.0, "resample_every": 2},
+           "train": {"epochs": 4, "checkpoint_every": 1, "clamp": 0.3, "clamp_mode": "hinge",
+                     "precision": "bf16-hidden"}}
+    full = train(ds, tmp_path / "full", preset="tiny", config=cfg, seed=1, progress=False)
+    part = train(ds, tmp_path / "part", preset="tiny", config={**cfg, "train": {**cfg["train"], "epochs": 3}},
+                 seed=1, progress=False)
+    train(ds, part, epochs=4, resume=True, progress=False)
+    a, b = _params(full), _params(part)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
