@@ -213,7 +213,7 @@ def fit(
     (out / FIT_FILE).unlink(missing_ok=True)  # a fit folder is complete only once fit.json is written again
     run_jobs(grid_run, jobs, out, spec, device=dev, overwrite=True, max_memory_gb=max_memory_gb)
     for index, (r, job) in enumerate(zip(results, jobs)):
-        mask = read_tiff(out / f"{job.name}.tif").data.astype(bool)
+        mask = read_tiff(out / f"{job.name}.tif").data.astype(bool).reshape(job.frames, *dims)  # T = 1 is squeezed
         dice = [dice_score(mask[k], f <= 0) for k, f in enumerate(ds.iter_frames(index))]
         r.update({"file": f"{job.name}.tif", "dice": float(np.mean(dice)), "dice_per_frame": dice})
         log.info("%s: Dice %.4f", r["name"], r["dice"])
