@@ -157,7 +157,12 @@ def benchmark(
     Path of the benchmark folder.
     """
     from cellinr import __version__
-    from cellinr._util.outputs import atomic_dir, atomic_write_text
+    from cellinr._util.outputs import (
+        atomic_dir,
+        atomic_write_text,
+        check_new_output,
+        check_no_overlap,
+    )
     from cellinr._util.progress import tqdm
     from cellinr.io.ctc import (
         track_masks,
@@ -172,8 +177,6 @@ def benchmark(
         params_like,
         render,
     )
-
-    from cellinr._util.outputs import check_new_output, check_no_overlap
 
     formats = parse_benchmark_formats(formats)
     if like is not None and len(like) != 2:

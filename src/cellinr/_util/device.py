@@ -11,6 +11,23 @@ log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86 avx512_bf16 or AMX; bf16 is emulated, and slow, elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device) -> str:
+    """The training precision ``auto`` stands for on ``device`` (others are returned as they are)."""
+    if precision != "auto":
+        return precision
+    return "bf16-hidden" if getattr(device, "type", str(device)) == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def resolve_device(name: str = "auto"):
     """Return a ``torch.device`` for ``name`` in {"auto", "cpu", "cuda", "cuda:N", "mps"}.
 

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cellinr._util.atomic import atomic_path, atomic_write_text
-    from cellinr._util.outputs import check_new_output, check_no_overlap
     from cellinr._util.jsonsafe import json_safe
+    from cellinr._util.outputs import check_new_output, check_no_overlap
     from cellinr.measurement.overlap import OVERLAP_KEYS, THIN_KEYS, compare_masks
 
     out = Path(args.out) if args.out else None

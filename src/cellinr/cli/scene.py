@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from cellinr.cli._common import add_device, add_overwrite, add_seed, positive_float, positive_int
+from cellinr.cli._common import (
+    add_device,
+    add_overwrite,
+    add_seed,
+    positive_float,
+    positive_int,
+)
 
 
 def register(subparsers) -> None:

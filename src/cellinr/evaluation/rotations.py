@@ -248,7 +248,12 @@ def rotation_report(
     Path
         ``out`` with ``report.md``, ``report.html``, ``metrics.json``, ``sequences.csv`` and figures.
     """
-    from cellinr._util.outputs import atomic_dir, atomic_write_text, check_new_output, check_no_overlap
+    from cellinr._util.outputs import (
+        atomic_dir,
+        atomic_write_text,
+        check_new_output,
+        check_no_overlap,
+    )
     from cellinr.measurement import report as rp
     from cellinr.model.run import load_run
 

@@ -138,7 +138,12 @@ def common_options(run, spec_dims, formats, mesh_format, reference_layout, opts:
 def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, spacing) -> dict:
     """Evaluate one sequence frame by frame and write its files; the JSON last. Returns the record."""
 
-    from cellinr._util.outputs import atomic_path, atomic_write_text, h5_check, h5_output
+    from cellinr._util.outputs import (
+        atomic_path,
+        atomic_write_text,
+        h5_check,
+        h5_output,
+    )
     from cellinr._util.progress import tqdm
     from cellinr.geometry.grid import time_coords
     from cellinr.geometry.mesh import mesh_from_sdf
@@ -303,7 +308,12 @@ def run_jobs(run, jobs: list[SequenceJob], out, spec: JobSpec, *, device, overwr
     """Check the output folder and memory, then render every job not finished yet."""
     from cellinr import __version__
     from cellinr._util.memory import check_memory
-    from cellinr._util.outputs import atomic_write_text, check_no_overlap, check_output_dir, staged_files
+    from cellinr._util.outputs import (
+        atomic_write_text,
+        check_no_overlap,
+        check_output_dir,
+        staged_files,
+    )
     from cellinr._util.progress import tqdm
 
     dims = spec.dims

@@ -245,7 +245,12 @@ def compare(
         The report folder, holding ``report.md``, ``report.html``, ``metrics.json``,
         ``descriptor_stats.csv``, ``descriptors_<name>.csv`` and ``figures/*.png``.
     """
-    from cellinr._util.outputs import atomic_dir, atomic_write_text, check_new_output, check_no_overlap
+    from cellinr._util.outputs import (
+        atomic_dir,
+        atomic_write_text,
+        check_new_output,
+        check_no_overlap,
+    )
     from cellinr.measurement.comparison_report import (
         draw_figures,
         write_report,

@@ -46,7 +46,7 @@ from cellinr.errors import ConfigError
 ACTIVATIONS = ("sine", "relu")
 ROTATION_PARAMS = ("quaternion", "6d")
 SAMPLING_SCHEMES = ("reference", "band")
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "bf16-hidden")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "bf16-hidden", "auto")
 CLAMP_MODES = ("both", "hinge")
 
 
@@ -171,7 +171,9 @@ class TrainConfig:
     """Arithmetic: ``fp32``; on CUDA also ``tf32`` (TF32 matmuls) and ``fp16`` (autocast with a gradient
     scaler); ``bf16`` (autocast on CUDA and CPU: rounds the coordinates to 8 bits, about half a voxel
     at 256^3); ``bf16-hidden`` (CPU and CUDA: the first layer, coordinates and latent terms in fp32,
-    the later layers' products and sines in bf16, the output sum in fp32)."""
+    the later layers' products and sines in bf16, the output sum in fp32: about twice the points per
+    second of fp32 on CPUs with native bf16); ``auto``: ``bf16-hidden`` on CPUs with native bf16
+    arithmetic (avx512_bf16 or AMX), else ``fp32`` (the precision used is recorded in run.json)."""
     checkpoint_every: int = 100
     """Write a checkpoint every this many epochs (and at the end)."""
     keep_checkpoints: int = 3
@@ -213,7 +215,7 @@ def _small() -> Config:
         train=TrainConfig(
             epochs=100, lr_net=5e-4, lr_codes=2e-3, lr_rotations=2e-3, lr_step_net=34, lr_step_codes=34,
             lr_step_rotations=34, clamp=0.1, clamp_mode="hinge", code_reg_warmup=10, rotation_epochs=40,
-            checkpoint_every=10,
+            checkpoint_every=10, precision="auto",
         ),
         preset="small",
     )

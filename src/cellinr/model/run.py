@@ -170,7 +170,14 @@ class Run:
 
 
 def _schemas():
-    from cellinr._util.schema import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, ListOf, OneOf, Opt
+    from cellinr._util.schema import (
+        NON_NEGATIVE_INT,
+        POSITIVE,
+        POSITIVE_INT,
+        ListOf,
+        OneOf,
+        Opt,
+    )
 
     run = {"format": str, "names": ListOf(str), "frames": ListOf(POSITIVE_INT), "?model_sha256": Opt(str),
            "?epochs": Opt(NON_NEGATIVE_INT), "?version": Opt(str), "?cellinr_version": Opt(str)}

@@ -111,7 +111,12 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
     set to give the set's ``het_background`` at the scale where it is measured, and :func:`tune_render`
     matches the background level, the cells' contrast and the noise to the whole set's.
     """
-    from cellinr.scenes.quality import BACKGROUND_SCALE, dataset_quality, find_ctc, read_frame
+    from cellinr.scenes.quality import (
+        BACKGROUND_SCALE,
+        dataset_quality,
+        find_ctc,
+        read_frame,
+    )
     from cellinr.texture.renderer import estimate_render_params
 
     layout = find_ctc(ctc)
@@ -245,8 +250,17 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
     (a divided cell is two cells, as in the ground truth); the divisions of a cell are the increases of
     its number of components from one probe time to the next.
     """
-    from cellinr.generation.frames import EvalOptions, evaluate_frame, load_for_evaluation, sequence_field
-    from cellinr.generation.samplers import random_rotation, sample_latents, sequence_rng
+    from cellinr.generation.frames import (
+        EvalOptions,
+        evaluate_frame,
+        load_for_evaluation,
+        sequence_field,
+    )
+    from cellinr.generation.samplers import (
+        random_rotation,
+        sample_latents,
+        sequence_rng,
+    )
     from cellinr.scenes.lineage import clean_mask
 
     sizes, divides = [], []

@@ -279,7 +279,11 @@ class Scene:
 
     def _new_cell(self, index: int) -> Cell:
         from cellinr.generation.frames import sequence_field
-        from cellinr.generation.samplers import random_rotation, sample_latents, sequence_rng
+        from cellinr.generation.samplers import (
+            random_rotation,
+            sample_latents,
+            sequence_rng,
+        )
 
         spec = self.spec
         rng, torch_seed = sequence_rng(spec.seed, index)

@@ -438,7 +438,12 @@ def render_masks(
     seed : int
         File k is rendered with seed (seed, k).
     """
-    from cellinr._util.outputs import atomic_dir, atomic_write_text, check_new_output, check_no_overlap
+    from cellinr._util.outputs import (
+        atomic_dir,
+        atomic_write_text,
+        check_new_output,
+        check_no_overlap,
+    )
     from cellinr.io.tiff import write_tiff
     from cellinr.texture.data import load_masks
 

@@ -97,9 +97,14 @@ def fit(
     """
     import torch
     from safetensors.torch import save_file
-    from cellinr._util.progress import tqdm
 
-    from cellinr._util.outputs import atomic_path, atomic_write_text, check_new_output, check_no_overlap
+    from cellinr._util.outputs import (
+        atomic_path,
+        atomic_write_text,
+        check_new_output,
+        check_no_overlap,
+    )
+    from cellinr._util.progress import tqdm
     from cellinr.generation.frames import EvalOptions, load_for_evaluation
     from cellinr.generation.runner import (
         JobSpec,

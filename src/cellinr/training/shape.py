@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cellinr._util.device import resolve_precision
 from cellinr.errors import CellinrError, RunError
 from cellinr.model.config import Config, config_from_dict, load_config, validate
 from cellinr.model.config import preset as get_preset
@@ -307,7 +308,8 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         torch.manual_seed(run_seed)
         model = ShapeModel(cfg, n_seq)
     model.to(device)
-    if tc.precision == "bf16-hidden":  # products of the hidden layers in bf16 (see AutoDecoder._low_addmm)
+    precision = resolve_precision(tc.precision, device)  # "auto": bf16-hidden on CPUs with native bf16
+    if precision == "bf16-hidden":  # the hidden layers' products in bf16 (AutoDecoder._low_addmm)
         model.decoder.hidden_dtype = torch.bfloat16
     opt_net = torch.optim.Adam(model.decoder.parameters(), lr=tc.lr_net)
     opt_codes = torch.optim.Adam(model.latents.parameters(), lr=tc.lr_codes)
@@ -320,7 +322,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     }
     use_scaler = device.type == "cuda" and tc.precision == "fp16"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
-    autocast = _precision_context(device, tc.precision)
+    autocast = _precision_context(device, precision)
     start_epoch = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -450,7 +452,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                 rotation_params=None if model.rotations is None else model.rotations.weight,
                 info={
                     "epochs": max(start_epoch, tc.epochs), "seed": run_seed, "shape": list(shape),
-                    "dataset": str(dataset.path), "world_size": info.world_size, "device": device.type,
+                    "dataset": str(dataset.path), "world_size": info.world_size, "device": device.type, "precision": precision,
                     "final_loss": float(rows[-1]["loss"]) if rows else None,
                 },
             )
@@ -462,11 +464,11 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
 def _reference_data(path: Path, out: Path, info, *, resume: bool, overwrite: bool, progress) -> Path:
     """``path``, or for a folder of the authors' sdf_vid files the data set prepared from it, once, in the
     user's cache (:func:`cellinr._util.cache.cache_entry`; reused while the files are unchanged)."""
+    from cellinr._util.cache import cache_entry
     from cellinr.data.reference_data import (
         prepare_reference_folder,
         reference_folder_is_prepared,
     )
-    from cellinr._util.cache import cache_entry
     from cellinr.errors import DatasetError
     from cellinr.io.arrays import reference_sdf_files
 
