@@ -94,6 +94,14 @@ def train_budgeted(ds: Path, out: Path, recipe: str, budget_s: float, *, seed: i
     return facts
 
 
+def scored(name: str, facts: dict, scores: dict) -> dict:
+    """One run's timing facts and mean scores, printed as soon as they are known."""
+    row = {**facts, **scores}
+    print(f"{name}: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("dice", "thin_dice", "protrusion_dice", "components_ok",
+                                                                  "epochs", "train_loop_s") if k in row), flush=True)
+    return row
+
+
 def components(mask: np.ndarray) -> int:
     from scipy import ndimage
 
@@ -157,7 +165,8 @@ def part_filopodial(work: Path, args) -> dict:
     out = {}
     for recipe in ("new", "relu"):
         facts = train_budgeted(ds, work / f"filopodial128_{recipe}", recipe, args.budget_min * 60)
-        out[recipe] = {**facts, **evaluate(work / f"filopodial128_{recipe}", ds, radius_vox=_radius(128, args))["mean"]}
+        out[recipe] = scored(f"filopodial128/{recipe}", facts,
+                             evaluate(work / f"filopodial128_{recipe}", ds, radius_vox=_radius(128, args))["mean"])
     return out
 
 
@@ -168,7 +177,7 @@ def part_kinds(work: Path, args) -> dict:
         for recipe in ("new", "old", "plain"):
             run = work / f"{kind}64_{recipe}"
             facts = train_budgeted(ds, run, recipe, args.kind_budget_min * 60)
-            out[f"{kind}/{recipe}"] = {**facts, **evaluate(run, ds, radius_vox=_radius(64, args))["mean"]}
+            out[f"{kind}/{recipe}"] = scored(f"{kind}/{recipe}", facts, evaluate(run, ds, radius_vox=_radius(64, args))["mean"])
     return out
 
 
