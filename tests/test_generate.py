@@ -16,7 +16,8 @@ from cellinr.cli import main
 from cellinr.errors import OutputExistsError, ParameterError, RunError
 from cellinr.generation.frontends import generate, interpolate, reconstruct
 from cellinr.generation.samplers import fit_gaussian, sample_latents
-from cellinr.geometry.grid import evaluate_dense, evaluate_fast, grid_points
+from cellinr.geometry.bands import evaluate_fast
+from cellinr.geometry.grid import evaluate_dense, grid_points
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import read_tiff
 from cellinr.model.run import load_run, write_run_files

@@ -10,10 +10,10 @@ import pytest
 import torch
 from scipy import ndimage
 
+from cellinr.geometry.bands import evaluate_fast
 from cellinr.geometry.grid import (
     axis_coords,
     evaluate_dense,
-    evaluate_fast,
     grid_points,
     time_coords,
 )

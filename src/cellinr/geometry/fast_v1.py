@@ -1,129 +1,39 @@
-"""Evaluating a neural field on a voxel grid: dense, and fast coarse-to-fine.
+"""The previous coarse-to-fine grid evaluation (``--method fast-v1``), kept to measure against.
 
-A *field* is any callable that maps a float32 tensor of points (N, 4) with columns (x, y, z, t),
-each in [-1, 1], to a tensor (N,) of signed distances (negative inside), e.g. the callable returned
-by ``AutoDecoder.field(latent, rotation)``. A grid of ``dims = (Z, Y, X)`` voxels covers the cube
-[-1, 1]^3: voxel i along an axis of S voxels has coordinate ``-1 + 2 i / (S - 1)`` (0 when S == 1),
-with x along the last array axis.
-
-:func:`evaluate_dense` queries every voxel. :func:`evaluate_fast` queries a coarse lattice and
-refines, level by level, only the blocks that the zero level set can pass through; the SDF value at a
-block's centre bounds the distance to the surface, so a block whose centre value exceeds (a safety
-factor times) its half-diagonal plus a margin cannot hold the surface and is filled by sign. Both
-return a :class:`GridResult` with the number of network queries.
+:func:`evaluate_fast_v1` queries a coarse lattice and refines, level by level, only the blocks that
+the zero level set can pass through; the SDF value at a block's centre bounds the distance to the
+surface, so a block whose centre value exceeds (a safety factor times) its half-diagonal plus a
+margin cannot hold the surface and is filled by sign. It holds per-voxel state for the whole padded
+grid (5 bytes per voxel). The current method is :func:`cellinr.geometry.bands.evaluate_fast`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 
-#: Values of the ``state`` bookkeeping array of :func:`evaluate_fast`.
-_UNKNOWN, _EXACT, _FILLED = 0, 1, 2
+from cellinr.geometry.grid import (
+    FieldEvaluator,
+    GridResult,
+    _check_chunk,
+    _check_dims,
+    _linear,
+    _padded,
+    _points_from_index,
+    evaluate_dense,
+    voxel_size_coords,
+)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: Values of the ``state`` bookkeeping array of :func:`evaluate_fast_v1`.
+_UNKNOWN, _EXACT, _FILLED = 0, 1, 2
 
 #: Split blocks handled together at the finest level (bounds the temporary memory).
 _FINEST_GROUP = 16384
 
 
-class GridResult(NamedTuple):
-    """A field sampled on a grid.
-
-    Attributes
-    ----------
-    sdf : (Z, Y, X) float32 ndarray
-        The field values. From :func:`evaluate_fast`, voxels near the surface hold the exact network
-        value; the others hold the value of a nearby evaluated node (a surface-free block's centre,
-        or a neighbour): the right sign, the magnitude off by at most that distance for a true SDF.
-    queries : int
-        Number of points the network was evaluated at.
-    exact : (Z, Y, X) bool ndarray or None
-        From :func:`evaluate_fast`: which voxels hold exact network values (None: all of them).
-    """
-
-    sdf: np.ndarray
-    queries: int
-    exact: np.ndarray | None = None
-
-
-def axis_coords(n: int) -> np.ndarray:
-    """Coordinates of the ``n`` voxels of one grid axis: ``-1 + 2 i / (n - 1)`` (0 when n == 1).
-
-    Returns
-    -------
-    (n,) float64 ndarray
-    """
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"axis size must be positive, got {n}")
-    if n == 1:
-        return np.zeros(1)
-    return -1.0 + 2.0 * np.arange(n) / (n - 1)
-
-
-def time_coords(frames: int) -> np.ndarray:
-    """Time coordinates of ``frames`` frames: ``-1 + 2 k / (T - 1)`` (0 when T == 1)."""
-    return axis_coords(frames)
-
-
-def voxel_size_coords(dims: tuple[int, int, int]) -> np.ndarray:
-    """Voxel size in coordinate units per axis (Z, Y, X); 0 for an axis of one voxel."""
-    return np.array([2.0 / (n - 1) if n > 1 else 0.0 for n in dims])
-
-
-def grid_points(dims: tuple[int, int, int], t: float = 0.0) -> np.ndarray:
-    """All voxel coordinates of a grid as (Z*Y*X, 4) float32 rows (x, y, z, t), in C order of (Z, Y, X)."""
-    dims = _check_dims(dims)
-    return _points_from_index(np.arange(math.prod(dims)), dims, [axis_coords(n) for n in dims], t)
-
-
-def evaluate_dense(
-    field: Callable,
-    dims: tuple[int, int, int],
-    *,
-    t: float = 0.0,
-    chunk: int = 2**17,
-    device=None,
-    precision: str = "fp32",
-) -> GridResult:
-    """Evaluate ``field`` at every voxel of a (Z, Y, X) grid at time ``t``.
-
-    Parameters
-    ----------
-    field : callable (N, 4) tensor -> (N,) tensor
-        Columns x, y, z, t in [-1, 1].
-    dims : (Z, Y, X) ints
-    t : float
-        Time coordinate in [-1, 1].
-    chunk : int
-        Points per network call (bounds memory).
-    device : torch.device or str, optional
-        Where the points are sent (the field's device); default CPU.
-    precision : {"fp32", "bf16", "fp16"}
-        Autocast precision of the network calls (bf16/fp16 for GPUs).
-
-    Returns
-    -------
-    GridResult
-        ``sdf`` (Z, Y, X) float32 and ``queries == Z * Y * X``.
-    """
-    dims = _check_dims(dims)
-    chunk = _check_chunk(chunk)
-    coords = [axis_coords(n) for n in dims]
-    total = math.prod(dims)
-    out = np.empty(total, np.float32)
-    evaluator = _Evaluator(field, chunk, device, precision)
-    for start in range(0, total, chunk):
-        index = np.arange(start, min(start + chunk, total))
-        out[index] = evaluator(_points_from_index(index, dims, coords, t))
-    return GridResult(out.reshape(dims), evaluator.queries)
-
-
-def evaluate_fast(
+def evaluate_fast_v1(
     field: Callable,
     dims: tuple[int, int, int],
     *,
@@ -208,7 +118,7 @@ def evaluate_fast(
     values = np.zeros(total, np.float32)
     state = np.zeros(total, np.int8)
     strides = np.array([padded[1] * padded[2], padded[2], 1])
-    evaluator = _Evaluator(field, chunk, device, precision)
+    evaluator = FieldEvaluator(field, chunk, device, precision)
 
     def evaluate(index: np.ndarray) -> None:
         """Evaluate the nodes ``index`` (linear, padded grid) that are not exact yet."""
@@ -286,76 +196,6 @@ def _finest_level(blocks, sub, corner_offsets, live, voxel, values, state, strid
     unknown = state[index] == _UNKNOWN
     values[index[unknown]] = fill[unknown]
     state[index[unknown]] = _FILLED
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-class _Evaluator:
-    """Calls the field chunk by chunk without gradients and counts queries."""
-
-    def __init__(self, field: Callable, chunk: int, device, precision: str):
-        import torch
-
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.field = field
-        self.chunk = chunk
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        self.queries = 0
-
-    def __call__(self, points: np.ndarray) -> np.ndarray:
-        import torch
-
-        out = np.empty(points.shape[0], np.float32)
-        with torch.no_grad():
-            for start in range(0, points.shape[0], self.chunk):
-                batch = torch.from_numpy(points[start:start + self.chunk]).to(self.device)
-                if self.dtype is None:
-                    result = self.field(batch)
-                else:
-                    with torch.autocast(self.device.type, dtype=self.dtype):
-                        result = self.field(batch)
-                out[start:start + batch.shape[0]] = result.reshape(-1).float().cpu().numpy()
-                self.queries += batch.shape[0]
-        return out
-
-
-def _check_dims(dims) -> tuple[int, int, int]:
-    try:
-        dims = tuple(int(d) for d in dims)
-    except TypeError:
-        raise ValueError(f"dims must be three integers (Z, Y, X), got {dims!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise ValueError(f"dims must be three positive integers (Z, Y, X), got {dims}")
-    return dims
-
-
-def _check_chunk(chunk: int) -> int:
-    chunk = int(chunk)
-    if chunk < 1:
-        raise ValueError(f"chunk must be positive, got {chunk}")
-    return chunk
-
-
-def _padded(dims, coarse: int) -> tuple[int, int, int]:
-    return tuple(int(math.ceil((n - 1) / coarse)) * coarse + 1 if n > 1 else 1 for n in dims)
-
-
-def _linear(index: np.ndarray, strides: np.ndarray) -> np.ndarray:
-    return index @ strides
-
-
-def _points_from_index(index: np.ndarray, dims, coords, t: float) -> np.ndarray:
-    """(N, 4) float32 rows (x, y, z, t) of linear voxel indices of a grid of shape ``dims``."""
-    iz, iy, ix = np.unravel_index(index, dims)
-    points = np.empty((index.size, 4), np.float32)
-    points[:, 0] = coords[2][ix]
-    points[:, 1] = coords[1][iy]
-    points[:, 2] = coords[0][iz]
-    points[:, 3] = t
-    return points
 
 
 def _fill_blocks(values, state, padded, blocks, step, live, fill) -> None:
