@@ -12,6 +12,8 @@ from cellinr.cli._common import (
     positive_int,
 )
 
+#: Grid evaluation methods (as cellinr.generation.frames.METHODS; light constant for --help).
+METHODS = ("fast", "fast-v1", "dense")
 FORMATS_HELP = "comma-separated outputs among tiff (mask T,Z,Y,X), sdf (HDF5), mesh (per frame), mip (T,Y,X)"
 
 
@@ -23,19 +25,24 @@ def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -
     parser.add_argument("--frames", type=int,
                         help="time points per sequence; any number samples the continuous time axis "
                         "(default: the training sequences' count)")
-    parser.add_argument("--method", default="fast", choices=("fast", "dense"),
-                        help="grid evaluation: fast (coarse-to-fine, same masks) or dense (default: fast)")
+    parser.add_argument("--method", default="fast", choices=METHODS,
+                        help="grid evaluation: fast (coarse-to-fine with measured bounds and time coherence, same "
+                        "masks as dense), fast-v1 (the previous fast method) or dense (default: fast)")
     if formats:
         parser.add_argument("--formats", default="tiff", help=f"{FORMATS_HELP} (default: tiff)")
         parser.add_argument("--reference-layout", action="store_true",
                             help="write the SDF as the reference's sdf_vid dataset (MATLAB axis order)")
     parser.add_argument("--mesh-format", default="ply", choices=("ply", "obj", "stl"),
                         help="mesh file format, vertices x y z in microns (default: ply)")
-    parser.add_argument("--chunk", type=positive_int, default=2**17, help="points per network call (default: 131072)")
+    parser.add_argument("--chunk", type=positive_int, default=None,
+                        help="points per network call (default: 4096 on CPU, 131072 on CUDA)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="network precision (autocast; bf16/fp16 for GPUs) (default: fp32)")
     parser.add_argument("--max-memory-gb", type=positive_float,
                         help="refuse sizes needing more memory (default: 80%% of physical memory)")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="render only sequences K, K+N, K+2N, ... into --out (N processes or array jobs share "
+                        "one folder; default: torchrun's RANK/WORLD_SIZE if set, else all)")
     add_device(parser)
     add_overwrite(parser)
 
@@ -73,7 +80,7 @@ def run(args) -> int:
         latent=args.latent, sigma=args.sigma, rotation=args.rotation, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
-        precision=args.precision,
+        precision=args.precision, shard=args.shard,
     )
-    print(f"{len(records)} sequences in {args.out}")
+    print(f"{len(records)} sequences in {args.out}" + (f" (shard {args.shard})" if args.shard else ""))
     return 0

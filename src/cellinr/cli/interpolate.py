@@ -30,7 +30,7 @@ def run(args) -> int:
         args.run_dir, args.out, start=args.start, end=args.end, steps=args.steps, size=args.size, dims=args.dims,
         frames=args.frames, rotation=args.rotation, formats=args.formats, mesh_format=args.mesh_format,
         method=args.method, device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb,
-        chunk=args.chunk, precision=args.precision,
+        chunk=args.chunk, precision=args.precision, shard=args.shard,
     )
     print(f"{len(records)} shapes in {args.out}")
     return 0

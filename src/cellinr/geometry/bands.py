@@ -167,6 +167,22 @@ class SparseFrame:
         for z0 in range(0, self.dims[0], step):
             yield z0, min(z0 + step, self.dims[0])
 
+    def count_inside(self) -> int:
+        """Voxels with ``sdf <= 0`` (without building the grid)."""
+        inside = 0
+        if self._fill.size:
+            counts = [np.minimum(e, d - np.arange(n) * e) for e, d, n in zip(self.extent, self.dims, self._fill.shape)]
+            per_brick = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
+            inside += int(per_brick[self._fill <= 0].sum())  # NaN (surface bricks) compares False
+        if len(self._index):
+            lo = self._index * self.extent
+            local = [np.arange(int(e)) for e in self.extent]
+            ok = ((lo[:, 0, None] + local[0])[:, :, None, None] < self.dims[0]) \
+                & ((lo[:, 1, None] + local[1])[:, None, :, None] < self.dims[1]) \
+                & ((lo[:, 2, None] + local[2])[:, None, None, :] < self.dims[2])
+            inside += int(np.count_nonzero((self._values <= 0) & ok))
+        return inside
+
     def as_result(self) -> GridResult:
         return GridResult(self.sdf, self.queries, self.exact)
 

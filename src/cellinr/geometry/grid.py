@@ -43,6 +43,37 @@ class GridResult(NamedTuple):
     exact: np.ndarray | None = None
 
 
+class DenseFrame:
+    """A frame held as a whole (Z, Y, X) array, with the slab interface of :class:`cellinr.geometry.bands.SparseFrame`."""
+
+    def __init__(self, result: GridResult):
+        self.sdf = result.sdf
+        self.queries = int(result.queries)
+        self.dims = tuple(int(d) for d in result.sdf.shape)
+        self._exact = result.exact
+
+    @property
+    def exact(self) -> np.ndarray:
+        return np.ones(self.dims, bool) if self._exact is None else self._exact
+
+    def sdf_slab(self, z0: int, z1: int) -> np.ndarray:
+        return self.sdf[z0:z1]
+
+    def mask_slab(self, z0: int, z1: int) -> np.ndarray:
+        return (self.sdf[z0:z1] <= 0).astype(np.uint8)
+
+    def slabs(self, planes: int | None = None):
+        step = max(1, int(planes or 8))
+        for z0 in range(0, self.dims[0], step):
+            yield z0, min(z0 + step, self.dims[0])
+
+    def count_inside(self) -> int:
+        return int(np.count_nonzero(self.sdf <= 0))
+
+    def as_result(self) -> GridResult:
+        return GridResult(self.sdf, self.queries, self._exact)
+
+
 def axis_coords(n: int) -> np.ndarray:
     """Coordinates of the ``n`` voxels of one grid axis: ``-1 + 2 i / (n - 1)`` (0 when n == 1).
 
