@@ -14,10 +14,16 @@ Output folder::
     sequences/<name>_mask.tif              (T, Y, X) uint16 tracked instance labels
     ctc/01/t000.tif, ctc/01_GT/SEG/..., ctc/01_GT/TRA/...   the same, CTC 2D layout (one NN per sequence)
     ctc3d/01/t000.tif, ...                 with ``three_d``: (Z, Y, X) frames, CTC 3D layout
+
+With ``shard="K/N"`` (``--shard``, or torchrun's RANK / WORLD_SIZE) this process textures sequences
+K, K + N, ... into a part folder next to the output (``.<out>.shards/K-of-N``, resumable per part);
+the shard that finds all N parts complete moves them into the output and writes ``benchmark.json``,
+so the result is byte for byte that of one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr.errors import InputError, ParameterError
+from cellinr.errors import InputError, OutputExistsError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,7 @@ def benchmark(
     seed: int = 0,
     overwrite: bool = False,
     device: str = "auto",
+    shard=None,
 ) -> Path:
     """Turn 3D+t masks into a textured 2D (and optionally 3D) benchmark with CTC ground truth.
 
@@ -115,6 +122,8 @@ def benchmark(
         Sequence k is textured with seed (seed, k): the same seed gives identical files.
     device : str
         Device of a texture model.
+    shard : "K/N", optional
+        Texture only every N-th sequence starting at K (see the module docstring).
 
     Returns
     -------
@@ -124,6 +133,7 @@ def benchmark(
 
     from cellinr import __version__
     from cellinr._util.atomic import atomic_dir
+    from cellinr._util.shards import resolve_shard
     from cellinr.io.ctc import (
         track_masks,
         write_ctc_frame,
@@ -140,6 +150,7 @@ def benchmark(
 
     if like is not None and len(like) != 2:
         raise ParameterError(f"--like needs IMAGE and MASK, got {len(like)} values")
+    shard = resolve_shard(shard)
     params = params_like(*like) if like is not None else RenderParams()
     model = None
     if str(texture) != "render":
@@ -154,12 +165,24 @@ def benchmark(
     if not found:
         raise InputError(f"{source}: no mask TIFFs outside the output folder {out}")
     entries: list[dict] = []
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    info = {
+        "kind": "cellinr-benchmark",
+        "source": str(source),
+        "texture": "render" if model is None else str(model.path),
+        "render_params": params.to_dict() if (model is None or three_d) else None,
+        "like": [str(p) for p in like] if like is not None else None,
+        "three_d": three_d,
+        "seed": seed,
+    }
+    if not shard.whole and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
+    with (atomic_dir(out, overwrite=overwrite) if shard.whole else _shard_part(out, shard, info, overwrite)) as tmp:
 
-        def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool) -> None:
+        def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool,
+                    index: int | None = None) -> None:
             if not masks.any():
                 raise InputError(f"{path}: all frames are empty")
-            index = len(entries) + 1
+            index = len(entries) + 1 if index is None else index
             rng = np.random.default_rng([seed, k])
             # (T, Y, X) MIP; binary masks stay binary, labels keep their ids
             mip = masks.max(axis=1) if is_3d else masks
@@ -193,33 +216,118 @@ def benchmark(
                 entry["divisions_3d"] = len({t.parent for t in tracks3d if t.parent})
             entries.append(entry)
 
-        flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks
-        for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
-            read = _read_masks(path, single_file=source.is_file())
-            if read is None:
-                continue
-            if not read[2]:
-                flat.append((k, name, path))
-                continue
-            process(k, name, path, *read)
-            del read
-        if not entries and flat and not three_d:
-            log.info("%s: no 3D masks; using the %d 2D+t masks (MIPs) as they are", source, len(flat))
-            for k, name, path in flat:
-                process(k, name, path, *_read_masks(path, single_file=False))
-        if not entries:
-            what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
-            raise InputError(f"{source}: no {what} found")
-        info = {
-            "kind": "cellinr-benchmark",
-            "source": str(source),
-            "texture": "render" if model is None else str(model.path),
-            "render_params": params.to_dict() if (model is None or three_d) else None,
-            "like": [str(p) for p in like] if like is not None else None,
-            "three_d": three_d,
-            "seed": seed,
-            "sequences": entries,
-            "cellinr_version": __version__,
-        }
-        (tmp / "benchmark.json").write_text(json.dumps(info, indent=2) + "\n")
+        if tmp is None:
+            pass  # this shard's part is complete already (a rerun)
+        elif not shard.whole:  # the sequences that one process would texture, numbered as it would
+            kinds = [_probe(path, single_file=source.is_file()) for _, path in found]
+            chosen = [k for k, d in enumerate(kinds) if d == 3] or (
+                [k for k, d in enumerate(kinds) if d == 2] if not three_d else [])
+            for pos, k in enumerate(chosen):
+                if shard.owns(pos):
+                    name, path = found[k]
+                    process(k, name, path, *_read_masks(path, single_file=source.is_file()), index=pos + 1)
+            (tmp / ".entries.json").write_text(json.dumps({"info": info, "entries": entries}, indent=1))
+        else:
+            flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks
+            for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
+                read = _read_masks(path, single_file=source.is_file())
+                if read is None:
+                    continue
+                if not read[2]:
+                    flat.append((k, name, path))
+                    continue
+                process(k, name, path, *read)
+                del read
+            if not entries and flat and not three_d:
+                log.info("%s: no 3D masks; using the %d 2D+t masks (MIPs) as they are", source, len(flat))
+                for k, name, path in flat:
+                    process(k, name, path, *_read_masks(path, single_file=False))
+            if not entries:
+                what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
+                raise InputError(f"{source}: no {what} found")
+            (tmp / "benchmark.json").write_text(json.dumps(_benchmark_json(info, entries), indent=2) + "\n")
+    if not shard.whole:
+        _merge_parts(out, shard, info, overwrite)
     return Path(out)
+
+
+def _benchmark_json(info: dict, entries: list[dict]) -> dict:
+    from cellinr import __version__
+
+    return {**info, "sequences": entries, "cellinr_version": __version__}
+
+
+def _probe(path: Path, *, single_file: bool) -> int | None:
+    """Spatial dimensions of a mask file (3 or 2) without reading it; None for other files in a folder."""
+    from cellinr.io.sources import open_source
+
+    try:
+        src = open_source(path, ndim=None)
+    except InputError:
+        if single_file:
+            raise
+        return None
+    with src:
+        return src.ndim
+
+
+def _parts_root(out) -> Path:
+    out = Path(out)
+    return out.parent / f".{out.name}.shards"
+
+
+@contextlib.contextmanager
+def _shard_part(out, shard, info: dict, overwrite: bool):
+    """This shard's part folder, built atomically; yields None when it is complete already."""
+    from cellinr._util.atomic import atomic_dir
+    from cellinr._util.shards import create_once
+
+    root = _parts_root(out)
+    root.mkdir(parents=True, exist_ok=True)
+    options = json.dumps(info, indent=1)
+    if overwrite:
+        (root / "options.json").write_text(options)
+    elif not create_once(root / "options.json", options) and (root / "options.json").read_text() != options:
+        raise OutputExistsError(f"{out}: other shards of this benchmark were started with other options; "
+                                f"pass --overwrite or remove {root}")
+    part = root / f"{shard.index}-of-{shard.count}"
+    if (part / ".entries.json").is_file() and not overwrite:
+        yield None
+        return
+    with atomic_dir(part, overwrite=True) as tmp:
+        yield tmp
+
+
+def _merge_parts(out, shard, info: dict, overwrite: bool) -> None:
+    """If all parts are complete, move them into ``out`` with one ``benchmark.json`` (one shard does it)."""
+    import os
+    import shutil
+
+    from cellinr._util.atomic import atomic_dir
+
+    root = _parts_root(out)
+    parts = [root / f"{k}-of-{shard.count}" for k in range(shard.count)]
+    if not all((p / ".entries.json").is_file() for p in parts):
+        log.info("benchmark shard %s done; the last shard merges the parts into %s", shard, out)
+        return
+    claimed = root.with_name(f"{root.name}.merging-{os.getpid()}")
+    try:
+        os.rename(root, claimed)  # exactly one shard wins the merge
+    except OSError:
+        return
+    entries = []
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for p in parts:
+            part = claimed / p.name
+            saved = json.loads((part / ".entries.json").read_text())
+            if saved["info"] != json.loads(json.dumps(info)):
+                raise OutputExistsError(f"{out}: shard {p.name} was made with other options")
+            entries += saved["entries"]
+            for f in sorted(part.rglob("*")):
+                if f.is_file() and f.name != ".entries.json":
+                    target = tmp / f.relative_to(part)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(f, target)
+        entries.sort(key=lambda e: e["ctc"])
+        (tmp / "benchmark.json").write_text(json.dumps(_benchmark_json(info, entries), indent=2) + "\n")
+    shutil.rmtree(claimed, ignore_errors=True)

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
                         help="real 2D image and mask to estimate the renderer's parameters from")
     parser.add_argument("--3d", dest="three_d", action="store_true",
                         help="also write textured 3D volumes (rendered slice-wise) in the CTC 3D layout")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="texture only sequences K, K+N, ... (N processes or array jobs; the last one to finish "
+                        "assembles --out; default: torchrun's RANK/WORLD_SIZE if set, else all)")
     add_seed(parser)
     add_device(parser)
     add_overwrite(parser)
@@ -34,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
     from cellinr.benchmarking import benchmark
 
     out = benchmark(args.source, args.out, texture=args.texture, like=args.like, three_d=args.three_d,
-                    seed=args.seed, overwrite=args.overwrite, device=args.device)
+                    seed=args.seed, overwrite=args.overwrite, device=args.device, shard=args.shard)
     print(f"benchmark: {out} (sequences/, ctc/{', ctc3d/' if args.three_d else ''} and benchmark.json)")
     return 0
