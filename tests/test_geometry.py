@@ -284,3 +284,18 @@ def test_max_projection():
     assert axes == "TZY" and side.shape == (2, 3, 4) and side[0, 1, 2] == 1
     with pytest.raises(ValueError, match="not among axes"):
         max_projection(data[0], axes="ZYX", along="T")
+
+
+def test_polish_makes_meshes_equal_dense_meshes():
+    dims = (40, 44, 48)
+    for field in (two_spheres, capsule(0.05)):
+        dense = evaluate_dense(field, dims).sdf
+        ev = FastEvaluator(field, dims, sdf_unit_in_coords=UNIT)
+        frame = ev.frame(0.0)
+        before = frame.exact_count
+        added = ev.polish(frame)
+        assert frame.exact_count == before + added
+        a, b = mesh_from_sdf(dense), mesh_from_sdf(frame.sdf)
+        np.testing.assert_array_equal(a.faces, b.faces)
+        np.testing.assert_array_equal(a.vertices_zyx, b.vertices_zyx)
+        assert ev.polish(frame) == 0  # nothing left to do

@@ -137,11 +137,16 @@ class FrameRenderer:
     The frame is a :class:`cellinr.geometry.bands.SparseFrame` (``fast``) or a
     :class:`cellinr.geometry.grid.DenseFrame` (``fast-v1``, ``dense``), both with ``queries``,
     ``slabs``, ``mask_slab``, ``sdf_slab``, ``sdf`` and ``count_inside``. With ``fast`` the frames
-    share state (time coherence), so render one sequence's frames with one renderer.
+    share state (time coherence), so render one sequence's frames with one renderer. With
+    ``exact_surface`` every voxel next to a sign change holds the exact network value
+    (:meth:`cellinr.geometry.bands.FastEvaluator.polish`), so meshes equal those of dense evaluation;
+    the writers of SDFs and meshes want that.
     """
 
-    def __init__(self, field, dims: tuple[int, int, int], unit: float, opts: EvalOptions, device):
+    def __init__(self, field, dims: tuple[int, int, int], unit: float, opts: EvalOptions, device,
+                 exact_surface: bool = False):
         self.field, self.dims, self.unit, self.opts, self.device = field, tuple(dims), float(unit), opts, device
+        self.exact_surface = bool(exact_surface)
         self.chunk = opts.chunk_for(device)
         self._fast = None
         if opts.method == "fast":
@@ -155,7 +160,10 @@ class FrameRenderer:
         from cellinr.geometry.grid import DenseFrame, evaluate_dense
 
         if self._fast is not None:
-            return self._fast.frame(float(t))
+            frame = self._fast.frame(float(t))
+            if self.exact_surface:
+                self._fast.polish(frame)
+            return frame
         if self.opts.method == "dense":
             return DenseFrame(evaluate_dense(self.field, self.dims, t=t, chunk=self.chunk, device=self.device,
                                              precision=self.opts.precision))
@@ -232,7 +240,7 @@ def decode(
     check_memory(frames * voxels * 4 + evaluation_memory(dims, opts, dev), max_memory_gb,
                  f"decoding {frames} frames of {dims[0]}x{dims[1]}x{dims[2]} voxels")
     field = sequence_field(run, latent, rotation)
-    renderer = FrameRenderer(field, dims, run.sdf_unit, opts, dev)
+    renderer = FrameRenderer(field, dims, run.sdf_unit, opts, dev, exact_surface=True)
     out = np.empty((frames, *dims), np.float32)
     for k, t in enumerate(time_coords(frames)):
         frame = renderer.frame(float(t))

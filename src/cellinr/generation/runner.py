@@ -145,7 +145,8 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
                           frame_interval=interval, sdf_unit=run.sdf_unit,
                           model_hash=str(common.get("model_hash") or ""), reference_layout=spec.reference_layout,
                           mesh_format=spec.mesh_format)
-    renderer = FrameRenderer(field_fn, dims, run.sdf_unit, opts, device)
+    renderer = FrameRenderer(field_fn, dims, run.sdf_unit, opts, device,
+                             exact_surface=bool({"mesh", "sdf"} & set(spec.formats)))
     queries, inside = 0, 0
     started = time.perf_counter()
     writers = make_writers(spec.formats, ctx)

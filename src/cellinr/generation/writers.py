@@ -90,7 +90,7 @@ class _PageStream:
             resolution = (1.0 / spacing[-1], 1.0 / spacing[-2])
         if frame_interval is not None:
             metadata.update(finterval=float(frame_interval) * 60.0, tunit="sec")
-        self._queue: queue.Queue = queue.Queue(maxsize=64)
+        self._queue: queue.Queue = queue.Queue(maxsize=4)  # slabs in flight: bounds the memory
         self._error: BaseException | None = None
         self._aborted = False
 
@@ -302,7 +302,7 @@ def memory_per_frame(formats, dims: tuple[int, int, int]) -> int:
     plane = Y * X
     need = 0
     if "tiff" in formats or "mip" in formats:
-        need += 64 * 8 * plane + 8 * plane * 6  # queued pages and one slab (mask + its float values)
+        need += 5 * 8 * plane + 8 * plane * 6  # queued slabs of 8 planes and one slab (mask + its float values)
     if "sdf" in formats:
         planes = Z if Z * plane * 4 <= HDF5_CHUNK_BYTES else max(8, (HDF5_CHUNK_BYTES // (plane * 4)) // 8 * 8)
         need += 3 * min(planes, Z) * plane * 4  # the slab, its compressed chunk and HDF5's copy

@@ -109,6 +109,9 @@ class SparseFrame:
         self._index = index[order]
         self._values = values[order]
         self._exact = exact[order]
+        self.time = 0.0  # the frame's time coordinate
+        self._extra = np.zeros(0, np.int64)  # linear voxel indices evaluated by polish(), sorted
+        self._extra_values = np.zeros(0, np.float32)
 
     @property
     def surface_bricks(self) -> int:
@@ -134,7 +137,13 @@ class SparseFrame:
             data = self._values if what == "sdf" else self._exact
             big.transpose(0, 2, 4, 1, 3, 5)[idx[:, 0] - bz0, idx[:, 1], idx[:, 2]] = data[lo:hi]
         big = big.reshape(nz * ez, ny * ey, nx * ex)
-        return big[z0 - bz0 * ez: z1 - bz0 * ez, :Y, :X]
+        out = big[z0 - bz0 * ez: z1 - bz0 * ez, :Y, :X]
+        if self._extra.size:
+            lo, hi = np.searchsorted(self._extra, [z0 * Y * X, z1 * Y * X])
+            if hi > lo:
+                iz, iy, ix = np.unravel_index(self._extra[lo:hi], self.dims)
+                out[iz - z0, iy, ix] = self._extra_values[lo:hi] if what == "sdf" else True
+        return out
 
     def sdf_slab(self, z0: int, z1: int) -> np.ndarray:
         """(z1 - z0, Y, X) float32 values of the z-planes z0 .. z1 - 1."""
@@ -159,7 +168,14 @@ class SparseFrame:
 
     @property
     def exact_count(self) -> int:
-        return int(self._exact.sum())
+        return int(self._exact.sum()) + int(self._extra.size)
+
+    def add_exact(self, index: np.ndarray, values: np.ndarray) -> None:
+        """Record exact values at linear voxel indices outside the surface bricks' exact voxels."""
+        index = np.concatenate([self._extra, np.asarray(index, np.int64)])
+        values = np.concatenate([self._extra_values, np.asarray(values, np.float32)])
+        order = np.argsort(index, kind="stable")
+        self._extra, self._extra_values = index[order], values[order]
 
     def slabs(self, planes: int | None = None):
         """Iterate ``(z0, z1)`` ranges of about ``planes`` z-planes (whole bricks; default one brick)."""
@@ -304,7 +320,54 @@ class FastEvaluator:
         self._cold -= 1
         self.frames += 1
         result.queries = self.net.queries - start
+        result.time = t
         return result
+
+    def polish(self, frame: SparseFrame, planes: int = 32) -> int:
+        """Evaluate exactly every voxel next to a sign change (a face neighbour of the other sign, or an inside
+        voxel on the grid's border) that does not hold an exact value yet.
+
+        Marching cubes places each vertex from the two values at the ends of a sign-changing edge, so
+        afterwards meshes of the frame equal those of dense evaluation. Works slab by slab (memory
+        of ``planes`` z-planes); returns the number of voxels evaluated.
+        """
+        Z = self.dims[0]
+        found = []
+        for z0 in range(0, Z, planes):
+            z1 = min(z0 + planes, Z)
+            a, b = max(z0 - 1, 0), min(z1 + 1, Z)
+            inside = frame.sdf_slab(a, b) <= 0
+            cross = np.zeros(inside.shape, bool)
+            for axis in range(3):
+                if inside.shape[axis] < 2:
+                    continue
+                lo = [slice(None)] * 3
+                hi = [slice(None)] * 3
+                lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+                change = inside[tuple(lo)] != inside[tuple(hi)]
+                cross[tuple(lo)] |= change
+                cross[tuple(hi)] |= change
+            for axis in (1, 2):  # the grid's border: meshes close the surface against an outside pad
+                first = [slice(None)] * 3
+                last = [slice(None)] * 3
+                first[axis], last[axis] = 0, -1
+                cross[tuple(first)] |= inside[tuple(first)]
+                cross[tuple(last)] |= inside[tuple(last)]
+            if z0 == 0:
+                cross[0] |= inside[0]
+            if z1 == Z:
+                cross[-1] |= inside[-1]
+            need = cross[z0 - a: z0 - a + (z1 - z0)] & ~frame.exact_slab(z0, z1)
+            iz, iy, ix = np.nonzero(need)
+            found.append(np.ravel_multi_index((iz + z0, iy, ix), self.dims))
+        index = np.concatenate(found) if found else np.zeros(0, np.int64)
+        if index.size:
+            vox = np.stack(np.unravel_index(index, self.dims), axis=1)
+            values = self.net(self._points(vox, frame.time))
+            frame.add_exact(index, values)
+            frame.queries += int(index.size)
+            self.level_queries["surface polish"] = self.level_queries.get("surface polish", 0) + int(index.size)
+        return int(index.size)
 
     def _record(self, stats: dict) -> None:
         """Raise the measured slopes to those of a frame (a sign conflict counts as a violation)."""
@@ -328,6 +391,8 @@ class FastEvaluator:
             self._st4 = np.zeros_like(self._sv4)
             self._sv2 = np.full((0, int(self._n2.prod())), np.nan, np.float32)
             self._st2 = np.zeros_like(self._sv2)
+            self._svx = np.full((0, int(self._ext.prod())), np.nan, np.float32)
+            self._stx = np.zeros_like(self._svx)
         self._lb = np.full(self._nb, -np.inf, np.float32)
         self._lbt = np.zeros(self._nb, np.float32)
         self._sign = np.zeros(self._nb, np.int8)
@@ -345,6 +410,7 @@ class FastEvaluator:
             grow = lambda a, fill: np.concatenate([a, np.full((count, a.shape[1]), fill, a.dtype)])  # noqa: E731
             self._sv4, self._st4 = grow(self._sv4, np.nan), grow(self._st4, 0)
             self._sv2, self._st2 = grow(self._sv2, np.nan), grow(self._st2, 0)
+            self._svx, self._stx = grow(self._svx, np.nan), grow(self._stx, 0)
         return slot
 
     # ------------------------------------------------------------------ evaluation
@@ -372,22 +438,25 @@ class FastEvaluator:
         old = val.flat[lin]
         ot = tim.flat[lin]
         known = np.isfinite(old)
+        now = known & (ot == t)  # evaluated at this time already (a frame redone, or the same time again)
         beta = np.full(lin.shape, -np.inf)
+        beta[now] = np.abs(old[now]) * self.unit
         if Lt is not None:
-            beta[known] = np.abs(old[known]) * self.unit - Lt * np.abs(t - ot[known])
-        fresh = ~((beta > need) & (old != 0))
-        new = self.net(self._points(centres[fresh], t))
-        stats["queries"][stats["level"]] = stats["queries"].get(stats["level"], 0) + int(fresh.sum())
-        again = known[fresh] & (ot[fresh] != t)
+            stale = known & ~now
+            beta[stale] = np.abs(old[stale]) * self.unit - Lt * np.abs(t - ot[stale])
+        evaluate = ~(now | ((beta > need) & (old != 0)))
+        new = self.net(self._points(centres[evaluate], t))
+        stats["queries"][stats["level"]] = stats["queries"].get(stats["level"], 0) + int(evaluate.sum())
+        again = known[evaluate]
         if again.any():  # the same node at two times: the temporal slope
-            dt = np.abs(t - ot[fresh][again])
-            stats["time"] = max(stats["time"], float((np.abs(new[again] - old[fresh][again]) * self.unit / dt).max()))
-        val.flat[lin[fresh]] = new
-        tim.flat[lin[fresh]] = t
+            dt = np.abs(t - ot[evaluate][again])
+            stats["time"] = max(stats["time"], float((np.abs(new[again] - old[evaluate][again]) * self.unit / dt).max()))
+        val.flat[lin[evaluate]] = new
+        tim.flat[lin[evaluate]] = t
         value = old.copy()
-        value[fresh] = new
-        beta[fresh] = np.abs(new) * self.unit
-        return value, beta, fresh
+        value[evaluate] = new
+        beta[evaluate] = np.abs(new) * self.unit
+        return value, beta, evaluate | now
 
     def _slope(self, stats, va, vb, ca, cb, both, key: int) -> None:
         """Record the slope between nodes a and b (values in field units, centres in voxels) where ``both``."""
@@ -558,13 +627,68 @@ class FastEvaluator:
         if vox_p:
             vp, vi = np.concatenate(vox_p), np.concatenate(vox_i)
             vv, ve = np.concatenate(vox_v), np.concatenate(vox_exact)
-            glob = lo[vp] + vi
-            vv[ve] = self.net(self._points(glob[ve], t))
-            self.level_queries["voxels"] = self.level_queries.get("voxels", 0) + int(ve.sum())
-            values[vp, vi[:, 0], vi[:, 1], vi[:, 2]] = vv
-            exact[vp, vi[:, 0], vi[:, 1], vi[:, 2]] = ve
+            self._voxels(slot, lo, vp, vi, vv, ve, values, exact, t, L_near, Lt)
         self._voxel_slopes(values, exact, stats)
         return bricks, values, exact
+
+    def _voxels(self, slot, lo, vp, vi, vv, undecided, values, exact, t, L_near, Lt) -> None:
+        """Settle the voxels of undecided 2^3 cells: ``undecided`` ones are evaluated unless a cheaper bound decides.
+
+        In order: the voxel's own stored value (evaluated at this time already: exact; at an earlier time:
+        decides while its decayed bound is positive), then the voxels of even parity (z + y + x) are
+        evaluated, and each odd one is decided by an exact face neighbour n with ``|d(n)| > L h`` or
+        evaluated too. ``vv`` holds the donors' values of the decided ones; results go to ``values`` /
+        ``exact`` (P, ez, ey, ex) and the voxel store.
+        """
+        nvox = int(np.prod(self._ext))
+        flat = np.ravel_multi_index(vi.T, tuple(int(e) for e in self._ext)) if vi.size else np.zeros(0, np.int64)
+        key = slot[vp] * nvox + flat
+        own, own_t = self._svx.flat[key], self._stx.flat[key]
+        known = undecided & np.isfinite(own)
+        same = known & (own_t == t)
+        vv[same] = own[same]  # exact already
+        todo = undecided & ~same
+        if Lt is not None:
+            keep = todo & known & (np.abs(own) * self.unit - Lt * np.abs(t - own_t) > 0) & (own != 0)
+            vv[keep] = own[keep]
+            todo &= ~keep
+        is_exact = same.copy()
+        glob = lo[vp] + vi
+        even = todo & (glob.sum(axis=1) % 2 == 0)
+        vv[even] = self.net(self._points(glob[even], t))
+        is_exact |= even
+        values[vp, vi[:, 0], vi[:, 1], vi[:, 2]] = vv
+        exact[vp, vi[:, 0], vi[:, 1], vi[:, 2]] = is_exact
+        odd = todo & ~even
+        if odd.any():
+            pad = [(0, 0)] + [(1, 1) if live else (0, 0) for live in self._live]
+            pv = np.pad(np.where(exact, np.abs(values), -np.inf), pad, constant_values=-np.inf)
+            sv = np.pad(values, pad)
+            best_b = np.full(int(odd.sum()), -np.inf)
+            best_v = np.zeros(int(odd.sum()), np.float32)
+            base = vi[odd] + self._live
+            for axis in range(3):
+                if not self._live[axis]:
+                    continue
+                for step in (-1, 1):
+                    q = base.copy()
+                    q[:, axis] += step
+                    b = pv[vp[odd], q[:, 0], q[:, 1], q[:, 2]] * self.unit - L_near * self._h[axis]
+                    better = b > best_b
+                    best_b[better] = b[better]
+                    best_v[better] = sv[vp[odd], q[:, 0], q[:, 1], q[:, 2]][better]
+            decided = best_b > 0
+            idx = np.flatnonzero(odd)
+            vv[idx[decided]] = best_v[decided]
+            late = idx[~decided]
+            vv[late] = self.net(self._points(glob[late], t))
+            is_exact[late] = True
+            values[vp[idx], vi[idx, 0], vi[idx, 1], vi[idx, 2]] = vv[idx]
+            exact[vp[late], vi[late, 0], vi[late, 1], vi[late, 2]] = True
+        fresh = is_exact & ~same
+        self.level_queries["voxels"] = self.level_queries.get("voxels", 0) + int(fresh.sum())
+        self._svx.flat[key[fresh]] = vv[fresh]
+        self._stx.flat[key[fresh]] = t
 
     def _voxel_slopes(self, values, exact, stats) -> None:
         """Slopes between adjacent exact voxels and the gradient norm from three forward differences."""
