@@ -129,6 +129,49 @@ def dense_rate(field, dims, t, chunk, n_chunks, device) -> float:
     return pts.shape[0] / (time.perf_counter() - start)
 
 
+def arithmetic_table(field, device) -> None:
+    """Network queries per second by torch threads, chunk and precision (2 s each)."""
+    print("\n== arithmetic per query (the reference net, 2 s per setting) ==")
+    threads = torch.get_num_threads()
+    try:
+        for n in sorted({1, 2, threads}):
+            torch.set_num_threads(n)
+            row = []
+            for chunk in (2048, FAST_CHUNK, TODAY_CHUNK):
+                for precision in ("fp32", "bf16"):
+                    p = torch.rand(chunk, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+                    count, start = 0, time.perf_counter()
+                    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                         enabled=precision == "bf16"):
+                        while time.perf_counter() - start < 2.0:
+                            field(p.to(device))
+                            count += chunk
+                    row.append(f"{chunk} {precision} {count / (time.perf_counter() - start):,.0f}")
+            print(f"  {n} thread(s): " + ", ".join(row) + " queries/s", flush=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def bf16_agreement(field, dims, t, dense_sdf, unit, device) -> str:
+    """Sign changes of bf16 autocast against fp32 (dense), on every voxel within 0.1 SDF units of the surface."""
+    coords = [axis_coords(n) for n in dims]
+    near = np.flatnonzero(np.abs(dense_sdf.ravel()) < 0.1)
+    iz, iy, ix = np.unravel_index(near, dims)
+    pts = np.stack([coords[2][ix], coords[1][iy], coords[0][iz], np.full(near.size, t)], 1).astype(np.float32)
+    half = np.empty(near.size, np.float32)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        for s in range(0, near.size, FAST_CHUNK):
+            half[s:s + FAST_CHUNK] = field(torch.from_numpy(pts[s:s + FAST_CHUNK]).to(device)).float().cpu().numpy()
+    full = dense_sdf.ravel()[near]
+    err = np.abs(half - full)
+    flips = int(((half <= 0) != (full <= 0)).sum())
+    h = 2 / (max(dims) - 1)
+    return (f"bf16 autocast vs fp32: {flips:,d} sign changes among the {near.size:,d} voxels within 0.1 SDF units "
+            f"of the surface = {flips / math.prod(dims) * 100:.4f} % of the grid (tolerance 0.01 %); largest "
+            f"|bf16 - fp32| {err.max():.4f} units = {err.max() * unit / h:.2f} voxels (< 0.1 units, so no voxel "
+            "farther out can change)")
+
+
 def sampled_check(field, dims, t, frame, samples, device, rng) -> tuple[int, int]:
     """Evaluate random voxels the fast path did not evaluate (half in surface bricks); count sign differences."""
     sdf, exact = frame.sdf, frame.exact
@@ -185,7 +228,10 @@ def main() -> None:
                         help="frames of fast-v1 timed, evenly spread, then extrapolated (default: all)")
     parser.add_argument("--check-samples", type=int, default=20_000, help="sampled voxels per other frame")
     parser.add_argument("--big", type=int, nargs="*", default=[512, 1024], help="single-frame memory tests")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared machine 2 threads make small calls slower)")
+    parser.add_argument("--no-arithmetic", dest="arithmetic", action="store_false",
+                        help="skip the table of queries/s by threads, chunk and precision")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -265,10 +311,10 @@ def main() -> None:
     # ---------------------------------------------------------------- fast-v1
     # evenly spread frames (the cell, hence the cost, changes over time)
     v1_frames = list(range(T)) if args.v1_frames is None else sorted(
-        {int(round(x)) for x in np.linspace(0, T - 1, max(1, min(T, args.v1_frames)))} | set(frames_fast))
+        {round(float(x)) for x in np.linspace(0, T - 1, max(1, min(T, args.v1_frames)))} | set(frames_fast))
     v1_q, v1_s = 0, 0.0
     for k in v1_frames:
-        res, s = timed(lambda: evaluate_fast_v1(field, dims, sdf_unit_in_coords=unit, t=times[k], chunk=TODAY_CHUNK,
+        res, s = timed(lambda k=k: evaluate_fast_v1(field, dims, sdf_unit_in_coords=unit, t=times[k], chunk=TODAY_CHUNK,
                                                 device=device))
         v1_q += res.queries
         v1_s += s
@@ -284,9 +330,11 @@ def main() -> None:
     dense_s, differ_full, checked_full = 0.0, 0, 0
     for k in sorted(frames_fast):
         fast_frame, v1_mask = frames_fast[k] if isinstance(frames_fast[k], tuple) else (frames_fast[k], None)
-        res, s = timed(lambda: evaluate_dense(field, dims, t=times[k], chunk=FAST_CHUNK, device=device))
+        res, s = timed(lambda k=k: evaluate_dense(field, dims, t=times[k], chunk=FAST_CHUNK, device=device))
         dense_s += s
         mask = res.sdf <= 0
+        if k == min(frames_fast):
+            bf16_line = bf16_agreement(field, dims, times[k], res.sdf, unit, device)
         n_diff = int((mask != (fast_frame.sdf <= 0)).sum())
         differ_full += n_diff
         checked_full += voxels
@@ -309,6 +357,10 @@ def main() -> None:
     sampled = sum(n for _, n in checks.values())
     print(f"agreement: {differ_full} of {checked_full:,d} voxels differ on the {n_dense} frames checked fully; "
           f"{wrong} of {sampled:,d} sampled non-evaluated voxels differ on the other {len(checks)} frames")
+    if frames_fast:
+        print(bf16_line)
+    if args.arithmetic:
+        arithmetic_table(field, device)
 
     # ---------------------------------------------------------------- big single frames
     if args.big:
@@ -320,7 +372,7 @@ def main() -> None:
     for size in args.big:
         dense_gb = size**3 * 4 / 2**30
         s, rss, nbytes = big_frame(Path(run_dir), size, "fast", args.threads)
-        line = (f"{size}^3 single frame, fast, TIFF written: {s:.1f} s, peak RSS {rss:.2f} GiB "
+        line = (f"{size}^3 single frame, fast, TIFF written ({nbytes / 2**20:.1f} MiB): {s:.1f} s, peak RSS {rss:.2f} GiB "
                 f"(dense float32 volume {dense_gb:.2f} GiB; RSS / volume {rss / dense_gb:.2f})")
         if size <= 512:
             s1, rss1, _ = big_frame(Path(run_dir), size, "fast-v1", args.threads)

@@ -448,14 +448,15 @@ def test_two_process_sharded_generation_equals_one_process(tiny_run, tmp_path):
 
     argv = [sys.executable, "-m", "cellinr", "generate", str(tiny_run), "--n", "5", "--size", "20", "--frames", "3",
             "--formats", "tiff,sdf,mip", "--seed", "4", "--device", "cpu"]
-    one = subprocess.run([*argv, "--out", str(tmp_path / "one")], env=_cli_env(), capture_output=True, text=True)
+    one = subprocess.run([*argv, "--out", str(tmp_path / "one")], env=_cli_env(), capture_output=True, text=True,
+                         check=False)
     assert one.returncode == 0, one.stderr
     shards = [subprocess.Popen([*argv, "--out", str(tmp_path / "two"), "--shard", "1/2"], env=_cli_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
               subprocess.Popen([*argv, "--out", str(tmp_path / "two")], env=_cli_env(RANK="0", WORLD_SIZE="2"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
     for proc in shards:
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     a, b = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert a.keys() == b.keys()
@@ -467,14 +468,14 @@ def test_two_process_sharded_generation_equals_one_process(tiny_run, tmp_path):
 
 def test_shards_resume_refuse_other_options_and_bad_shards(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
-    kw = dict(n=3, size=16, frames=2, seed=1, device="cpu")
+    kw = {"n": 3, "size": 16, "frames": 2, "seed": 1, "device": "cpu"}
     recs = generate(tiny_run, out, shard="1/2", **kw)
     assert [r["name"] for r in recs] == ["cell_0001"]
     assert sorted(p.name for p in out.glob("cell_*.json")) == ["cell_0001.json"]
     assert "complete" not in json.loads((out / "cellinr-generate.json").read_text())  # not all shards done
     before = _files(out)
     # a shard started with another seed or other options: one line, nothing written or overwritten
-    for bad in (dict(kw, seed=2), dict(kw, frames=3)):
+    for bad in ({**kw, "seed": 2}, {**kw, "frames": 3}):
         with pytest.raises(OutputExistsError, match="other options"):
             generate(tiny_run, out, shard="0/2", **bad)
     assert main(["generate", str(tiny_run), "--out", str(out), "--n", "3", "--size", "16", "--frames", "2",

@@ -163,7 +163,7 @@ def test_time_coherent_frames_equal_dense_and_save_queries():
 
 def test_bound_violation_is_detected_and_the_frame_redone():
     """A field steeper than the floor (slope 3): the first pass's bound is too small, the check catches it."""
-    steep = lambda p: 3.0 * ((p[:, :3] - torch.tensor([0.05, 0.0, 0.0])).norm(dim=1) - 0.4) / UNIT  # noqa: E731
+    steep = lambda p: 3.0 * ((p[:, :3] - torch.tensor([0.05, 0.0, 0.0])).norm(dim=1) - 0.4) / UNIT
     dims = (64, 64, 64)
     ev = FastEvaluator(steep, dims, sdf_unit_in_coords=UNIT)
     frame = ev.frame(0.0)

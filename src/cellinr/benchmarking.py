@@ -15,7 +15,7 @@ Output folder::
     ctc/01/t000.tif, ctc/01_GT/SEG/..., ctc/01_GT/TRA/...   the same, CTC 2D layout (one NN per sequence)
     ctc3d/01/t000.tif, ...                 with ``three_d``: (Z, Y, X) frames, CTC 3D layout
 
-With ``shard="K/N"`` (``--shard``, or torchrun's RANK / WORLD_SIZE) this process textures sequences
+With ``shard="K/N"`` (``--shard``, or on the command line torchrun's RANK / WORLD_SIZE) this process textures sequences
 K, K + N, ... into a part folder next to the output (``.<out>.shards/K-of-N``, resumable per part);
 the shard that finds all N parts complete moves them into the output and writes ``benchmark.json``,
 so the result is byte for byte that of one process.
@@ -131,7 +131,6 @@ def benchmark(
     """
     from tqdm import tqdm
 
-    from cellinr import __version__
     from cellinr._util.atomic import atomic_dir
     from cellinr._util.shards import resolve_shard
     from cellinr.io.ctc import (

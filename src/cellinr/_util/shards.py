@@ -1,5 +1,8 @@
 """Which part of a job this process does: ``--shard K/N``, torchrun's RANK / WORLD_SIZE, or all of it.
 
+The command line takes ``--shard``, or under torchrun RANK / WORLD_SIZE (:func:`shard_from_env`);
+the Python functions take ``shard=`` only.
+
 A job of n items (sequences) is split round-robin: shard K of N does items K, K + N, K + 2N, ...
 Every item's output depends only on the item (its own seed), so the union of the N shards' files
 equals the output of one process doing everything.
@@ -55,16 +58,23 @@ def parse_shard(text: str, *, flag: str = "--shard") -> Shard:
     return Shard(index, count)
 
 
-def resolve_shard(shard: str | Shard | None = None, environ=None) -> Shard:
-    """The shard of this process: ``shard`` if given, else torchrun's RANK / WORLD_SIZE, else the whole job."""
+def resolve_shard(shard: str | Shard | None = None) -> Shard:
+    """``shard`` as a :class:`Shard` (None: the whole job)."""
     if isinstance(shard, Shard):
         return shard
-    if shard is not None:
-        return parse_shard(shard)
+    return Shard() if shard is None else parse_shard(shard)
+
+
+def shard_from_env(environ=None) -> Shard | None:
+    """torchrun's RANK / WORLD_SIZE as a Shard, or None outside torchrun (the command line's default).
+
+    The library functions never read the environment themselves: a ``reconstruct`` called inside a
+    torchrun training job must not silently do only a part of its work.
+    """
     env = os.environ if environ is None else environ
     world = env.get("WORLD_SIZE")
     if world is None:
-        return Shard()
+        return None
     rank = env.get("RANK", "0")
     if not (world.isdigit() and rank.isdigit()):
         raise ParameterError(f"WORLD_SIZE={world!r} / RANK={rank!r}: expected non-negative integers")

@@ -35,8 +35,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cellinr.benchmarking import benchmark
+    from cellinr.cli._common import cli_shard
 
     out = benchmark(args.source, args.out, texture=args.texture, like=args.like, three_d=args.three_d,
-                    seed=args.seed, overwrite=args.overwrite, device=args.device, shard=args.shard)
+                    seed=args.seed, overwrite=args.overwrite, device=args.device, shard=cli_shard(args.shard))
     print(f"benchmark: {out} (sequences/, ctc/{', ctc3d/' if args.three_d else ''} and benchmark.json)")
     return 0

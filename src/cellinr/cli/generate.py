@@ -70,6 +70,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from cellinr.cli._common import cli_shard
     from cellinr.errors import ParameterError
     from cellinr.generation.frontends import generate
 
@@ -80,7 +81,7 @@ def run(args) -> int:
         latent=args.latent, sigma=args.sigma, rotation=args.rotation, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
-        precision=args.precision, shard=args.shard,
+        precision=args.precision, shard=cli_shard(args.shard),
     )
     print(f"{len(records)} sequences in {args.out}" + (f" (shard {args.shard})" if args.shard else ""))
     return 0

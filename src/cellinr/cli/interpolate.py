@@ -24,13 +24,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from cellinr.cli._common import cli_shard
     from cellinr.generation.frontends import interpolate
 
     records = interpolate(
         args.run_dir, args.out, start=args.start, end=args.end, steps=args.steps, size=args.size, dims=args.dims,
         frames=args.frames, rotation=args.rotation, formats=args.formats, mesh_format=args.mesh_format,
         method=args.method, device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb,
-        chunk=args.chunk, precision=args.precision, shard=args.shard,
+        chunk=args.chunk, precision=args.precision, shard=cli_shard(args.shard),
     )
     print(f"{len(records)} shapes in {args.out}")
     return 0

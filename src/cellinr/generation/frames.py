@@ -134,7 +134,7 @@ def load_for_evaluation(run, device: str = "auto"):
 class FrameRenderer:
     """The frames of one field on one grid, in time order: ``frame(t)`` returns a frame object.
 
-    The frame is a :class:`cellinr.geometry.bands.SparseFrame` (``fast``) or a
+    The frame is a :class:`cellinr.geometry.sparse_frame.SparseFrame` (``fast``) or a
     :class:`cellinr.geometry.grid.DenseFrame` (``fast-v1``, ``dense``), both with ``queries``,
     ``slabs``, ``mask_slab``, ``sdf_slab``, ``sdf`` and ``count_inside``. With ``fast`` the frames
     share state (time coherence), so render one sequence's frames with one renderer. With
@@ -263,7 +263,7 @@ def evaluation_memory(dims: tuple[int, int, int], opts: EvalOptions, device=None
     if opts.method == "dense":
         return need + voxels * 4
     if opts.method == "fast-v1":
-        padded = math.prod(int(math.ceil((d - 1) / 8)) * 8 + 1 if d > 1 else 1 for d in dims)
+        padded = math.prod(math.ceil((d - 1) / 8) * 8 + 1 if d > 1 else 1 for d in dims)
         return need + padded * 5 + voxels * 8
     bricks = [max(1, -(-d // 8)) for d in dims]
     surface = 2 * (bricks[0] * bricks[1] + bricks[1] * bricks[2] + bricks[0] * bricks[2])

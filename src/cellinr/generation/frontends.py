@@ -12,7 +12,7 @@ time coherence (:class:`cellinr.geometry.bands.FastEvaluator`): masks match dens
 SDF values away from the surface are approximations of the right sign; use ``method="dense"`` for
 an SDF that is exact everywhere (``fast-v1`` is the previous fast method, kept for comparison).
 
-``shard="K/N"`` (or torchrun's RANK / WORLD_SIZE) renders only every N-th sequence starting at K into
+``shard="K/N"`` renders only every N-th sequence starting at K into
 the same folder; see :mod:`cellinr.generation.runner`.
 """
 
@@ -135,7 +135,7 @@ def generate(
     chunk : points per network call (default: 4096 on CPU, 131072 on CUDA)
     precision : {"fp32", "bf16", "fp16"} autocast precision of the network
     shard : "K/N" or :class:`cellinr._util.shards.Shard`: render only sequences K, K + N, ... (default:
-        torchrun's RANK / WORLD_SIZE if set, else all)
+        all; the command line reads torchrun's RANK / WORLD_SIZE)
 
     Returns
     -------

@@ -44,8 +44,18 @@ import numpy as np
 
 from cellinr._util.shards import Shard
 from cellinr.errors import OutputExistsError, ParameterError
-from cellinr.generation.frames import EvalOptions, FrameRenderer, evaluation_memory, sequence_field
-from cellinr.generation.writers import WRITERS, SequenceContext, make_writers, memory_per_frame
+from cellinr.generation.frames import (
+    EvalOptions,
+    FrameRenderer,
+    evaluation_memory,
+    sequence_field,
+)
+from cellinr.generation.writers import (
+    WRITERS,
+    SequenceContext,
+    make_writers,
+    memory_per_frame,
+)
 
 log = logging.getLogger(__name__)
 

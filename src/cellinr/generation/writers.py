@@ -3,7 +3,7 @@
 A writer is made per sequence and output format by :func:`make_writers`, gets ``write(k, frame)`` for
 k = 0 .. T-1 in order, then ``close()`` (the files become visible atomically, and it returns what it
 wrote) or ``abort()`` (a failure: nothing partial is left). A *frame* is a
-:class:`cellinr.geometry.bands.SparseFrame` or :class:`cellinr.geometry.grid.DenseFrame`; writers pull
+:class:`cellinr.geometry.sparse_frame.SparseFrame` or :class:`cellinr.geometry.grid.DenseFrame`; writers pull
 what they need from it: ``mask_slab(z0, z1)`` / ``sdf_slab(z0, z1)`` for z-slabs (``frame.slabs(n)``
 iterates slab ranges of about n planes, whole bricks), or ``frame.sdf`` for the whole volume (meshes).
 So a mask TIFF is streamed page by page and never held whole: memory stays bounded by one slab.
@@ -107,7 +107,7 @@ class _PageStream:
             try:
                 tifffile.imwrite(self._tmp, pages(), shape=tuple(shape), dtype=np.uint8, imagej=True,
                                  metadata=metadata, resolution=resolution, compression="zlib")
-            except BaseException as exc:  # re-raised in the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = exc
                 with contextlib.suppress(queue.Empty):
                     while True:  # unblock a producer waiting on a full queue

@@ -44,7 +44,7 @@ class GridResult(NamedTuple):
 
 
 class DenseFrame:
-    """A frame held as a whole (Z, Y, X) array, with the slab interface of :class:`cellinr.geometry.bands.SparseFrame`."""
+    """A frame held as a whole (Z, Y, X) array, with the slab interface of :class:`cellinr.geometry.sparse_frame.SparseFrame`."""
 
     def __init__(self, result: GridResult):
         self.sdf = result.sdf
@@ -208,7 +208,7 @@ def _check_chunk(chunk: int) -> int:
 
 
 def _padded(dims, coarse: int) -> tuple[int, int, int]:
-    return tuple(int(math.ceil((n - 1) / coarse)) * coarse + 1 if n > 1 else 1 for n in dims)
+    return tuple(math.ceil((n - 1) / coarse) * coarse + 1 if n > 1 else 1 for n in dims)
 
 
 def _linear(index: np.ndarray, strides: np.ndarray) -> np.ndarray:
