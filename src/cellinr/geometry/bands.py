@@ -268,16 +268,16 @@ class FastEvaluator:
         """Forget the decided bricks (from scratch); with ``keep_values`` keep node values to measure G_t."""
         if not keep_values:
             self._val = [np.full(s, np.nan, np.float32) for s in self._shapes]
-            self._tim = [np.zeros(s, np.float32) for s in self._shapes]
+            self._tim = [np.zeros(s, np.float64) for s in self._shapes]  # times exact: ``== t`` means this frame
             self._slot = np.full(self._nb, -1, np.int64)
             self._sv4 = np.full((0, int(self._n4.prod())), np.nan, np.float32)
-            self._st4 = np.zeros_like(self._sv4)
+            self._st4 = np.zeros(self._sv4.shape, np.float64)
             self._sv2 = np.full((0, int(self._n2.prod())), np.nan, np.float32)
-            self._st2 = np.zeros_like(self._sv2)
+            self._st2 = np.zeros(self._sv2.shape, np.float64)
             self._svx = np.full((0, int(self._ext.prod())), np.nan, np.float32)
-            self._stx = np.zeros_like(self._svx)
+            self._stx = np.zeros(self._svx.shape, np.float64)
         self._lb = np.full(self._nb, -np.inf, np.float32)
-        self._lbt = np.zeros(self._nb, np.float32)
+        self._lbt = np.zeros(self._nb, np.float64)
         self._sign = np.zeros(self._nb, np.int8)
         self._fill = np.full(self._nb, np.nan, np.float32)
         self._cold = 2 if not keep_values else 1
@@ -330,7 +330,7 @@ class FastEvaluator:
         evaluate = ~(now | ((beta > need) & (old != 0)))
         new = self.net(self._points(centres[evaluate], t))
         stats["queries"][stats["level"]] = stats["queries"].get(stats["level"], 0) + int(evaluate.sum())
-        again = known[evaluate]
+        again = known[evaluate] & (ot[evaluate] != t)
         if again.any():  # the same node at two times: the temporal slope
             dt = np.abs(t - ot[evaluate][again])
             stats["time"] = max(stats["time"], float((np.abs(new[again] - old[evaluate][again]) * self.unit / dt).max()))
