@@ -573,25 +573,33 @@ class FastEvaluator:
         self._svx.flat[key[fresh]] = vv[fresh]
         self._stx.flat[key[fresh]] = t
 
-    def _voxel_slopes(self, values, exact, stats) -> None:
-        """Slopes between adjacent exact voxels and the gradient norm from three forward differences."""
-        grad2 = None
-        for axis in range(3):
-            if not self._live[axis]:
-                continue
-            a = [slice(None)] * 4
-            b = [slice(None)] * 4
-            a[axis + 1], b[axis + 1] = slice(1, None), slice(None, -1)
-            both = exact[tuple(a)] & exact[tuple(b)]
-            diff = np.where(both, np.abs(values[tuple(a)] - values[tuple(b)]) * self.unit / self._h[axis], 0.0)
-            if both.any():
-                stats["slopes"][1] = max(stats["slopes"].get(1, 0.0), float(diff.max()))
-            crop = [slice(None)] + [slice(0, -1) if self._live[k] else slice(None) for k in range(3)]
-            part = np.where(both, diff, np.nan)
-            part = part[tuple(crop[:axis + 1] + [slice(None)] + crop[axis + 2:])]
-            grad2 = part**2 if grad2 is None else grad2 + part**2
-        if grad2 is not None and np.isfinite(grad2).any():
-            stats["slopes"][1] = max(stats["slopes"].get(1, 0.0), float(np.sqrt(np.nanmax(grad2))))
+    def _voxel_slopes(self, values, exact, stats, group: int = 2048) -> None:
+        """Slopes between adjacent exact voxels and the gradient norm from three forward differences.
+
+        In groups of bricks, float32: the temporary memory stays a few MB.
+        """
+        best = stats["slopes"].get(1, 0.0)
+        crop = [slice(None)] + [slice(0, -1) if live else slice(None) for live in self._live]
+        for g in range(0, values.shape[0], group):
+            v, e = values[g:g + group], exact[g:g + group]
+            grad2 = None
+            for axis in range(3):
+                if not self._live[axis]:
+                    continue
+                a = [slice(None)] * 4
+                b = [slice(None)] * 4
+                a[axis + 1], b[axis + 1] = slice(1, None), slice(None, -1)
+                both = e[tuple(a)] & e[tuple(b)]
+                diff = np.abs(v[tuple(a)] - v[tuple(b)]) * np.float32(self.unit / self._h[axis])
+                diff[~both] = np.nan
+                if both.any():
+                    best = max(best, float(np.nanmax(diff)))
+                part = diff[tuple(crop[:axis + 1] + [slice(None)] + crop[axis + 2:])]
+                grad2 = part**2 if grad2 is None else grad2 + part**2
+            if grad2 is not None and np.isfinite(grad2).any():
+                best = max(best, float(np.sqrt(np.nanmax(grad2))))
+        if best > 0:
+            stats["slopes"][1] = best
 
 
 def evaluate_fast(
