@@ -524,3 +524,15 @@ def test_methods_agree_and_cli_choices_match():
     from cellinr.generation.frames import METHODS
 
     assert CLI_METHODS == METHODS
+
+
+def test_memory_estimates_scale_with_the_surface_not_the_grid():
+    from cellinr.generation.frames import EvalOptions
+    from cellinr.generation.runner import memory_needed
+
+    big = (1024, 1024, 1024)
+    fast = memory_needed(big, 30, formats=("tiff",), opts=EvalOptions(), device="cpu")
+    assert fast < 2 * 2**30  # not the 4 GiB of a float32 frame, and no (T, Z, Y, X) mask held
+    assert memory_needed(big, 300, formats=("tiff",), opts=EvalOptions(), device="cpu") == fast  # streamed
+    assert memory_needed(big, 30, formats=("tiff",), opts=EvalOptions(method="dense"), device="cpu") > 4 * 2**30
+    assert memory_needed(big, 30, formats=("tiff", "mesh"), opts=EvalOptions(), device="cpu") > 16 * 2**30
