@@ -23,7 +23,6 @@ so the result is byte for byte that of one process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -132,7 +131,12 @@ def benchmark(
     from tqdm import tqdm
 
     from cellinr._util.atomic import atomic_dir
-    from cellinr._util.shards import resolve_shard
+    from cellinr._util.shards import (
+        merge_parts,
+        resolve_shard,
+        shard_part,
+        write_part_record,
+    )
     from cellinr.io.ctc import (
         track_masks,
         write_ctc_frame,
@@ -175,7 +179,7 @@ def benchmark(
     }
     if not shard.whole and Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
         raise OutputExistsError(f"{out}: output exists; pass --overwrite to replace it")
-    with (atomic_dir(out, overwrite=overwrite) if shard.whole else _shard_part(out, shard, info, overwrite)) as tmp:
+    with (atomic_dir(out, overwrite=overwrite) if shard.whole else shard_part(out, shard, info, overwrite)) as tmp:
 
         def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool,
                     index: int | None = None) -> None:
@@ -225,7 +229,7 @@ def benchmark(
                 if shard.owns(pos):
                     name, path = found[k]
                     process(k, name, path, *_read_masks(path, single_file=source.is_file()), index=pos + 1)
-            (tmp / ".entries.json").write_text(json.dumps({"info": info, "entries": entries}, indent=1))
+            write_part_record(tmp, info, entries)
         else:
             flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks
             for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
@@ -246,7 +250,9 @@ def benchmark(
                 raise InputError(f"{source}: no {what} found")
             (tmp / "benchmark.json").write_text(json.dumps(_benchmark_json(info, entries), indent=2) + "\n")
     if not shard.whole:
-        _merge_parts(out, shard, info, overwrite)
+        merge_parts(out, shard, info, overwrite, lambda tmp, parts: (tmp / "benchmark.json").write_text(
+            json.dumps(_benchmark_json(info, sorted((e for p in parts for e in p), key=lambda e: e["ctc"])),
+                       indent=2) + "\n"))
     return Path(out)
 
 
@@ -268,65 +274,3 @@ def _probe(path: Path, *, single_file: bool) -> int | None:
         return None
     with src:
         return src.ndim
-
-
-def _parts_root(out) -> Path:
-    out = Path(out)
-    return out.parent / f".{out.name}.shards"
-
-
-@contextlib.contextmanager
-def _shard_part(out, shard, info: dict, overwrite: bool):
-    """This shard's part folder, built atomically; yields None when it is complete already."""
-    from cellinr._util.atomic import atomic_dir
-    from cellinr._util.shards import create_once
-
-    root = _parts_root(out)
-    root.mkdir(parents=True, exist_ok=True)
-    options = json.dumps(info, indent=1)
-    if overwrite:
-        (root / "options.json").write_text(options)
-    elif not create_once(root / "options.json", options) and (root / "options.json").read_text() != options:
-        raise OutputExistsError(f"{out}: other shards of this benchmark were started with other options; "
-                                f"pass --overwrite or remove {root}")
-    part = root / f"{shard.index}-of-{shard.count}"
-    if (part / ".entries.json").is_file() and not overwrite:
-        yield None
-        return
-    with atomic_dir(part, overwrite=True) as tmp:
-        yield tmp
-
-
-def _merge_parts(out, shard, info: dict, overwrite: bool) -> None:
-    """If all parts are complete, move them into ``out`` with one ``benchmark.json`` (one shard does it)."""
-    import os
-    import shutil
-
-    from cellinr._util.atomic import atomic_dir
-
-    root = _parts_root(out)
-    parts = [root / f"{k}-of-{shard.count}" for k in range(shard.count)]
-    if not all((p / ".entries.json").is_file() for p in parts):
-        log.info("benchmark shard %s done; the last shard merges the parts into %s", shard, out)
-        return
-    claimed = root.with_name(f"{root.name}.merging-{os.getpid()}")
-    try:
-        os.rename(root, claimed)  # exactly one shard wins the merge
-    except OSError:
-        return
-    entries = []
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        for p in parts:
-            part = claimed / p.name
-            saved = json.loads((part / ".entries.json").read_text())
-            if saved["info"] != json.loads(json.dumps(info)):
-                raise OutputExistsError(f"{out}: shard {p.name} was made with other options")
-            entries += saved["entries"]
-            for f in sorted(part.rglob("*")):
-                if f.is_file() and f.name != ".entries.json":
-                    target = tmp / f.relative_to(part)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(f, target)
-        entries.sort(key=lambda e: e["ctc"])
-        (tmp / "benchmark.json").write_text(json.dumps(_benchmark_json(info, entries), indent=2) + "\n")
-    shutil.rmtree(claimed, ignore_errors=True)

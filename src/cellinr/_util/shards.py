@@ -9,18 +9,30 @@ equals the output of one process doing everything.
 
 Also the small file-system primitives the shards coordinate with: :func:`create_once` writes a file
 only if it does not exist yet (atomic even when several processes race, also on NFS), so the first
-shard to start fixes a job's options and every later one is compared against them.
+shard to start fixes a job's options and every later one is compared against them; and for outputs
+that are built as one folder (a benchmark), :func:`shard_part` / :func:`merge_parts`: each shard builds
+a part folder next to the output, and the shard that finds every part complete moves them into the
+output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import re
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cellinr.errors import ParameterError
+log = logging.getLogger(__name__)
+
+from cellinr.errors import OutputExistsError, ParameterError
+
+#: The record a part folder holds when it is complete (options and the shard's results).
+PART_RECORD = ".part.json"
 
 
 @dataclass(frozen=True)
@@ -106,3 +118,80 @@ def create_once(path: str | os.PathLike, text: str) -> bool:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def parts_root(out: str | os.PathLike) -> Path:
+    """The folder next to ``out`` that holds the shards' part folders: ``.<name>.shards``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.shards"
+
+
+@contextlib.contextmanager
+def shard_part(out, shard: Shard, options: dict, overwrite: bool) -> Iterator[Path | None]:
+    """This shard's part folder for ``out``, built atomically; yields None when it is complete already.
+
+    The first shard records ``options``; a shard started with other options raises
+    :class:`OutputExistsError` (one line) before writing anything. The caller finishes a part with
+    :func:`write_part_record`.
+    """
+    from cellinr._util.atomic import atomic_dir
+
+    root = parts_root(out)
+    root.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(options, indent=1, sort_keys=True)
+    if overwrite:
+        (root / "options.json").write_text(text, encoding="utf-8")
+    elif not create_once(root / "options.json", text) and (root / "options.json").read_text(encoding="utf-8") != text:
+        raise OutputExistsError(f"{out}: other shards of this job were started with other options; "
+                                f"pass --overwrite or remove {root}")
+    part = root / f"{shard.index}-of-{shard.count}"
+    if (part / PART_RECORD).is_file() and not overwrite:
+        yield None
+        return
+    with atomic_dir(part, overwrite=True) as tmp:
+        yield tmp
+
+
+def write_part_record(part: Path, options: dict, results) -> None:
+    """Mark a part folder complete with its options and results (JSON)."""
+    (Path(part) / PART_RECORD).write_text(json.dumps({"options": options, "results": results}, indent=1),
+                                           encoding="utf-8")
+
+
+def merge_parts(out, shard: Shard, options: dict, overwrite: bool,
+                finish: Callable[[Path, list], None]) -> bool:
+    """If all ``shard.count`` parts are complete, move their files into ``out`` (built atomically).
+
+    Exactly one of several shards calling this wins (it renames the parts folder first); it calls
+    ``finish(folder, [results of part 0, 1, ...])`` to write the output's own files. Returns whether
+    this call merged.
+    """
+    from cellinr._util.atomic import atomic_dir
+
+    root = parts_root(out)
+    names = [f"{k}-of-{shard.count}" for k in range(shard.count)]
+    if not all((root / name / PART_RECORD).is_file() for name in names):
+        log.info("shard %s done; the last shard to finish assembles %s", shard, out)
+        return False
+    claimed = root.with_name(f"{root.name}.merging-{os.getpid()}")
+    try:
+        os.rename(root, claimed)
+    except OSError:  # another shard is merging
+        return False
+    results = []
+    expected = json.loads(json.dumps(options))
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        for name in names:
+            part = claimed / name
+            record = json.loads((part / PART_RECORD).read_text(encoding="utf-8"))
+            if record["options"] != expected:
+                raise OutputExistsError(f"{out}: shard {name} was made with other options")
+            results.append(record["results"])
+            for f in sorted(part.rglob("*")):
+                if f.is_file() and f.name != PART_RECORD:
+                    target = tmp / f.relative_to(part)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(f, target)
+        finish(tmp, results)
+    shutil.rmtree(claimed, ignore_errors=True)
+    return True
