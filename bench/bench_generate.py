@@ -14,7 +14,9 @@ Prints, for a --size^3 x --frames sequence of the ``reference``-preset network (
 Dense at 256^3 takes many minutes per frame on a shared CPU, so it is measured fully on
 --dense-frames frames (its cost does not depend on the frame) and extrapolated to all frames; the
 printout says so. "today's dense" is ``evaluate_dense`` with its default chunk of 2^17 points,
-timed on --dense-chunks chunks; "dense" is the same at the fast path's chunk (4096 on CPU).
+timed on --dense-chunks chunks; "dense" is the same at the fast path's chunk (2048 on CPU). The
+machine is shared, so its load drifts between the phases: the ratios marked "same load" use dense
+query rates timed right before and right after the fast sequence.
 
 The network is the ``reference`` preset (216k parameters, 192-d code). A randomly initialised SIREN
 is not cell-like, so unless ``--run`` gives a trained run, the network is first fitted briefly
@@ -195,21 +197,31 @@ def sampled_check(field, dims, t, frame, samples, device, rng) -> tuple[int, int
     return int(((values <= 0) != (sdf.ravel()[pick] <= 0)).sum()), int(pick.size)
 
 
+#: Runs a command as its child and prints (seconds, peak RSS of the child in kB). A wrapper is needed
+#: because Linux carries a forking process's peak RSS over into the child's ``ru_maxrss``.
+_RSS_WRAPPER = ("import resource, subprocess, sys, time\n"
+                "t = time.perf_counter()\n"
+                "subprocess.run(sys.argv[1:], check=True)\n"
+                "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+def peak_rss(argv: list[str], threads: int) -> tuple[float, float]:
+    """(seconds, peak RSS in GiB) of the command ``argv``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    res = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *argv], capture_output=True, text=True, env=env,
+                         check=True)
+    seconds, rss_kb = res.stdout.strip().splitlines()[-1].split()
+    return float(seconds), int(rss_kb) / 2**20
+
+
 def big_frame(run_dir: Path, size: int, method: str, threads: int) -> tuple[float, float, int]:
     """(seconds, peak RSS in GiB, TIFF bytes) of one ``size``^3 frame written by ``cellinr reconstruct``."""
-    code = ("import resource, subprocess, sys, time\n"
-            "t = time.perf_counter()\n"
-            "subprocess.run(sys.argv[1:], check=True)\n"
-            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [sys.executable, "-c", code, sys.executable, "-m", "cellinr", "reconstruct", str(run_dir), "--out",
-                f"{tmp}/out", "--size", str(size), "--frames", "1", "--formats", "tiff", "--method", method,
-                "--device", "cpu", "--max-memory-gb", "16"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        res = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
-        seconds, rss_kb = res.stdout.strip().splitlines()[-1].split()
+        seconds, rss = peak_rss([sys.executable, "-m", "cellinr", "reconstruct", str(run_dir), "--out", f"{tmp}/out",
+                                 "--size", str(size), "--frames", "1", "--formats", "tiff", "--method", method,
+                                 "--device", "cpu", "--max-memory-gb", "16"], threads)
         nbytes = sum(p.stat().st_size for p in Path(tmp, "out").glob("*.tif"))
-    return float(seconds), int(rss_kb) / 2**20, nbytes
+    return seconds, rss, nbytes
 
 
 def main() -> None:
@@ -271,6 +283,7 @@ def main() -> None:
 
     # ---------------------------------------------------------------- fast (profiled)
     print(f"\n== {args.size}^3 x {T} frames ==", flush=True)
+    around = {c: [dense_rate(field, dims, times[0], c, max(1, 2**19 // c), device)] for c in (FAST_CHUNK, TODAY_CHUNK)}
     ev = FastEvaluator(field, dims, sdf_unit_in_coords=unit, device=device)
     profile = cProfile.Profile()
     frames_fast, fast_q = {}, []
@@ -292,6 +305,8 @@ def main() -> None:
             profile.enable()
     profile.disable()
     fast_s = time.perf_counter() - start
+    for c, rates in around.items():
+        rates.append(dense_rate(field, dims, times[0], c, max(1, 2**19 // c), device))
     stats = pstats.Stats(profile)
     net_s = next((v[3] for k, v in stats.stats.items() if k[2] == "__call__" and k[0].endswith("grid.py")), ev.net.seconds)
     print(f"fast   : {sum(fast_q):>12,d} queries  {fast_s:8.1f} s  (measured, all {T} frames; "
@@ -348,9 +363,14 @@ def main() -> None:
           f"{FAST_CHUNK}, extrapolated to {T})")
     print(f"today's dense: {today_s:8.1f} s  (chunk {TODAY_CHUNK}: {today_rate:,.0f} queries/s timed on "
           f"{args.dense_chunks} chunks, against {voxels * n_dense / dense_s:,.0f} at chunk {FAST_CHUNK})")
+    same_load = {c: voxels * T / (sum(r) / len(r)) for c, r in around.items()}
+    print("dense rates timed right before / after the fast sequence: " + "; ".join(
+        f"chunk {c}: {r[0]:,.0f} / {r[1]:,.0f} queries/s" for c, r in around.items()))
     print("ratios (same run):")
-    print(f"  fast vs today's dense : {today_s / fast_s:7.1f}x less time, {voxels * T / sum(fast_q):6.1f}x fewer queries")
-    print(f"  fast vs dense         : {dense_all / fast_s:7.1f}x less time (same chunk)")
+    print(f"  fast vs today's dense : {today_s / fast_s:7.1f}x less time, {voxels * T / sum(fast_q):6.1f}x fewer queries; "
+          f"{same_load[TODAY_CHUNK] / fast_s:.1f}x at the same load")
+    print(f"  fast vs dense         : {dense_all / fast_s:7.1f}x less time (same chunk); "
+          f"{same_load[FAST_CHUNK] / fast_s:.1f}x at the same load")
     print(f"  fast vs fast-v1       : {v1_s * scale / fast_s:7.1f}x less time, {v1_q * scale / sum(fast_q):6.2f}x "
           "fewer queries")
     wrong = sum(w for w, _ in checks.values())
@@ -364,11 +384,9 @@ def main() -> None:
 
     # ---------------------------------------------------------------- big single frames
     if args.big:
-        code = "import resource, cellinr.generation.frontends, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-        base = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}).stdout.split()[-1])
+        _, base = peak_rss([sys.executable, "-c", "import torch, cellinr.generation.frontends"], args.threads)
         print(f"\n== single frames written as TIFF by cellinr reconstruct (the interpreter with torch and cellinr "
-              f"imported: {base / 2**20:.2f} GiB RSS) ==")
+              f"imported: {base:.2f} GiB RSS) ==")
     for size in args.big:
         dense_gb = size**3 * 4 / 2**30
         s, rss, nbytes = big_frame(Path(run_dir), size, "fast", args.threads)

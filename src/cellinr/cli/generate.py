@@ -35,7 +35,7 @@ def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -
     parser.add_argument("--mesh-format", default="ply", choices=("ply", "obj", "stl"),
                         help="mesh file format, vertices x y z in microns (default: ply)")
     parser.add_argument("--chunk", type=positive_int, default=None,
-                        help="points per network call (default: 4096 on CPU, 131072 on CUDA)")
+                        help="points per network call (default: 2048 on CPU, 131072 on CUDA)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="network precision (autocast; bf16/fp16 for GPUs) (default: fp32)")
     parser.add_argument("--max-memory-gb", type=positive_float,

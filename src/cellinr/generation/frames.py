@@ -9,8 +9,10 @@ coarse-to-fine method (:func:`cellinr.geometry.fast_v1.evaluate_fast_v1`, kept t
 ``method="dense"`` evaluates every voxel.
 
 Arithmetic (measured with ``bench/bench_generate.py`` on the reference network, 2 shared CPU cores):
-float32 with network calls of 4096 points is the fastest exact choice on CPU (2^17-point calls are
-2-3x slower per point: the activations leave the cache). bf16 autocast is about 1.8x faster per
+float32 with network calls of 2048 points is the fastest exact choice on CPU (5-10 % faster than 4096;
+2^17-point calls are 2-3x slower per point: the activations leave the cache). One torch thread per
+process: with 2 threads on a shared 2-core machine, small calls got 5-10x slower (run one shard per
+core instead). bf16 autocast is about 1.8x faster per
 point but moves the sign of about 9 % of the voxels next to the surface (0.03 % of a 256^3 grid,
 above the 0.01 % tolerance), and refining them in float32 would need a band about 1 voxel wide on
 either side, about the whole exact band; so bf16 stays opt-in (``precision``), meant for GPUs.
@@ -33,7 +35,7 @@ METHODS = ("fast", "fast-v1", "dense")
 #: Memory of one network chunk per point (activations of a few layers of width <= 320, float32).
 BYTES_PER_CHUNK_POINT = 4096
 #: Points per network call by device type when ``chunk`` is not given (CPU: fits the cache).
-DEFAULT_CHUNKS = {"cpu": 4096, "cuda": 2**17, "mps": 2**16}
+DEFAULT_CHUNKS = {"cpu": 2048, "cuda": 2**17, "mps": 2**16}
 
 
 @dataclass

@@ -132,7 +132,7 @@ def generate(
     overwrite : replace another job's outputs in ``out`` and regenerate finished sequences
     prefix : sequence names are ``f"{prefix}{i:04d}"``
     max_memory_gb : refuse sizes needing more memory (default 80 % of physical memory)
-    chunk : points per network call (default: 4096 on CPU, 131072 on CUDA)
+    chunk : points per network call (default: 2048 on CPU, 131072 on CUDA)
     precision : {"fp32", "bf16", "fp16"} autocast precision of the network
     shard : "K/N" or :class:`cellinr._util.shards.Shard`: render only sequences K, K + N, ... (default:
         all; the command line reads torchrun's RANK / WORLD_SIZE)
