@@ -139,7 +139,7 @@ def arithmetic_table(field, device) -> None:
         for n in sorted({1, 2, threads}):
             torch.set_num_threads(n)
             row = []
-            for chunk in (2048, FAST_CHUNK, TODAY_CHUNK):
+            for chunk in sorted({1024, 2048, 4096, FAST_CHUNK, TODAY_CHUNK}):
                 for precision in ("fp32", "bf16"):
                     p = torch.rand(chunk, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
                     count, start = 0, time.perf_counter()
