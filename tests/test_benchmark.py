@@ -147,3 +147,25 @@ def test_benchmark_of_simulated_division_matches_ground_truth(tmp_path):
         assert len(starts) == len(frames) and all(abs(a - b) <= 1 for a, b in zip(starts, frames)), (starts, frames)
         checked += len(frames)
     assert checked >= 1
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_sharded_benchmark_equals_one_process(source, tmp_path, capsys):
+    """Three shards (one finishing last assembles the output) give the bytes of one process; bad shards refused."""
+    write_tiff(source / "cell_002.tif", dividing_sequence()[:, ::-1].copy(), axes="TZYX", spacing=(1.0, 0.5, 0.5))
+    whole = benchmark(source, tmp_path / "one", three_d=True, seed=5)
+    for k in (2, 0):
+        benchmark(source, tmp_path / "three", three_d=True, seed=5, shard=f"{k}/3")
+        assert not (tmp_path / "three").exists()  # not complete yet
+    with pytest.raises(OutputExistsError, match="other options"):
+        benchmark(source, tmp_path / "three", three_d=True, seed=6, shard="1/3")
+    assert main(["benchmark", str(source), "--out", str(tmp_path / "three"), "--3d", "--seed", "5",
+                 "--shard", "1/3"]) == 0
+    assert _tree(whole) == _tree(tmp_path / "three")
+    assert not any(p.name.startswith(".three") for p in tmp_path.iterdir())  # the part folders are gone
+    assert main(["benchmark", str(source), "--out", str(tmp_path / "x"), "--shard", "3/3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--shard 3/3" in err[0]

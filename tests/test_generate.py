@@ -16,7 +16,8 @@ from cellinr.cli import main
 from cellinr.errors import OutputExistsError, ParameterError, RunError
 from cellinr.generation.frontends import generate, interpolate, reconstruct
 from cellinr.generation.samplers import fit_gaussian, sample_latents
-from cellinr.geometry.grid import evaluate_dense, evaluate_fast, grid_points
+from cellinr.geometry.bands import evaluate_fast
+from cellinr.geometry.grid import evaluate_dense, grid_points
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import read_tiff
 from cellinr.model.registry import resolve_run
@@ -482,3 +483,105 @@ def test_interpolation_midpoint_keeps_the_size_of_similar_cells(tmp_path):
     assert mid["manifold"] >= 0.9 * min(va, vb)
     assert recs["manifold"][1]["path"] == "manifold"
     np.testing.assert_array_equal(recs["manifold"][0]["latent"], a)  # the ends are the cells themselves
+def _cli_env(**extra):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", **extra}
+
+
+def test_two_process_sharded_generation_equals_one_process(tiny_run, tmp_path):
+    """Two processes (one --shard 1/2, one torchrun-style RANK=0 WORLD_SIZE=2) write one folder together."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "cellinr", "generate", str(tiny_run), "--n", "5", "--size", "20", "--frames", "3",
+            "--formats", "tiff,sdf,mip", "--seed", "4", "--device", "cpu"]
+    one = subprocess.run([*argv, "--out", str(tmp_path / "one")], env=_cli_env(), capture_output=True, text=True,
+                         check=False)
+    assert one.returncode == 0, one.stderr
+    shards = [subprocess.Popen([*argv, "--out", str(tmp_path / "two"), "--shard", "1/2"], env=_cli_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+              subprocess.Popen([*argv, "--out", str(tmp_path / "two")], env=_cli_env(RANK="0", WORLD_SIZE="2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    for proc in shards:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    a, b = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert a.keys() == b.keys()
+    assert [name for name in a if a[name] != b[name]] == []
+    marker = json.loads(a["cellinr-generate.json"])
+    assert marker["complete"] and [s["name"] for s in marker["sequences"]] == [f"cell_{i:04d}" for i in range(5)]
+    assert "manifest.json" in a
+
+
+def test_shards_resume_refuse_other_options_and_bad_shards(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    kw = {"n": 3, "size": 16, "frames": 2, "seed": 1, "device": "cpu"}
+    recs = generate(tiny_run, out, shard="1/2", **kw)
+    assert [r["name"] for r in recs] == ["cell_0001"]
+    assert sorted(p.name for p in out.glob("cell_*.json")) == ["cell_0001.json"]
+    assert "complete" not in json.loads((out / "cellinr-generate.json").read_text())  # not all shards done
+    before = _files(out)
+    # a shard started with another seed or other options: one line, nothing written or overwritten
+    for bad in ({**kw, "seed": 2}, {**kw, "frames": 3}):
+        with pytest.raises(OutputExistsError, match="other options"):
+            generate(tiny_run, out, shard="0/2", **bad)
+    assert main(["generate", str(tiny_run), "--out", str(out), "--n", "3", "--size", "16", "--frames", "2",
+                 "--seed", "9", "--shard", "0/2", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other options" in err[0] and "seed" in err[0]
+    assert _files(out) == before
+    # the other shard completes the job and writes the manifest; a rerun of everything resumes (no-op)
+    generate(tiny_run, out, shard="0/2", **kw)
+    assert json.loads((out / "cellinr-generate.json").read_text())["complete"]
+    whole = _files(out)
+    assert len(generate(tiny_run, out, **kw)) == 3
+    assert _files(out) == whole
+    for bad, match in (("2/2", "K must be smaller than N"), ("1/0", "N must be at least 1"), ("x", "K/N")):
+        with pytest.raises(ParameterError, match=match):
+            generate(tiny_run, tmp_path / "o", shard=bad, **kw)
+    assert main(["generate", str(tiny_run), "--out", str(tmp_path / "o"), "--n", "2", "--shard", "3/2",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--shard 3/2" in err[0]
+    with pytest.raises(ParameterError, match=r"needs about [0-9.]+ GiB of memory, more than the allowed 0.1 GiB"):
+        generate(tiny_run, tmp_path / "o", n=1, size=1024, device="cpu", max_memory_gb=0.1)
+    assert not (tmp_path / "o").exists()
+
+
+def test_streamed_tiff_equals_whole_array_tiff(tiny_run, tmp_path):
+    """The page-by-page TIFF writer gives the same bytes as writing the whole (T, Z, Y, X) mask at once."""
+    from cellinr.generation.frames import decode
+    from cellinr.io.tiff import write_tiff
+
+    rec = generate(tiny_run, tmp_path / "g", n=1, size=19, frames=3, seed=2, formats="tiff,mip", device="cpu")[0]
+    run = load_run(tiny_run)
+    sdf = decode(run, rec["latent"], np.asarray(rec["rotation"]), size=19, frames=3, device="cpu")
+    mask = (sdf <= 0).astype(np.uint8)
+    spacing = tuple(rec["options"]["voxel_size_um"])
+    write_tiff(tmp_path / "ref.tif", mask, axes="TZYX", spacing=spacing, frame_interval=rec["frame_interval_min"])
+    assert (tmp_path / "g/cell_0000.tif").read_bytes() == (tmp_path / "ref.tif").read_bytes()
+    write_tiff(tmp_path / "mip.tif", mask.max(axis=1), axes="TYX", spacing=spacing,
+               frame_interval=rec["frame_interval_min"])
+    assert (tmp_path / "g/cell_0000_mip.tif").read_bytes() == (tmp_path / "mip.tif").read_bytes()
+    assert rec["voxel_fraction_inside"] == pytest.approx(mask.mean())
+
+
+def test_methods_agree_and_cli_choices_match():
+    from cellinr.cli.generate import METHODS as CLI_METHODS
+    from cellinr.generation.frames import METHODS
+
+    assert CLI_METHODS == METHODS
+
+
+def test_memory_estimates_scale_with_the_surface_not_the_grid():
+    from cellinr.generation.frames import EvalOptions
+    from cellinr.generation.runner import memory_needed
+
+    big = (1024, 1024, 1024)
+    fast = memory_needed(big, 30, formats=("tiff",), opts=EvalOptions(), device="cpu")
+    assert fast < 2 * 2**30  # not the 4 GiB of a float32 frame, and no (T, Z, Y, X) mask held
+    assert memory_needed(big, 300, formats=("tiff",), opts=EvalOptions(), device="cpu") == fast  # streamed
+    assert memory_needed(big, 30, formats=("tiff",), opts=EvalOptions(method="dense"), device="cpu") > 4 * 2**30
+    assert memory_needed(big, 30, formats=("tiff", "mesh"), opts=EvalOptions(), device="cpu") > 16 * 2**30

@@ -1,8 +1,9 @@
-"""Grid evaluation (dense and coarse-to-fine), marching cubes and mesh files, MIPs.
+"""Grid evaluation (dense, fast with measured bounds, and the previous fast-v1), marching cubes, meshes, MIPs.
 
-Analytic signed distance fields give the ground truth: for an exact SDF the fast evaluation must
+Analytic signed distance fields give the ground truth: for an exact SDF the fast evaluations must
 reproduce the dense mask voxel for voxel; for approximate ones (a scaled-sphere "ellipsoid", which
-is not 1-Lipschitz-exact) at most 0.1 % of voxels may differ and only next to the surface.
+is not 1-Lipschitz-exact) the previous method may differ on at most 0.1 % of voxels next to the
+surface, the measured bound of the current one must still match exactly.
 """
 
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 import torch
 from scipy import ndimage
 
+from cellinr.geometry.bands import FastEvaluator, evaluate_fast
+from cellinr.geometry.fast_v1 import evaluate_fast_v1
 from cellinr.geometry.grid import (
     axis_coords,
     evaluate_dense,
-    evaluate_fast,
     grid_points,
     time_coords,
 )
@@ -94,29 +96,38 @@ def test_dense_orientation_matches_array_axes():
     assert np.ptp(res.sdf, axis=(0, 1)).max() == 0
 
 
-@pytest.mark.parametrize(
-    "field, dims, exact",
-    [
-        (sphere(0.5, (0.1, -0.05, 0.02)), (64, 64, 64), True),
-        (sphere(0.3), (37, 50, 23), True),
-        (two_spheres, (48, 56, 64), True),
-        (capsule(0.03), (72, 72, 72), True),  # ~1 voxel radius
-        (ellipsoid((0.7, 0.4, 0.3)), (64, 64, 64), False),
-        (sphere(0.5), (1, 40, 41), True),
-    ],
-    ids=["sphere", "noncube", "two-spheres", "thin-capsule", "ellipsoid-approx", "single-slice"],
-)
+CASES = [
+    (sphere(0.5, (0.1, -0.05, 0.02)), (64, 64, 64), True),
+    (sphere(0.3), (37, 50, 23), True),
+    (two_spheres, (48, 56, 64), True),
+    (capsule(0.03), (72, 72, 72), True),  # ~1 voxel radius
+    (ellipsoid((0.7, 0.4, 0.3)), (64, 64, 64), False),
+    (sphere(0.5), (1, 40, 41), True),
+]
+CASE_IDS = ["sphere", "noncube", "two-spheres", "thin-capsule", "ellipsoid-approx", "single-slice"]
+
+
+@pytest.mark.parametrize("field, dims, exact", CASES, ids=CASE_IDS)
 def test_fast_matches_dense_on_analytic_fields(field, dims, exact):
     dense = evaluate_dense(field, dims)
     fast = evaluate_fast(field, dims, sdf_unit_in_coords=UNIT)
     assert fast.sdf.shape == dims and fast.sdf.dtype == np.float32
-    assert_masks_agree(dense.sdf, fast.sdf, exact)
-    # far from the surface the placeholder has the right sign; near it the values are exact
-    band = np.abs(dense.sdf) * UNIT < 2 * (2 / (max(dims) - 1))
+    # the measured bound also covers the ellipsoid, whose gradient norm reaches 2.2
+    assert_masks_agree(dense.sdf, fast.sdf, exact=True)
     np.testing.assert_array_equal(np.sign(fast.sdf), np.sign(dense.sdf))
-    np.testing.assert_allclose(fast.sdf[band], dense.sdf[band], rtol=1e-6, atol=1e-6)
-    assert fast.exact[band].all() and dense.exact is None
-    np.testing.assert_allclose(fast.sdf[fast.exact], dense.sdf[fast.exact], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(fast.sdf[fast.exact], dense.sdf[fast.exact])  # bit for bit
+    assert dense.exact is None and 0 < fast.exact.sum() < fast.sdf.size / 4
+    v1 = evaluate_fast_v1(field, dims, sdf_unit_in_coords=UNIT)
+    assert_masks_agree(dense.sdf, v1.sdf, exact)
+    assert fast.queries < v1.queries  # the narrower band
+
+
+def test_v1_keeps_exact_values_near_the_surface():
+    field, dims = two_spheres, (48, 56, 64)
+    dense, v1 = evaluate_dense(field, dims), evaluate_fast_v1(field, dims, sdf_unit_in_coords=UNIT)
+    band = np.abs(dense.sdf) * UNIT < 2 * (2 / (max(dims) - 1))
+    np.testing.assert_allclose(v1.sdf[band], dense.sdf[band], rtol=1e-6, atol=1e-6)
+    assert v1.exact[band].all()
 
 
 def test_fast_uses_time_and_saves_queries():
@@ -126,9 +137,51 @@ def test_fast_uses_time_and_saves_queries():
         fast = evaluate_fast(moving_sphere, dims, sdf_unit_in_coords=UNIT, t=t)
         assert_masks_agree(dense.sdf, fast.sdf, exact=True)
         assert dense.queries == 96**3
-        assert fast.queries < dense.queries / 5
+        assert fast.queries < dense.queries / 20
     assert (evaluate_fast(moving_sphere, dims, sdf_unit_in_coords=UNIT, t=1.0).sdf <= 0).sum() > (
         evaluate_fast(moving_sphere, dims, sdf_unit_in_coords=UNIT, t=-1.0).sdf <= 0).sum() * 10
+
+
+def test_time_coherent_frames_equal_dense_and_save_queries():
+    """A sequence: later frames start from earlier ones (fewer queries), every mask still equals dense."""
+    dims = (64, 64, 64)
+    times = np.linspace(-1, 1, 30)
+    warm = FastEvaluator(moving_sphere, dims, sdf_unit_in_coords=UNIT)
+    cold = FastEvaluator(moving_sphere, dims, sdf_unit_in_coords=UNIT, coherence=False)
+    warm_q = cold_q = 0
+    for k, t in enumerate(times):
+        a, b = warm.frame(t), cold.frame(t)
+        warm_q += a.queries
+        cold_q += b.queries
+        if k in (0, 14, 29):
+            dense = evaluate_dense(moving_sphere, dims, t=t).sdf
+            np.testing.assert_array_equal(a.mask_slab(0, 64).astype(bool), dense <= 0)
+        np.testing.assert_array_equal(a.sdf <= 0, b.sdf <= 0)
+    assert warm.time_lipschitz is not None and warm.time_lipschitz >= 0.2 * 2 / UNIT * UNIT  # dr/dt = 0.2
+    assert warm_q < 0.95 * cold_q  # measured: 0.91
+
+
+def test_bound_violation_is_detected_and_the_frame_redone():
+    """A field steeper than the floor (slope 3): the first pass's bound is too small, the check catches it."""
+    steep = lambda p: 3.0 * ((p[:, :3] - torch.tensor([0.05, 0.0, 0.0])).norm(dim=1) - 0.4) / UNIT
+    dims = (64, 64, 64)
+    ev = FastEvaluator(steep, dims, sdf_unit_in_coords=UNIT)
+    frame = ev.frame(0.0)
+    assert ev.redone >= 1 and ev.lipschitz(2) >= 1.25 * 2.9
+    np.testing.assert_array_equal(frame.sdf <= 0, evaluate_dense(steep, dims).sdf <= 0)
+
+
+def test_sparse_frame_slabs_and_counts():
+    dims = (37, 50, 23)
+    frame = FastEvaluator(two_spheres, dims, sdf_unit_in_coords=UNIT).frame(0.0)
+    full = frame.sdf
+    parts = np.concatenate([frame.mask_slab(a, b) for a, b in frame.slabs(5)])
+    np.testing.assert_array_equal(parts, (full <= 0).astype(np.uint8))
+    np.testing.assert_array_equal(frame.sdf_slab(9, 20), full[9:20])
+    assert frame.count_inside() == (full <= 0).sum() > 0
+    assert frame.exact_count == frame.exact.sum() and frame.surface_bricks > 0
+    with pytest.raises(ValueError, match="slab"):
+        frame.sdf_slab(10, 40)
 
 
 def test_chunk_bounds_each_network_call():
@@ -138,12 +191,14 @@ def test_chunk_bounds_each_network_call():
         calls.append(p.shape[0])
         return sphere(0.4)(p)
 
-    a = evaluate_fast(field, (40, 40, 40), sdf_unit_in_coords=UNIT, chunk=1000)
-    assert max(calls) <= 1000 and sum(calls) == a.queries
-    calls.clear()
-    b = evaluate_fast(field, (40, 40, 40), sdf_unit_in_coords=UNIT, chunk=7)
-    assert max(calls) <= 7
-    np.testing.assert_array_equal(a.sdf, b.sdf)
+    for fast in (evaluate_fast, evaluate_fast_v1):
+        calls.clear()
+        a = fast(field, (40, 40, 40), sdf_unit_in_coords=UNIT, chunk=1000)
+        assert max(calls) <= 1000 and sum(calls) == a.queries
+        calls.clear()
+        b = fast(field, (40, 40, 40), sdf_unit_in_coords=UNIT, chunk=7)
+        assert max(calls) <= 7
+        np.testing.assert_array_equal(a.sdf, b.sdf)
     calls.clear()
     d = evaluate_dense(field, (40, 40, 40), chunk=999)
     assert max(calls) <= 999 and d.queries == 40**3
@@ -152,27 +207,34 @@ def test_chunk_bounds_each_network_call():
 def test_coarse_levels_agree_and_validate():
     dense = evaluate_dense(two_spheres, (50, 50, 50))
     for coarse in (1, 2, 4, 16):
-        fast = evaluate_fast(two_spheres, (50, 50, 50), sdf_unit_in_coords=UNIT, coarse=coarse)
+        fast = evaluate_fast_v1(two_spheres, (50, 50, 50), sdf_unit_in_coords=UNIT, coarse=coarse)
         assert_masks_agree(dense.sdf, fast.sdf, exact=True)
     with pytest.raises(ValueError, match="power of two"):
-        evaluate_fast(two_spheres, (8, 8, 8), sdf_unit_in_coords=UNIT, coarse=3)
-    with pytest.raises(ValueError, match="sdf_unit_in_coords"):
-        evaluate_fast(two_spheres, (8, 8, 8), sdf_unit_in_coords=0)
+        evaluate_fast_v1(two_spheres, (8, 8, 8), sdf_unit_in_coords=UNIT, coarse=3)
+    for fast in (evaluate_fast, evaluate_fast_v1):
+        with pytest.raises(ValueError, match="sdf_unit_in_coords"):
+            fast(two_spheres, (8, 8, 8), sdf_unit_in_coords=0)
+    with pytest.raises(ValueError, match="safety"):
+        evaluate_fast(two_spheres, (8, 8, 8), sdf_unit_in_coords=UNIT, safety=0.5)
     with pytest.raises(ValueError, match="dims"):
         evaluate_dense(two_spheres, (8, 0, 8))
 
 
 def test_degenerate_grids_single_voxel_and_line():
-    for dims in ((1, 1, 1), (1, 1, 20), (20, 1, 1)):
+    for dims in ((1, 1, 1), (1, 1, 20), (20, 1, 1), (3, 1, 17)):
         dense = evaluate_dense(sphere(0.5), dims)
-        fast = evaluate_fast(sphere(0.5), dims, sdf_unit_in_coords=UNIT)
-        np.testing.assert_array_equal(fast.sdf <= 0, dense.sdf <= 0)
-        assert fast.sdf.shape == dims
+        for fast in (evaluate_fast, evaluate_fast_v1):
+            res = fast(sphere(0.5), dims, sdf_unit_in_coords=UNIT)
+            np.testing.assert_array_equal(res.sdf <= 0, dense.sdf <= 0)
+            assert res.sdf.shape == dims
     assert (evaluate_fast(sphere(0.5), (1, 1, 1), sdf_unit_in_coords=UNIT).sdf <= 0).all()  # the centre
 
 
 def test_fast_fills_a_field_without_surface():
     res = evaluate_fast(lambda p: torch.full((p.shape[0],), 10.0), (33, 33, 33), sdf_unit_in_coords=UNIT)
+    assert (res.sdf == 10.0).all() and not res.exact.any()
+    assert res.queries == 5**3  # one centre per brick of 8^3 voxels
+    res = evaluate_fast_v1(lambda p: torch.full((p.shape[0],), 10.0), (33, 33, 33), sdf_unit_in_coords=UNIT)
     assert (res.sdf == 10.0).all()
     assert res.queries == 5**3 + 4**3  # the coarse lattice and the block centres only
 
@@ -222,3 +284,18 @@ def test_max_projection():
     assert axes == "TZY" and side.shape == (2, 3, 4) and side[0, 1, 2] == 1
     with pytest.raises(ValueError, match="not among axes"):
         max_projection(data[0], axes="ZYX", along="T")
+
+
+def test_polish_makes_meshes_equal_dense_meshes():
+    dims = (40, 44, 48)
+    for field in (two_spheres, capsule(0.05)):
+        dense = evaluate_dense(field, dims).sdf
+        ev = FastEvaluator(field, dims, sdf_unit_in_coords=UNIT)
+        frame = ev.frame(0.0)
+        before = frame.exact_count
+        added = ev.polish(frame)
+        assert frame.exact_count == before + added
+        a, b = mesh_from_sdf(dense), mesh_from_sdf(frame.sdf)
+        np.testing.assert_array_equal(a.faces, b.faces)
+        np.testing.assert_array_equal(a.vertices_zyx, b.vertices_zyx)
+        assert ev.polish(frame) == 0  # nothing left to do

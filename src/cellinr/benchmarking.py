@@ -17,6 +17,11 @@ Output folder::
     sequences/<name>.ome.zarr              ("ome-zarr") the image with label image "cells", (T, Y, X)
     sequences3d/<name>.ome.zarr            ("ome-zarr" with ``three_d``) the same in 3D, (T, Z, Y, X),
                                            written frame by frame
+
+With ``shard="K/N"`` (``--shard``, or on the command line torchrun's RANK / WORLD_SIZE) this process textures sequences
+K, K + N, ... into a part folder next to the output (``.<out>.shards/K-of-N``, resumable per part);
+the shard that finds all N parts complete moves them into the output and writes ``benchmark.json``,
+so the result is byte for byte that of one process.
 """
 
 from __future__ import annotations
@@ -127,6 +132,7 @@ def benchmark(
     overwrite: bool = False,
     device: str = "auto",
     formats=DEFAULT_BENCHMARK_FORMATS,
+    shard=None,
 ) -> Path:
     """Turn 3D+t masks into a textured 2D (and optionally 3D) benchmark with CTC ground truth.
 
@@ -151,12 +157,13 @@ def benchmark(
     formats : subset of :data:`BENCHMARK_FORMATS` (list or comma-separated): "tiff" sequence pairs,
         "ctc" the Cell Tracking Challenge layout(s), "ome-zarr" one OME-Zarr store per sequence (image
         with label image ``cells``; with ``three_d`` also the 3D volumes, streamed frame by frame).
+    shard : "K/N", optional
+        Texture only every N-th sequence starting at K (see the module docstring).
 
     Returns
     -------
     Path of the benchmark folder.
     """
-    from cellinr import __version__
     from cellinr._util.outputs import (
         atomic_dir,
         atomic_write_text,
@@ -164,6 +171,12 @@ def benchmark(
         check_no_overlap,
     )
     from cellinr._util.progress import tqdm
+    from cellinr._util.shards import (
+        merge_parts,
+        resolve_shard,
+        shard_part,
+        write_part_record,
+    )
     from cellinr.io.ctc import (
         track_masks,
         write_ctc_frame,
@@ -184,6 +197,7 @@ def benchmark(
     texture_path = Path(texture) if str(texture) != "render" and Path(texture).exists() else None
     check_no_overlap([source, texture_path, *(like or ())], [out])
     check_new_output(out, overwrite=overwrite)
+    shard = resolve_shard(shard)
     params = params_like(*like) if like is not None else RenderParams()
     model = None
     if str(texture) != "render":
@@ -198,12 +212,23 @@ def benchmark(
     if not found:
         raise InputError(f"{source}: no mask TIFFs outside the output folder {out}")
     entries: list[dict] = []
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    info = {
+        "format": BENCHMARK_FORMAT,
+        "source": str(source),
+        "texture": "render" if model is None else str(model.path),
+        "render_params": params.to_dict() if (model is None or three_d) else None,
+        "like": [str(p) for p in like] if like is not None else None,
+        "three_d": three_d,
+        "formats": list(formats),
+        "seed": seed,
+    }
+    with (atomic_dir(out, overwrite=overwrite) if shard.whole else shard_part(out, shard, info, overwrite)) as tmp:
 
-        def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool, interval) -> None:
+        def process(k: int, name: str, path: Path, masks: np.ndarray, spacing, is_3d: bool, interval,
+                    index: int | None = None) -> None:
             if not masks.any():
                 raise InputError(f"{path}: all frames are empty")
-            index = len(entries) + 1
+            index = len(entries) + 1 if index is None else index
             rng = np.random.default_rng([seed, k])
             # (T, Y, X) MIP; binary masks stay binary, labels keep their ids
             mip = masks.max(axis=1) if is_3d else masks
@@ -272,37 +297,64 @@ def benchmark(
                 entry["divisions_3d"] = len({t.parent for t in tracks3d if t.parent})
             entries.append(entry)
 
-        flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks
-        skipped: list[str] = []  # files that are not masks (named in the error when nothing is left)
-        for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
-            read = _read_masks(path, single_file=source.is_file())
-            if read is None:
-                skipped.append(path.name)
-                continue
-            if not read[2]:
-                flat.append((k, name, path))
-                continue
-            process(k, name, path, *read)
-            del read
-        if not entries and flat and not three_d:
-            log.info("%s: no 3D masks; using the %d 2D+t masks (MIPs) as they are", source, len(flat))
-            for k, name, path in flat:
-                process(k, name, path, *_read_masks(path, single_file=False))
-        if not entries:
-            what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
-            unreadable = f" ({len(skipped)} skipped as unreadable or not masks: {', '.join(skipped[:3])})" if skipped else ""
-            raise InputError(f"{source}: no {what} found{unreadable}")
-        info = {
-            "format": BENCHMARK_FORMAT,
-            "source": str(source),
-            "texture": "render" if model is None else str(model.path),
-            "render_params": params.to_dict() if (model is None or three_d) else None,
-            "like": [str(p) for p in like] if like is not None else None,
-            "three_d": three_d,
-            "formats": list(formats),
-            "seed": seed,
-            "sequences": entries,
-            "cellinr_version": __version__,
-        }
-        atomic_write_text(tmp / BENCHMARK_JSON, json.dumps(info, indent=2) + "\n")
+        if tmp is None:
+            pass  # this shard's part is complete already (a rerun)
+        elif not shard.whole:  # the sequences that one process would texture, numbered as it would
+            kinds = [_probe(path, single_file=source.is_file()) for _, path in found]
+            chosen = [k for k, d in enumerate(kinds) if d == 3] or (
+                [k for k, d in enumerate(kinds) if d == 2] if not three_d else [])
+            for pos, k in enumerate(chosen):
+                if shard.owns(pos):
+                    name, path = found[k]
+                    process(k, name, path, *_read_masks(path, single_file=source.is_file()), index=pos + 1)
+            write_part_record(tmp, info, entries)
+        else:
+            flat: list[tuple[int, str, Path]] = []  # 2D+t masks (MIPs): used only when there are no 3D masks
+            skipped: list[str] = []  # files that are not masks (named in the error when nothing is left)
+            for k, (name, path) in enumerate(tqdm(found, desc="benchmark", unit="seq", disable=None)):
+                read = _read_masks(path, single_file=source.is_file())
+                if read is None:
+                    skipped.append(path.name)
+                    continue
+                if not read[2]:
+                    flat.append((k, name, path))
+                    continue
+                process(k, name, path, *read)
+                del read
+            if not entries and flat and not three_d:
+                log.info("%s: no 3D masks; using the %d 2D+t masks (MIPs) as they are", source, len(flat))
+                for k, name, path in flat:
+                    process(k, name, path, *_read_masks(path, single_file=False))
+            if not entries:
+                what = "3D or 3D+t mask TIFFs (axes ZYX or TZYX; --3d needs them)" if flat else "mask TIFFs"
+                unreadable = (f" ({len(skipped)} skipped as unreadable or not masks: {', '.join(skipped[:3])})"
+                              if skipped else "")
+                raise InputError(f"{source}: no {what} found{unreadable}")
+            atomic_write_text(tmp / BENCHMARK_JSON, json.dumps(_benchmark_json(info, entries), indent=2) + "\n")
+    if not shard.whole:
+        order = {name: i for i, (name, _) in enumerate(found)}  # one process's order
+        merge_parts(out, shard, info, overwrite, lambda tmp, parts: atomic_write_text(
+            tmp / BENCHMARK_JSON,
+            json.dumps(_benchmark_json(info, sorted((e for p in parts for e in p), key=lambda e: order[e["name"]])),
+                       indent=2) + "\n"))
     return Path(out)
+
+
+def _benchmark_json(info: dict, entries: list[dict]) -> dict:
+    from cellinr import __version__
+
+    return {**info, "sequences": entries, "cellinr_version": __version__}
+
+
+def _probe(path: Path, *, single_file: bool) -> int | None:
+    """Spatial dimensions of a mask file (3 or 2) without reading it; None for other files in a folder."""
+    from cellinr.io.sources import open_source
+
+    try:
+        src = open_source(path, ndim=None)
+    except InputError:
+        if single_file:
+            raise
+        return None
+    with src:
+        return src.ndim

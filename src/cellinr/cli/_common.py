@@ -41,3 +41,10 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def cli_shard(text: str | None):
+    """``--shard K/N`` if given, else torchrun's RANK / WORLD_SIZE, else None (the whole job)."""
+    from cellinr._util.shards import parse_shard, shard_from_env
+
+    return parse_shard(text) if text is not None else shard_from_env()

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                         help="comma-separated outputs among tiff (sequence image/mask pairs), ctc (Cell Tracking "
                         "Challenge layout), ome-zarr (one OME-Zarr store per sequence, image + labels) "
                         "(default: tiff,ctc)")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="texture only sequences K, K+N, ... (N processes or array jobs; the last one to finish "
+                        "assembles --out; default: torchrun's RANK/WORLD_SIZE if set, else all)")
     add_seed(parser)
     add_device(parser)
     add_overwrite(parser)
@@ -36,9 +39,14 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cellinr.benchmarking import benchmark
+    from cellinr.cli._common import cli_shard
 
     out = benchmark(args.source, args.out, texture=args.texture, like=args.like, three_d=args.three_d,
-                    seed=args.seed, overwrite=args.overwrite, device=args.device, formats=args.formats)
+                    seed=args.seed, overwrite=args.overwrite, device=args.device, formats=args.formats,
+                    shard=cli_shard(args.shard))
+    if not (out / "benchmark.json").is_file():  # a shard whose part waits for the others
+        print(f"benchmark: this shard's part is complete; the last shard to finish assembles {out}")
+        return 0
     print(f"benchmark: {out} ({', '.join(sorted(p.name + '/' for p in out.iterdir() if p.is_dir()))} "
           "and benchmark.json)")
     return 0

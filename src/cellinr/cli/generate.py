@@ -29,20 +29,25 @@ def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -
                         help="time points per sequence; any number samples the continuous time axis "
                         "(default: the training sequences' count)")
     parser.add_argument("--method", default=METHODS[0], choices=METHODS,
-                        help="grid evaluation: fast (coarse-to-fine, same masks) or dense (default: fast)")
+                        help="grid evaluation: fast (coarse-to-fine with measured bounds and time coherence, same "
+                        "masks as dense), fast-v1 (the previous fast method) or dense (default: fast)")
     if formats:
         parser.add_argument("--formats", default="tiff", help=f"{FORMATS_HELP} (default: tiff)")
         parser.add_argument("--reference-layout", action="store_true",
                             help="write the SDF as the reference's sdf_vid dataset (MATLAB axis order)")
     parser.add_argument("--mesh-format", default=MESH_FORMATS[0], choices=MESH_FORMATS,
                         help="mesh file format, vertices x y z in microns (default: ply)")
-    parser.add_argument("--chunk", type=positive_int, default=2**17, help="points per network call (default: 131072)")
+    parser.add_argument("--chunk", type=positive_int, default=None,
+                        help="points per network call (default: 2048 on CPU, 131072 on CUDA)")
     parser.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS,
                         help="network precision (autocast; bf16/fp16 for GPUs) (default: fp32)")
     parser.add_argument("--max-memory-gb", type=positive_float,
                         help="refuse sizes needing more memory (default: 80%% of physical memory)")
     parser.add_argument("--from-fit", metavar="FIT_DIR",
                         help="use the codes of a `cellinr fit` output folder instead of the run's learned ones")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="render only sequences K, K+N, K+2N, ... into --out (N processes or array jobs share "
+                        "one folder; default: torchrun's RANK/WORLD_SIZE if set, else all)")
     add_device(parser)
     add_overwrite(parser)
 
@@ -72,6 +77,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from cellinr.cli._common import cli_shard
     from cellinr.errors import ParameterError
     from cellinr.generation.frontends import generate
 
@@ -82,7 +88,7 @@ def run(args) -> int:
         latent=args.latent, sigma=args.sigma, rotation=args.rotation, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
-        precision=args.precision, from_fit=args.from_fit,
+        precision=args.precision, from_fit=args.from_fit, shard=cli_shard(args.shard),
     )
-    print(f"{len(records)} sequences in {args.out}")
+    print(f"{len(records)} sequences in {args.out}" + (f" (shard {args.shard})" if args.shard else ""))
     return 0

@@ -29,6 +29,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from cellinr.cli._common import cli_shard
     from cellinr.generation.frontends import interpolate
 
     records = interpolate(
@@ -36,6 +37,7 @@ def run(args) -> int:
         frames=args.frames, rotation=args.rotation, formats=args.formats, mesh_format=args.mesh_format,
         method=args.method, device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb,
         chunk=args.chunk, precision=args.precision, path=args.path, from_fit=args.from_fit,
+        shard=cli_shard(args.shard),
     )
     print(f"{len(records)} shapes in {args.out}")
     return 0

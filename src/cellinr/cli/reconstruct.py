@@ -20,13 +20,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from cellinr.cli._common import cli_shard
     from cellinr.generation.frontends import reconstruct
 
     records = reconstruct(
         args.run_dir, args.out, size=args.size, dims=args.dims, frames=args.frames, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, sequences=args.sequences, max_memory_gb=args.max_memory_gb,
-        chunk=args.chunk, precision=args.precision, from_fit=args.from_fit,
+        chunk=args.chunk, precision=args.precision, from_fit=args.from_fit, shard=cli_shard(args.shard),
     )
     print(f"{len(records)} sequences in {args.out}")
     return 0

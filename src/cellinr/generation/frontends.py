@@ -7,10 +7,13 @@ All three evaluate the run's decoder ``f(z, R x, t)`` for some latent codes ``z`
 the grid, formats and evaluation options. For codes held in memory use
 :func:`cellinr.generation.frames.decode`, which returns an array.
 
-With ``method="fast"`` (default) the field is evaluated coarse-to-fine
-(:func:`cellinr.geometry.grid.evaluate_fast`): masks and meshes match dense evaluation, but SDF
-values far from the surface are approximations of the right sign; use ``method="dense"`` for an
-SDF that is exact everywhere.
+With ``method="fast"`` (default) the field is evaluated coarse-to-fine with measured bounds and
+time coherence (:class:`cellinr.geometry.bands.FastEvaluator`): masks match dense evaluation, but
+SDF values away from the surface are approximations of the right sign; use ``method="dense"`` for
+an SDF that is exact everywhere (``fast-v1`` is the previous fast method, kept for comparison).
+
+``shard="K/N"`` renders only every N-th sequence starting at K into
+the same folder; see :mod:`cellinr.generation.runner`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cellinr._util.shards import Shard, resolve_shard
 from cellinr.errors import ParameterError
 from cellinr.generation.frames import (
     EvalOptions,
@@ -61,9 +65,10 @@ class _Setup:
     dims: tuple[int, int, int]
     formats: tuple[str, ...]
     opts: EvalOptions
+    shard: Shard
 
 
-def _setup(run, *, device, size, dims, frames, formats, mesh_format, method, chunk, precision,
+def _setup(run, *, device, size, dims, frames, formats, mesh_format, method, chunk, precision, shard=None,
            from_fit=None) -> _Setup:
     """The preamble of every front-end: check the options, load the run (with the codes of a fit), resolve the grid."""
     check_frames(frames)
@@ -71,12 +76,13 @@ def _setup(run, *, device, size, dims, frames, formats, mesh_format, method, chu
     if mesh_format not in MESH_FORMATS:
         raise ParameterError(f"--mesh-format {mesh_format!r}: choose one of {', '.join(MESH_FORMATS)}")
     opts = EvalOptions(method=method, chunk=chunk, precision=precision)
+    shard = resolve_shard(shard)
     run, dev = load_for_evaluation(run, device)
     if from_fit is not None:
         from cellinr.model.run import apply_fit
 
         run = apply_fit(run, from_fit)
-    return _Setup(run=run, device=dev, dims=resolve_dims(run, size, dims), formats=formats, opts=opts)
+    return _Setup(run=run, device=dev, dims=resolve_dims(run, size, dims), formats=formats, opts=opts, shard=shard)
 
 
 def _run(s: _Setup, jobs, out, *, kind, mesh_format, reference_layout, overwrite, max_memory_gb, **extra):
@@ -84,7 +90,7 @@ def _run(s: _Setup, jobs, out, *, kind, mesh_format, reference_layout, overwrite
         extra["from_fit"] = s.run.info["fit"]
     options = common_options(s.run, s.dims, s.formats, mesh_format, reference_layout, s.opts, job=kind, **extra)
     spec = JobSpec(kind=kind, dims=s.dims, formats=s.formats, mesh_format=mesh_format,
-                   reference_layout=bool(reference_layout), opts=s.opts, options=options)
+                   reference_layout=bool(reference_layout), opts=s.opts, options=options, shard=s.shard)
     return run_jobs(s.run, jobs, out, spec, device=s.device, overwrite=overwrite, max_memory_gb=max_memory_gb)
 
 
@@ -166,9 +172,10 @@ def generate(
     overwrite: bool = False,
     prefix: str = "cell_",
     max_memory_gb: float | None = None,
-    chunk: int = 2**17,
+    chunk: int | None = None,
     precision: str = "fp32",
     from_fit: str | os.PathLike | None = None,
+    shard: str | Shard | None = None,
 ) -> list[dict]:
     """Generate ``n`` new time-evolving cells from a trained run.
 
@@ -192,20 +199,22 @@ def generate(
     formats : subset of {"tiff", "sdf", "mesh", "mip"} (list or comma-separated)
     mesh_format : {"ply", "obj", "stl"}
     reference_layout : write the SDF as the reference's ``sdf_vid`` (MATLAB axis order)
-    method : {"fast", "dense"} grid evaluation
+    method : {"fast", "fast-v1", "dense"} grid evaluation
     device : {"auto", "cpu", "cuda", "mps"}
     overwrite : replace another job's outputs in ``out`` and regenerate finished sequences
     prefix : sequence names are ``f"{prefix}{i:04d}"``
     max_memory_gb : refuse sizes needing more memory (default 80 % of physical memory)
-    chunk : points per network call
+    chunk : points per network call (default: 2048 on CPU, 131072 on CUDA)
     precision : {"fp32", "bf16", "fp16"} autocast precision of the network
     from_fit : a ``cellinr fit`` output folder: its fitted codes replace the run's learned ones (the
         samplers ``fitted`` / ``perturb`` then draw around the fitted cells)
+    shard : "K/N" or :class:`cellinr._util.shards.Shard`: render only sequences K, K + N, ... (default:
+        all; the command line reads torchrun's RANK / WORLD_SIZE)
 
     Returns
     -------
     list of dict
-        The JSON record of every sequence.
+        The JSON record of every sequence this process rendered or found complete.
     """
     if int(n) < 1:
         raise ParameterError(f"--n {n}: must be positive")
@@ -215,7 +224,7 @@ def generate(
     if rotation not in ROTATION_MODES:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(ROTATION_MODES)}")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision, from_fit=from_fit)
+               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit)
     frames = int(frames) if frames is not None else s.run.max_frames
     if latent is None:
         latent, run_sigma = default_sampler(s.run)
@@ -246,9 +255,10 @@ def reconstruct(
     overwrite: bool = False,
     sequences: Sequence[str | int] | None = None,
     max_memory_gb: float | None = None,
-    chunk: int = 2**17,
+    chunk: int | None = None,
     precision: str = "fp32",
     from_fit: str | os.PathLike | None = None,
+    shard: str | Shard | None = None,
 ) -> list[dict]:
     """Evaluate the learned codes and rotations of a run: one output sequence per training sequence.
 
@@ -258,7 +268,7 @@ def reconstruct(
     ``from_fit`` renders the sequences of a ``cellinr fit`` folder instead. Resumable like :func:`generate`.
     """
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision, from_fit=from_fit)
+               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit)
     r = s.run
     codes, rots = r.codes, r.rotation_matrices
     indices = range(len(r.names)) if sequences is None else [r.code_index(q) for q in sequences]
@@ -290,10 +300,11 @@ def interpolate(
     device: str = "auto",
     overwrite: bool = False,
     max_memory_gb: float | None = None,
-    chunk: int = 2**17,
+    chunk: int | None = None,
     precision: str = "fp32",
     path: str = "manifold",
     from_fit: str | os.PathLike | None = None,
+    shard: str | Shard | None = None,
 ) -> list[dict]:
     """Shapes along a path between two learned (or fitted) codes.
 
@@ -319,7 +330,7 @@ def interpolate(
     if rotation not in INTERPOLATION_ROTATIONS:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(INTERPOLATION_ROTATIONS)}")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision, from_fit=from_fit)
+               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit)
     r = s.run
     codes, rots = r.codes.astype(np.float64), r.rotation_matrices
     ia, ib = r.code_index(start), r.code_index(end)

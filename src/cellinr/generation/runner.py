@@ -1,6 +1,7 @@
-"""The resumable job runner: render sequences of codes into an output folder.
+"""The resumable, shardable job runner: render sequences of codes into an output folder.
 
-Per sequence ``<name>`` the folder receives (by ``formats``):
+Per sequence ``<name>`` the folder receives (by ``formats``; each written frame by frame by a writer
+of :mod:`cellinr.generation.writers`, so no sequence is ever held whole in memory):
 
 ``<name>.tif``
     binary mask (T, Z, Y, X) uint8 (1 inside, ``sdf <= 0``) with axes and voxel-size metadata;
@@ -14,43 +15,55 @@ Per sequence ``<name>`` the folder receives (by ``formats``):
     maximum-intensity projection of the mask along Z, (T, Y, X) uint8;
 ``<name>.ome.zarr`` (``ome-zarr``)
     the mask as an OME-Zarr store (:class:`cellinr.io.omezarr.OmeZarrWriter`): label image ``cells``
-    (T, Z, Y, X) uint8, multiscale, voxel size and frame interval in the metadata, streamed frame by
-    frame (with ``ome-zarr`` alone no whole-sequence array is held in memory);
+    (T, Z, Y, X) uint8, multiscale, voxel size and frame interval in the metadata;
 ``<name>.json``
     everything needed to regenerate the sequence exactly (latent code, rotation, seed, model hash,
     sizes, options). Written last: it marks the sequence as complete, so a rerun skips it.
 
 The folder holds a marker ``cellinr-<job>.json`` with the job's options; a rerun with the same
-options resumes (finished sequences are skipped), other options need ``overwrite``.
+options resumes (finished sequences are skipped), other options need ``overwrite``. When every
+sequence of the job is complete, the marker is rewritten as the job's manifest (options, sequence
+names and files, ``"complete": true``); with ``sdf`` the folder's ``manifest.json`` makes it a
+prepared data set too.
+
+Sharding (:mod:`cellinr._util.shards`): with ``JobSpec.shard`` K/N (``--shard K/N``, or torchrun's
+RANK / WORLD_SIZE) this process renders sequences K, K + N, ... only; all shards write into the same
+folder. The first shard to start creates the marker (atomically); a shard started with other options
+or another seed stops with one line and writes nothing. Whichever shard finds the job complete when
+it ends writes the manifests, so the union of the shards' files is byte for byte the output of one
+process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cellinr._util.shards import Shard
 from cellinr.errors import OutputExistsError, ParameterError
 from cellinr.generation.frames import (
-    BYTES_PER_CHUNK_POINT,
     EvalOptions,
-    evaluate_frame,
+    FrameRenderer,
+    evaluation_memory,
     sequence_field,
+)
+from cellinr.generation.writers import (
+    WRITERS,
+    SequenceContext,
+    make_writers,
+    memory_per_frame,
 )
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("tiff", "sdf", "mesh", "mip", "ome-zarr")
-#: Formats that need the whole (T, Z, Y, X) mask in memory (the others are written frame by frame).
-WHOLE_MASK_FORMATS = ("tiff", "mip")
+FORMATS = tuple(WRITERS)
 SEQUENCE_FORMAT = "cellinr-generated-sequence"
 SEQUENCE_FORMAT_VERSION = 1
 
@@ -90,21 +103,19 @@ def safe_name(name: str) -> str:
     return keep.strip(".") or "sequence"
 
 
-def memory_needed(dims: tuple[int, int, int], frames: int, *, formats: Sequence[str], opts: EvalOptions) -> int:
-    """Bytes needed to produce one sequence (the mask is held whole; SDF frames are streamed)."""
-    voxels = math.prod(dims)
-    padded = math.prod(int(math.ceil((d - 1) / 8)) * 8 + 1 if d > 1 else 1 for d in dims)
-    need = frames * voxels if set(WHOLE_MASK_FORMATS) & set(formats) else 0  # uint8 mask (T, Z, Y, X)
-    need += padded * 5 + voxels * 8  # fast evaluation state + one float32 frame and its copy
-    need += opts.chunk * BYTES_PER_CHUNK_POINT
-    if "mip" in formats:
-        need += frames * dims[1] * dims[2]
-    return need
+def memory_needed(dims: tuple[int, int, int], frames: int, *, formats: Sequence[str], opts: EvalOptions,
+                  device=None) -> int:
+    """Bytes needed to produce one sequence: one frame's evaluation plus what the writers hold.
+
+    Frames are streamed to the writers, so the frame count does not matter (it is kept in the
+    signature for callers that pass it).
+    """
+    return evaluation_memory(dims, opts, device) + memory_per_frame(formats, dims)
 
 
 @dataclass
 class JobSpec:
-    """What every sequence of one job shares: grid, formats, evaluation and the options record."""
+    """What every sequence of one job shares: grid, formats, evaluation, the options record, the shard."""
 
     kind: str
     dims: tuple[int, int, int]
@@ -113,6 +124,8 @@ class JobSpec:
     reference_layout: bool
     opts: EvalOptions
     options: dict
+    shard: Shard = field(default_factory=Shard)
+    """Which sequences this process renders (not part of ``options``: all shards share them)."""
 
 
 def common_options(run, spec_dims, formats, mesh_format, reference_layout, opts: EvalOptions, **extra) -> dict:
@@ -136,86 +149,39 @@ def common_options(run, spec_dims, formats, mesh_format, reference_layout, opts:
 
 
 def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, spacing) -> dict:
-    """Evaluate one sequence frame by frame and write its files; the JSON last. Returns the record."""
-
-    from cellinr._util.outputs import (
-        atomic_path,
-        atomic_write_text,
-        h5_check,
-        h5_output,
-    )
+    """Evaluate one sequence frame by frame, hand each frame to the format writers; the JSON last. Returns the record."""
+    from cellinr._util.outputs import atomic_write_text
     from cellinr._util.progress import tqdm
     from cellinr.geometry.grid import time_coords
-    from cellinr.geometry.mesh import mesh_from_sdf
-    from cellinr.geometry.project import max_projection
-    from cellinr.io.meshes import write_mesh
-    from cellinr.io.tiff import write_tiff
 
-    dims, formats, opts, common = spec.dims, spec.formats, spec.opts, spec.options
-    unit = run.sdf_unit
+    dims, opts, common = spec.dims, spec.opts, spec.options
     interval = run.output_frame_interval(job.frames, job.timing_index)
-    field = sequence_field(run, job.latent, job.rotation)
+    field_fn = sequence_field(run, job.latent, job.rotation)
     times = time_coords(job.frames)
-    mask = np.zeros((job.frames, *dims), np.uint8) if set(WHOLE_MASK_FORMATS) & set(formats) else None
-    inside_voxels = 0
-    files: dict = {"tiff": f"{job.name}.tif"}
-    queries = 0
+    ctx = SequenceContext(out=out, name=job.name, frames=job.frames, dims=dims, spacing=spacing,
+                          frame_interval=interval, sdf_unit=run.sdf_unit,
+                          model_hash=str(common.get("model_hash") or ""), reference_layout=spec.reference_layout,
+                          mesh_format=spec.mesh_format)
+    renderer = FrameRenderer(field_fn, dims, run.sdf_unit, opts, device,
+                             exact_surface=bool({"mesh", "sdf"} & set(spec.formats)))
+    queries, inside = 0, 0
     started = time.perf_counter()
-    mesh_files = []
-    # the HDF5 file is streamed frame by frame into a temporary file, renamed when complete
-    with contextlib.ExitStack() as stack:
-        dset = None
-        if "sdf" in formats:
-            h5 = stack.enter_context(h5_output(stack.enter_context(atomic_path(out / f"{job.name}.h5"))))
-            shape, chunks = (job.frames, *dims), (1, *dims)
-            if spec.reference_layout:  # MATLAB-written files: h5py sees the axes reversed
-                shape, chunks = (*dims[::-1], job.frames), (*dims[::-1], 1)
-            dset = h5.create_dataset("sdf_vid" if spec.reference_layout else "sdf", shape=shape, dtype="float32",
-                                     chunks=chunks, compression="gzip", compression_opts=4, shuffle=True,
-                                     track_times=False)
-            dset.attrs["axes"] = "XYZT" if spec.reference_layout else "TZYX"
-            dset.attrs["model_hash"] = str(common.get("model_hash") or "")
-            dset.attrs["sdf_unit_in_coords"] = unit
-            if interval is not None:
-                dset.attrs["frame_interval_min"] = interval
-            files["sdf"] = f"{job.name}.h5"
-        frame_writer = None
-        if "ome-zarr" in formats:  # closed (made complete) when the stack exits, before the JSON record
-            from cellinr.io.omezarr import sequence_writer
-
-            files["ome-zarr"] = f"{job.name}.ome.zarr"
-            frame_writer = stack.enter_context(sequence_writer(out / files["ome-zarr"], n_frames=job.frames,
-                                                               dims=dims, spacing=spacing, frame_interval=interval))
+    writers = make_writers(spec.formats, ctx)
+    try:
         for k in tqdm(range(job.frames), desc=job.name, unit="frame", leave=False, disable=None):
-            result = evaluate_frame(field, dims, float(times[k]), unit, opts, device)
-            queries += result.queries
-            inside = result.sdf <= 0
-            inside_voxels += int(inside.sum())
-            if mask is not None:
-                mask[k] = inside
-            if frame_writer is not None:
-                frame_writer.write_mask(k, inside)
-            if dset is not None:
-                if spec.reference_layout:
-                    dset[..., k] = result.sdf.transpose(2, 1, 0)
-                else:
-                    dset[k] = result.sdf
-                h5_check(h5)  # a full disk stops the sequence now, not after its last frame
-            if "mesh" in formats:
-                mesh = mesh_from_sdf(result.sdf, spacing=spacing or (1.0, 1.0, 1.0))
-                rel = f"meshes/{job.name}/t{k:04d}.{spec.mesh_format}"
-                write_mesh(out / rel, mesh, fmt=spec.mesh_format)
-                mesh_files.append(rel)
-    if mesh_files:
-        files["mesh"] = mesh_files
-    if "tiff" in formats:
-        write_tiff(out / files["tiff"], mask, axes="TZYX", spacing=spacing, frame_interval=interval)
-    else:
-        files.pop("tiff")
-    if "mip" in formats:
-        mip, axes = max_projection(mask, axes="TZYX", along="Z")
-        files["mip"] = f"{job.name}_mip.tif"
-        write_tiff(out / files["mip"], mip, axes=axes, spacing=spacing, frame_interval=interval)
+            frame = renderer.frame(float(times[k]))
+            queries += frame.queries
+            inside += frame.count_inside()
+            for writer in writers:
+                writer.write(k, frame)
+            del frame
+        files: dict = {}
+        for writer in writers:
+            files.update(writer.close())
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
     record = {
         "format": SEQUENCE_FORMAT,
         "format_version": SEQUENCE_FORMAT_VERSION,
@@ -228,11 +194,15 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
         "time_coords": [float(x) for x in times],
         "latent": [float(x) for x in np.asarray(job.latent, np.float32)],
         "rotation": None if job.rotation is None else np.asarray(job.rotation, np.float64).tolist(),
-        "voxel_fraction_inside": inside_voxels / (job.frames * math.prod(dims)),
+        "voxel_fraction_inside": inside / (job.frames * float(np.prod(dims))),
         "queries": int(queries),
         "files": files,
         "options": common,
     }
+    fast = getattr(renderer, "_fast", None)
+    if fast is not None:  # the bounds the fast evaluation measured and used (reproducible like the rest)
+        record["fast_evaluation"] = {"lipschitz": {str(k): v for k, v in fast._bounds().items()},
+                                     "time_lipschitz": fast.time_lipschitz, "frames_redone": fast.redone}
     atomic_write_text(out / f"{job.name}.json", json.dumps(record, indent=1))
     log.info("%s: %d frames, %d network queries, %.1f s", job.name, job.frames, queries,
              time.perf_counter() - started)
@@ -255,26 +225,27 @@ def _finished(out: Path, name: str, options: dict) -> bool:
         return False
     if not isinstance(record, dict) or record.get("options") != options:
         return False
-    return all((out / p).exists() for p in _record_files(record))
+    return all((out / p).exists() for p in _record_files(record))  # an OME-Zarr store is a folder
 
 
 def _remove_partial_files(out: Path, name: str) -> None:
     """Delete temporary files that an interrupted run left for sequence ``name`` (it is rendered anew).
 
-    Atomic writes go through ``.tmp-<stem>-*`` files that a killed process cannot clean up; a large
-    partial HDF5 file would otherwise stay in the output folder for good. (The staging folders of
-    killed runs are removed by :func:`cellinr._util.outputs.check_output_dir`.)
+    Atomic writes go through ``.tmp-<stem>-*`` files and the sequence is built in a
+    ``.tmp-stage-<name>-*`` folder, which a killed process cannot clean up; a large partial HDF5 file
+    would otherwise stay in the output folder for good. Only this sequence's leftovers are touched,
+    so shards working in the same folder keep theirs.
     """
-    patterns = [(out, f".tmp-{name}-*"), (out, f".tmp-{name}_mip-*"), (out / "meshes" / name, ".tmp-*")]
+    patterns = [(out, f".tmp-{name}-*"), (out, f".tmp-{name}_mip-*"), (out, f".tmp-stage-{name}-*"),
+                (out / "meshes" / name, ".tmp-*")]
     for folder, pattern in patterns:
         if folder.is_dir():
             for stale in folder.glob(pattern):
-                if stale.is_file():
-                    log.info("removing %s left by an interrupted run", stale)
-                    stale.unlink()
-                elif stale.is_dir():  # a partial OME-Zarr store
-                    log.info("removing %s left by an interrupted run", stale)
-                    shutil.rmtree(stale)
+                log.info("removing %s left by an interrupted run", stale)
+                if stale.is_dir():  # a staging folder or a partial OME-Zarr store
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
 
 
 def _remove_other_sequences(out: Path, keep: set[str]) -> None:
@@ -305,60 +276,133 @@ def _remove_other_sequences(out: Path, keep: set[str]) -> None:
 
 def run_jobs(run, jobs: list[SequenceJob], out, spec: JobSpec, *, device, overwrite: bool,
              max_memory_gb: float | None) -> list[dict]:
-    """Check the output folder and memory, then render every job not finished yet."""
-    from cellinr import __version__
+    """Check the output folder and memory, then render every job of this shard not finished yet.
+
+    Returns the records of this shard's sequences (all sequences for the whole job). When the whole
+    job is complete afterwards (this shard was the last), writes the job's manifests.
+    """
     from cellinr._util.memory import check_memory
     from cellinr._util.outputs import (
         atomic_write_text,
         check_no_overlap,
         check_output_dir,
+        make_dirs,
         staged_files,
     )
     from cellinr._util.progress import tqdm
+    from cellinr._util.shards import create_once
 
     dims = spec.dims
-    for job in jobs:
-        check_memory(memory_needed(dims, job.frames, formats=spec.formats, opts=spec.opts), max_memory_gb,
-                     f"a sequence of {job.frames} frames of {dims[0]}x{dims[1]}x{dims[2]} voxels")
-    marker = f"cellinr-{spec.kind}.json"
+    frames = max((job.frames for job in jobs), default=1)
+    check_memory(memory_needed(dims, frames, formats=spec.formats, opts=spec.opts, device=device), max_memory_gb,
+                 f"a sequence of {dims[0]}x{dims[1]}x{dims[2]} voxels ({spec.opts.method}, "
+                 f"{','.join(spec.formats)})")
     out = Path(out)
     check_no_overlap([getattr(run, "path", None)], [out])
-    marker_path = out / marker
+    marker_path = out / f"cellinr-{spec.kind}.json"
+    shard_note = "" if spec.shard.whole else f" (shard {spec.shard})"
     if marker_path.is_file() and not overwrite:
-        try:
-            previous = json.loads(marker_path.read_text(encoding="utf-8")).get("options")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            previous = None
-        if previous != spec.options:
-            raise OutputExistsError(
-                f"{out}: holds a {spec.kind} output made with other options; pass --overwrite or choose another --out"
-            )
-    out = check_output_dir(out, overwrite=overwrite, marker=marker)
+        _check_marker(marker_path, spec, shard_note)
+    if spec.shard.whole:  # alone in the folder: also removes what killed runs left anywhere in it
+        out = check_output_dir(out, overwrite=overwrite, marker=marker_path.name)
+    else:  # other shards may be writing here: leave their temporary files alone
+        _check_folder(out, marker_path, overwrite)
+        make_dirs(out)
     if overwrite:
         _remove_other_sequences(out, {job.name for job in jobs})
-    atomic_write_text(marker_path, json.dumps({"format": f"cellinr-{spec.kind}-job", "job": spec.kind,
-                                               "cellinr_version": __version__, "options": spec.options}, indent=1))
+        atomic_write_text(marker_path, _marker_text(spec))
+    elif not create_once(marker_path, _marker_text(spec)):
+        _check_marker(marker_path, spec, shard_note)  # another shard made it first: same options?
     spacing = run.output_spacing(dims)
     if spacing is None and "mesh" in spec.formats:
         log.warning("the run records no voxel size: meshes are in voxel units")
-    if spec.opts.method == "fast" and "sdf" in spec.formats:
-        log.info("method fast: SDF values far from the surface are sign-correct approximations")
+    if spec.opts.method != "dense" and "sdf" in spec.formats:
+        log.info("method %s: SDF values away from the surface are sign-correct approximations", spec.opts.method)
+    mine = spec.shard.select(jobs)
     records = []
     skipped = 0
-    for job in tqdm(jobs, desc=spec.kind, unit="seq", disable=None):
+    for job in tqdm(mine, desc=spec.kind + shard_note, unit="seq", disable=None):
         if not overwrite and _finished(out, job.name, spec.options):
             skipped += 1
             records.append(json.loads((out / f"{job.name}.json").read_text(encoding="utf-8")))
             continue
+        _check_not_foreign(out, job.name, spec, overwrite)
         _remove_partial_files(out, job.name)
         # the sequence's files are built aside and published together, its record last
         with staged_files(out, job.name, last=[f"{job.name}.json"]) as stage:
             records.append(render_sequence(run, job, stage, spec, device=device, spacing=spacing))
     if skipped:
-        log.info("%d of %d sequences were complete already and skipped", skipped, len(jobs))
-    if "sdf" in spec.formats and not spec.reference_layout:
-        _write_dataset_manifest(run, out, records, dims)
+        log.info("%d of %d sequences were complete already and skipped", skipped, len(mine))
+    _finish_job(run, out, jobs, spec, marker_path)
     return records
+
+
+def _marker_text(spec: JobSpec, sequences: list[dict] | None = None) -> str:
+    from cellinr import __version__
+
+    marker = {"format": f"cellinr-{spec.kind}-job", "job": spec.kind, "cellinr_version": __version__,
+              "options": spec.options}
+    if sequences is not None:
+        marker.update(complete=True, sequences=sequences)
+    return json.dumps(marker, indent=1)
+
+
+def _check_marker(marker_path: Path, spec: JobSpec, shard_note: str) -> None:
+    try:
+        previous = json.loads(marker_path.read_text(encoding="utf-8")).get("options")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        previous = None
+    if previous != spec.options:
+        differ = sorted(k for k in set(previous or {}) | set(spec.options)
+                        if (previous or {}).get(k) != spec.options.get(k))
+        what = f" ({', '.join(differ[:4])} differ)" if previous and differ else ""
+        raise OutputExistsError(
+            f"{marker_path.parent}: holds a {spec.kind} output made with other options{what}{shard_note}; "
+            "pass --overwrite or choose another --out"
+        )
+
+
+def _check_folder(out: Path, marker_path: Path, overwrite: bool) -> None:
+    """Accept a missing or empty folder, one holding the marker (or another shard's marker in the making)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder")
+    if overwrite or marker_path.exists():
+        return
+    prefix = f".tmp-{marker_path.stem}-"
+    if any(not p.name.startswith(prefix) for p in out.iterdir()):
+        raise OutputExistsError(f"{out}: folder holds other files; pass --overwrite to use it")
+
+
+def _check_not_foreign(out: Path, name: str, spec: JobSpec, overwrite: bool) -> None:
+    """Refuse to replace a finished sequence of another job (e.g. a shard started with other options)."""
+    path = out / f"{name}.json"
+    if overwrite or not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # unreadable: a partial write of this job, rendered anew
+    if isinstance(record, dict) and "options" in record and record["options"] != spec.options:
+        raise OutputExistsError(f"{path}: written by a {spec.kind} job with other options; "
+                                "pass --overwrite or choose another --out")
+
+
+def _finish_job(run, out: Path, jobs: list[SequenceJob], spec: JobSpec, marker_path: Path) -> None:
+    """If every sequence of the job is complete, write the job manifest (and the data set manifest)."""
+    from cellinr._util.outputs import atomic_write_text
+
+    if not all(_finished(out, job.name, spec.options) for job in jobs):
+        missing = sum(not _finished(out, job.name, spec.options) for job in jobs)
+        log.info("%d of %d sequences are not complete yet (other shards); the manifest is written by the last",
+                 missing, len(jobs))
+        return
+    records = [json.loads((out / f"{job.name}.json").read_text(encoding="utf-8")) for job in jobs]
+    sequences = [{"name": r["name"], "files": r["files"]} for r in records]
+    atomic_write_text(marker_path, _marker_text(spec, sequences))
+    if "sdf" in spec.formats and not spec.reference_layout:
+        _write_dataset_manifest(run, out, records, spec.dims)
 
 
 def _write_dataset_manifest(run, out: Path, records: list[dict], dims) -> None:
