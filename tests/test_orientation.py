@@ -130,7 +130,7 @@ def test_align_handles_a_near_spherical_shape(one_thread):
 def test_initial_rotations_reference_is_identity(one_thread):
     a = _haar(2, 4)
     seqs = [_rotated(r)[None] for r in a]
-    rots, infos = o.initial_rotations(seqs, size=N, steps=30)
+    rots, _ = o.initial_rotations(seqs, size=N, steps=30)
     np.testing.assert_allclose(rots[0], np.eye(3))
     # R_1 A_1 = R_0 A_0 (both copies map to the same canonical shape)
     assert _deg(rots[1] @ a[1], rots[0] @ a[0]) < 3

@@ -39,8 +39,11 @@ import torch.nn.functional as F
 from cellinr.geometry.grid import axis_coords
 from cellinr.nn.rotation import matrix_to_quaternion, quaternion_to_matrix
 
-
 # ------------------------------------------------------------------------------- moments and frames
+
+
+class NoInsideVoxels(ValueError):
+    """A volume or sequence without any inside voxel has no principal frame."""
 
 
 def grid_coords(shape: Sequence[int], spacing: Sequence[float] | None = None) -> list[np.ndarray]:
@@ -64,6 +67,10 @@ def second_moments(volumes, spacing: Sequence[float] | None = None, *, threshold
     centroid : (3,) float64, (x, y, z) order
     cov : (3, 3) float64, second central moment of the pooled inside voxels of all frames (x, y, z)
     n : number of inside voxels (all frames)
+
+    Raises
+    ------
+    NoInsideVoxels : no frame has an inside voxel.
     """
     frames = [volumes] if (isinstance(volumes, np.ndarray) and volumes.ndim == 3) else volumes  # any iterable
     s1 = np.zeros(3)
@@ -81,7 +88,7 @@ def second_moments(volumes, spacing: Sequence[float] | None = None, *, threshold
         s2 += p.T @ p
         n += len(p)
     if n == 0:
-        raise ValueError("no inside voxels")
+        raise NoInsideVoxels("no inside voxels")
     c = s1 / n
     return c, s2 / n - np.outer(c, c), n
 
