@@ -5,9 +5,9 @@ optimised with Adam on the training objective (:mod:`cellinr.training.loss`: L1 
 the code-norm regulariser) at points drawn once per sequence with the run's own sampling scheme, by
 the procedure of :mod:`cellinr.training.fit_procedure` (the best of several starts, with
 ``rotations`` paired with principal-axes rotation hypotheses; a cosine learning-rate schedule and a
-growing number of points per step). Then every frame is evaluated on the data set's grid, written with the writers of ``reconstruct`` (:mod:`cellinr.generation.runner`: mask TIFF,
-optionally SDF, meshes, MIP, and a JSON record per sequence) and compared with the data set's mask
-(SDF <= 0).
+growing number of points per step). Then every frame is evaluated on the data set's grid, written
+with the writers of ``reconstruct`` (:mod:`cellinr.generation.runner`: mask TIFF, optionally SDF,
+meshes, MIP, and a JSON record per sequence) and compared with the data set's mask (SDF <= 0).
 
 The output folder is also a run-like record: ``latents.safetensors`` (the fitted codes and
 rotations, as in a run folder) and ``fit.json`` (names, frame counts, the run and its model hash),
