@@ -74,3 +74,13 @@ def test_loss_per_candidate_is_the_training_objective():
 def test_default_options():
     o = FitOptions()
     assert o.steps == 100 and o.points == (2048, 8192) and o.lr == pytest.approx(2e-2)
+
+
+@pytest.mark.parametrize("points", [0, 2.5, (1, 2, 3), (2048, -1)])
+def test_fit_refuses_bad_points_before_reading_anything(points, tmp_path):
+    from cellinr.errors import ParameterError
+    from cellinr.training.fitting import fit
+
+    with pytest.raises(ParameterError, match="--points"):
+        fit(tmp_path / "no-run", tmp_path / "no-data", tmp_path / "out", points=points, device="cpu")
+    assert not (tmp_path / "out").exists()

@@ -45,7 +45,8 @@ def _points(points) -> tuple[int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ParameterError(f"--points {points}: must be one positive integer or two (first and last step)")
+        shown = " ".join(map(str, values)) if np.ndim(points) else points
+        raise ParameterError(f"--points {shown}: must be one positive integer or two (first and last step)")
     return (pair[0], pair[-1])
 
 
