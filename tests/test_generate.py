@@ -347,6 +347,31 @@ def test_fit_recovers_a_rotation(tiny_run, tmp_path):
     assert turned[0]["dice"] > 0.98 and turned[0]["dice"] > plain[0]["dice"] + 0.05
 
 
+def test_fit_recovers_a_large_rotation_up_to_the_shapes_symmetry(tiny_run, tmp_path):
+    """120 degrees about (1, 1, 1): the axis-aligned ellipsoid's nearest symmetric orientation is 120 degrees
+    away from the identity, where a start at the identity stays; the principal-axes hypotheses find it."""
+    from scipy.spatial.transform import Rotation
+
+    from cellinr.geometry.grid import time_coords
+    from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
+
+    run = load_run(tiny_run)
+    rot = Rotation.from_rotvec(np.radians(120) * np.ones(3) / np.sqrt(3)).as_matrix()
+    field = run.decoder.field(run.latents[0], torch.tensor(rot, dtype=torch.float32))
+    frames = [evaluate_dense(field, (24, 24, 24), t=t).sdf for t in time_coords(2)]
+    (tmp_path / "d").mkdir()
+    write_sequence(tmp_path / "d/rot.h5", frames, n_frames=2, shape=(24, 24, 24))
+    write_manifest(tmp_path / "d", new_manifest(size=24, clamp=CLAMP * 23 / (SIZE - 1), sequences=[
+        {"name": "rot", "file": "rot.h5", "frames": 2, "shape": [24, 24, 24]}]))
+    turned = fit(tiny_run, tmp_path / "d", tmp_path / "f", rotations=True, device="cpu")
+    got = np.load(tmp_path / "f/rotations.npy")[0].astype(np.float64)
+    # f(z, S R p) = f(z, R p) for the half turns S about the ellipsoid's axes (and the identity)
+    flips = [np.diag(d) for d in ([1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1])]
+    error = min(np.linalg.norm(Rotation.from_matrix(got.T @ s @ rot).as_rotvec()) for s in flips)
+    assert error < 0.05  # radians
+    assert turned[0]["dice"] > 0.98
+
+
 def test_cli_reconstruct_interpolate_fit(tiny_run, tmp_path, capsys):
     assert main(["reconstruct", str(tiny_run), "--out", str(tmp_path / "r"), "--size", "16", "--frames", "2",
                  "--formats", "tiff,mesh", "--mesh-format", "stl", "--device", "cpu"]) == 0

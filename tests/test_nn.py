@@ -144,3 +144,13 @@ def test_rotation_table_starts_at_identity_and_learns(param):
         loss.backward()
         opt.step()
     assert rotation_angle(table(torch.tensor([1]))[0], target).item() < 1e-2
+
+
+@pytest.mark.parametrize("param", ["quaternion", "6d"])
+def test_rotation_table_set_matrices(param):
+    table = RotationTable(4, param)
+    m = random_rotations(4, torch.Generator().manual_seed(3))  # any angles, up to 180 degrees
+    table.set_matrices(m)
+    torch.testing.assert_close(table(), m, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="expected"):
+        table.set_matrices(m[:2])

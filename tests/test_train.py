@@ -404,3 +404,59 @@ def test_train_and_info_take_a_folder_of_the_authors_sdf_vid_files(tmp_path, cap
     assert "sdf_vid files" in capsys.readouterr().out
     assert main(["prepare", str(folder), "--out", str(tmp_path / "prepared"), "--size", "20"]) == 0  # the folder too
     assert SDFDataset(tmp_path / "prepared").names == ["cell_00", "cell_01"]
+
+
+def test_rotation_init_principal_aligns_rotated_copies_before_training(tmp_path):
+    """``train.rotation_init: principal``: the start rotations map every copy onto sequence 0."""
+    from cellinr.nn.rotation import rotation_angle
+
+    size, clamp = 20, 8.0
+    c = np.arange(size) - (size - 1) / 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    p = np.stack([x.ravel(), y.ravel(), z.ravel()], 1) / ((size - 1) / 2)
+    a = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 degrees about z
+
+    def shape(q):  # ellipsoid with a bump: no symmetry
+        e = np.sqrt(((q / np.array([0.7, 0.45, 0.3])) ** 2).sum(1)) - 1
+        b = np.linalg.norm(q - np.array([0.5, 0.25, 0.1]), axis=1) - 0.25
+        return (np.clip(np.minimum(e, b) * (size - 1) / 2, -clamp, clamp) / clamp).reshape(size, size, size)
+
+    seqs, folder = [], tmp_path / "data"
+    folder.mkdir()
+    for i, rot in enumerate((np.eye(3), a)):
+        write_sequence(folder / f"c{i}.h5", [shape(p @ rot).astype(np.float32)] * 2, n_frames=2, shape=(size,) * 3)
+        seqs.append({"name": f"c{i}", "file": f"c{i}.h5", "frames": 2, "shape": [size] * 3})
+    write_manifest(folder, new_manifest(size=size, clamp=clamp, voxel_size_um=0.5, scale_um_per_unit=4.0,
+                                        sequences=seqs))
+    cfg = {"train": {"epochs": 1, "rotation_epochs": 0, "rotation_init": "principal", "checkpoint_every": 1}}
+    run = load_run(train(folder, tmp_path / "run", preset="tiny", config=cfg, rotations=True, progress=False))
+    r = run.rotations.double()
+    torch.testing.assert_close(r[0], torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    # copy 1 shows S(A^T x): R_1 A = R_0 = I
+    assert float(rotation_angle(r[1] @ torch.as_tensor(a))) < np.radians(4)
+    # the reference's start: the identity (rotations frozen from epoch 0, so they stay there)
+    cfg["train"]["rotation_init"] = "identity"
+    ident = load_run(train(folder, tmp_path / "ident", preset="tiny", config=cfg, rotations=True, progress=False))
+    torch.testing.assert_close(ident.rotations, torch.eye(3).expand(2, 3, 3), atol=1e-6, rtol=0)
+    # resuming never realigns: the checkpoint's rotations continue, and the key may differ
+    train(folder, tmp_path / "ident", epochs=2, resume=True, progress=False)
+    torch.testing.assert_close(load_run(tmp_path / "ident").rotations, ident.rotations, atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="rotation_init"):
+        train(folder, tmp_path / "bad", preset="tiny", config={"train": {"rotation_init": "nonsense"}}, progress=False)
+
+
+def test_rotation_init_refuses_a_sequence_without_inside_voxels(tmp_path):
+    size = 12
+    full = np.full((size,) * 3, 0.5, np.float32)
+    inside = full.copy()
+    inside[4:8, 4:8, 4:8] = -0.5
+    seqs, folder = [], tmp_path / "data"
+    folder.mkdir()
+    for name, frame in (("cell", inside), ("empty", full)):
+        write_sequence(folder / f"{name}.h5", [frame], n_frames=1, shape=(size,) * 3)
+        seqs.append({"name": name, "file": f"{name}.h5", "frames": 1, "shape": [size] * 3})
+    write_manifest(folder, new_manifest(size=size, clamp=4.0, voxel_size_um=0.5, scale_um_per_unit=2.0,
+                                        sequences=seqs))
+    with pytest.raises(DatasetError, match="empty.h5: no voxel inside"):
+        train(folder, tmp_path / "run", preset="tiny", rotations=True, progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.incomplete").exists()

@@ -11,6 +11,9 @@ from cellinr.cli._common import (
 )
 from cellinr.generation.frames import METHODS
 from cellinr.io.meshes import MESH_FORMATS
+from cellinr.training.fit_procedure import FitOptions
+
+_DEFAULTS = FitOptions()
 
 
 def register(subparsers) -> None:
@@ -24,11 +27,16 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True,
                         help="output folder: per sequence the fitted mask <name>.tif (and --formats), a <name>.json "
                         "record, and latents.safetensors, dice.csv, fit.json (for generate/interpolate --from-fit)")
-    parser.add_argument("--steps", type=positive_int, default=300,
-                        help="optimisation steps per sequence (default: 300)")
-    parser.add_argument("--points", type=positive_int, default=4096, help="points per step (default: 4096)")
-    parser.add_argument("--lr", type=positive_float, default=5e-3, help="learning rate of the codes (default: 0.005)")
-    parser.add_argument("--rotations", action="store_true", help="also optimise one rotation per sequence")
+    parser.add_argument("--steps", type=positive_int, default=_DEFAULTS.steps,
+                        help=f"main optimisation steps per sequence (default: {_DEFAULTS.steps})")
+    parser.add_argument("--points", type=positive_int, nargs="+", default=list(_DEFAULTS.points), metavar="N",
+                        help="points per step: one number, or the first and the last step's of a geometric ramp "
+                        f"(default: {' '.join(map(str, _DEFAULTS.points))})")
+    parser.add_argument("--lr", type=positive_float, default=_DEFAULTS.lr,
+                        help=f"initial learning rate of the codes, cosine-annealed to {_DEFAULTS.lr_end:.0%}%"
+                        f" of it (default: {_DEFAULTS.lr:g})")
+    parser.add_argument("--rotations", action="store_true",
+                        help="also fit one rotation per sequence (started from principal-axes hypotheses)")
     parser.add_argument("--method", default=METHODS[0], choices=METHODS,
                         help="grid evaluation for the Dice (default: fast)")
     parser.add_argument("--formats", default="tiff",

@@ -11,8 +11,9 @@ Presets (:data:`PRESETS`):
     The reference implementation's defaults (Wiesner et al., MedIA 2024; see METHOD.md): 10 hidden
     layers [128,128,128,320,128,128,320,128,128,128], latent_in (4, 7), xyz_in_all, sine activation
     with omega_0 = 30, 192-d codes, 15,000 epochs, lr 1e-4 (network) / 1e-3 (codes) halved every
-    350 epochs, learned rotations (optimised for the first 1000 epochs), 3 % of the grid per frame (70 % from SDF <= 0.3), 2 frames per step (about 1 M
-    points), new points every 50 epochs (the reference drew them once); the point pool of the full
+    350 epochs, learned rotations (optimised for the first 1000 epochs; started from a principal-axes
+    alignment, ``train.rotation_init: identity`` is the reference's start), 3 % of the grid per
+    frame (70 % from SDF <= 0.3), 2 frames per step (about 1 M points), new points every 50 epochs (the reference drew them once); the point pool of the full
     33 x 30 x 256^3 data set is 3.0 GB (float16 values).
 ``small``
     CPU-friendly, with the recipe that reproduces thin structures (filopodia): 5 hidden layers
@@ -45,6 +46,7 @@ from cellinr.errors import ConfigError
 
 ACTIVATIONS = ("sine", "relu")
 ROTATION_PARAMS = ("quaternion", "6d")
+ROTATION_INITS = ("principal", "identity")
 SAMPLING_SCHEMES = ("reference", "band")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "bf16-hidden", "auto")
 CLAMP_MODES = ("both", "hinge")
@@ -167,6 +169,11 @@ class TrainConfig:
     """Parametrisation of learned rotations: ``quaternion`` or ``6d``."""
     rotation_epochs: int = 1000
     """Rotations are optimised during the first this many epochs, then frozen."""
+    rotation_init: str = "principal"
+    """Start of the learned rotations of a new run: ``principal`` (every sequence aligned to sequence 0
+    before the first epoch: principal-axes hypotheses scored by SDF distance, then refined;
+    :func:`cellinr.geometry.orientation.initial_rotations`; needed for rotations beyond about 35
+    degrees) or ``identity`` (the reference implementation's start)."""
     precision: str = "fp32"
     """Arithmetic: ``fp32``; on CUDA also ``tf32`` (TF32 matmuls) and ``fp16`` (autocast with a gradient
     scaler); ``bf16`` (autocast on CUDA and CPU: rounds the coordinates to 8 bits, about half a voxel
@@ -275,6 +282,7 @@ _CHOICES = {
     ("sampling", "scheme"): SAMPLING_SCHEMES,
     ("sampling", "pool_dtype"): ("float16", "float32"),
     ("train", "rotation_param"): ROTATION_PARAMS,
+    ("train", "rotation_init"): ROTATION_INITS,
     ("train", "precision"): PRECISIONS,
     ("train", "clamp_mode"): CLAMP_MODES,
 }

@@ -136,6 +136,13 @@ class RotationTable(torch.nn.Module):
         with torch.no_grad():
             self.weight.copy_(self.from_matrix(eye))
 
+    def set_matrices(self, m: torch.Tensor) -> None:
+        """Set the parameters so that ``forward()`` returns the rotations ``m`` (n, 3, 3)."""
+        if tuple(m.shape) != (self.n, 3, 3):
+            raise ValueError(f"expected ({self.n}, 3, 3) rotation matrices, got {tuple(m.shape)}")
+        with torch.no_grad():
+            self.weight.copy_(self.from_matrix(m.to(self.weight)))
+
     def from_matrix(self, m: torch.Tensor) -> torch.Tensor:
         return matrix_to_quaternion(m) if self.param == "quaternion" else matrix_to_sixd(m)
 

@@ -2,11 +2,12 @@
 
 As in DeepSDF (Park et al. 2019) and the reference: per sequence a code, optionally a rotation, is
 optimised with Adam on the training objective (:mod:`cellinr.training.loss`: L1 on SDF values plus
-the code-norm regulariser) at points drawn with the run's own sampling scheme
-(:class:`cellinr.training.sampling.NearFarIndex`). Then every frame is evaluated on the data set's
-grid, written with the writers of ``reconstruct`` (:mod:`cellinr.generation.runner`: mask TIFF,
-optionally SDF, meshes, MIP, and a JSON record per sequence) and compared with the data set's mask
-(SDF <= 0).
+the code-norm regulariser) at points drawn once per sequence with the run's own sampling scheme, by
+the procedure of :mod:`cellinr.training.fit_procedure` (the best of several starts, with
+``rotations`` paired with principal-axes rotation hypotheses; a cosine learning-rate schedule and a
+growing number of points per step). Then every frame is evaluated on the data set's grid, written
+with the writers of ``reconstruct`` (:mod:`cellinr.generation.runner`: mask TIFF, optionally SDF,
+meshes, MIP, and a JSON record per sequence) and compared with the data set's mask (SDF <= 0).
 
 The output folder is also a run-like record: ``latents.safetensors`` (the fitted codes and
 rotations, as in a run folder) and ``fit.json`` (names, frame counts, the run and its model hash),
@@ -16,6 +17,7 @@ which :func:`cellinr.model.run.apply_fit` reads, so ``generate --from-fit`` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -25,19 +27,40 @@ from pathlib import Path
 import numpy as np
 
 from cellinr.errors import DatasetError, ParameterError
+from cellinr.training.fit_procedure import FitOptions
 
 log = logging.getLogger(__name__)
 
 FIT_INITS = ("best", "mean")
+DEFAULTS = FitOptions()
+"""The procedure's defaults (:class:`cellinr.training.fit_procedure.FitOptions`), also the CLI's."""
 
 
-def _check(steps, init, points, lr, rotation_lr, regularization, near_fraction) -> None:
+def _points(points) -> tuple[int, int]:
+    """``points`` as (first step, last step): one number (constant) or two."""
+    values = [points] if np.ndim(points) == 0 else list(points)
+    try:
+        pair = tuple(int(p) for p in values)
+        ok = len(pair) in (1, 2) and all(p >= 1 and p == float(v) for p, v in zip(pair, values))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        shown = " ".join(map(str, values)) if np.ndim(points) else points
+        raise ParameterError(f"--points {shown}: must be one positive integer or two (first and last step)")
+    return (pair[0], pair[-1])
+
+
+def _check(steps, init, points, lr, rotation_lr, regularization, near_fraction, candidates=1, probe_steps=0,
+           pool_per_frame=1) -> None:
     if int(steps) < 1:
         raise ParameterError(f"--steps {steps}: must be positive")
     if init not in FIT_INITS:
         raise ParameterError(f"init {init!r}: choose one of {', '.join(FIT_INITS)}")
-    if int(points) < 1:
-        raise ParameterError(f"--points {points}: must be positive")
+    _points(points)
+    for name, value, least in (("candidates", candidates, 1), ("probe_steps", probe_steps, 0),
+                               ("pool_per_frame", pool_per_frame, 1)):
+        if int(value) != value or int(value) < least:
+            raise ParameterError(f"{name} {value}: must be an integer >= {least}")
     # Adam checks only its default rate: a negative one here would silently ascend the loss
     for flag, value in (("--lr", lr), ("rotation_lr", rotation_lr)):
         if not (np.isfinite(float(value)) and float(value) > 0):
@@ -53,11 +76,11 @@ def fit(
     dataset: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    steps: int = 300,
+    steps: int = DEFAULTS.steps,
     rotations: bool = False,
-    points: int = 4096,
-    lr: float = 5e-3,
-    rotation_lr: float = 1e-2,
+    points: int | Sequence[int] = DEFAULTS.points,
+    lr: float = DEFAULTS.lr,
+    rotation_lr: float = DEFAULTS.rotation_lr,
     near_fraction: float | None = None,
     regularization: float | None = None,
     seed: int = 0,
@@ -65,7 +88,10 @@ def fit(
     overwrite: bool = False,
     method: str = "fast",
     chunk: int = 2**17,
-    init: str = "best",
+    init: str = DEFAULTS.init,
+    candidates: int = DEFAULTS.candidates,
+    probe_steps: int = DEFAULTS.probe_steps,
+    pool_per_frame: int = DEFAULTS.pool_per_frame,
     formats: Sequence[str] | str = ("tiff",),
     mesh_format: str = "ply",
     max_memory_gb: float | None = None,
@@ -79,12 +105,19 @@ def fit(
     out : output folder: per sequence the files of ``formats`` and ``<name>.json``
         (:mod:`cellinr.generation.runner`), and ``latents.safetensors``, ``codes.npy`` (N, L),
         ``rotations.npy`` (N, 3, 3), ``dice.csv`` and ``fit.json`` (written last)
-    steps : optimisation steps per sequence
-    rotations : also optimise a rotation per sequence (a unit quaternion starting at the identity)
-    points : points per step, spread evenly over the frames
+    steps : main optimisation steps per sequence (after the probe of the starts)
+    rotations : also optimise a rotation per sequence (a unit quaternion started from principal-axes
+        hypotheses)
+    points : points per step: one number, or (first step, last step) of a geometric ramp; drawn from
+        a pool of ``pool_per_frame`` points per frame, read once
+    lr, rotation_lr : initial Adam learning rates of the code and of the rotation (cosine-annealed to
+        5 %)
     near_fraction : share of points from the near voxels (default: the run's ``sampling.near_fraction``)
-    regularization : weight of the code-norm regulariser (default: the run's ``train.code_reg``)
-    init : {"best", "mean"} starting code: the learned code that fits best, or their mean
+    regularization : weight lambda of the code-norm regulariser ``lambda * ||z||`` (default: the run's
+        ``train.code_reg``)
+    init : {"best", "mean"} starting codes: the ``candidates`` best of the learned codes and their
+        mean, each optimised for ``probe_steps`` steps before the best continues; or the mean only
+    candidates, probe_steps, pool_per_frame : see :class:`cellinr.training.fit_procedure.FitOptions`
     formats : outputs per sequence among tiff (always written: the Dice is measured on it), sdf, mesh
         and mip, on the data set's grid
     mesh_format : {"ply", "obj", "stl"}
@@ -114,17 +147,19 @@ def fit(
         run_jobs,
         safe_name,
     )
-    from cellinr.geometry.grid import time_coords
     from cellinr.geometry.regions import dice as dice_score
     from cellinr.io.meshes import MESH_FORMATS
     from cellinr.io.sdf_dataset import SDFDataset
     from cellinr.io.tiff import read_tiff
     from cellinr.model.run import FIT_FILE, FIT_FORMAT, LATENTS_FILE
-    from cellinr.nn.rotation import quaternion_to_matrix
-    from cellinr.training.loss import code_regulariser, sdf_l1
-    from cellinr.training.sampling import NearFarIndex, index_to_coords
+    from cellinr.training.fit_procedure import code_frames, fit_sequence, point_pool
 
-    _check(steps, init, points, lr, rotation_lr, 0.0 if regularization is None else regularization, near_fraction)
+    _check(steps, init, points, lr, rotation_lr, 0.0 if regularization is None else regularization, near_fraction,
+           candidates, probe_steps, pool_per_frame)
+    points = _points(points)
+    procedure = dataclasses.replace(DEFAULTS, steps=int(steps), points=points, lr=float(lr),
+                                    rotation_lr=float(rotation_lr), init=init, candidates=int(candidates),
+                                    probe_steps=int(probe_steps), pool_per_frame=int(pool_per_frame))
     opts = EvalOptions(method=method, chunk=chunk)
     formats = tuple(dict.fromkeys(("tiff", *parse_formats(formats))))
     if mesh_format not in MESH_FORMATS:
@@ -148,59 +183,28 @@ def fit(
     ratio = 1.0
     if ds_size and ds_clamp and int(ds_size) > 1:
         ratio = (float(ds_clamp) * 2.0 / (int(ds_size) - 1)) / unit_run
-    codes = run.codes
+    codes = torch.as_tensor(np.asarray(run.codes), dtype=torch.float32, device=dev)
     decoder = run.decoder
     decoder.eval()
     for p in decoder.parameters():
         p.requires_grad_(False)
+    frames_of_codes = None
+    if rotations and init == "best":  # the principal frames of the candidates' shapes, once for all sequences
+        frames_of_codes = code_frames(decoder, torch.cat([codes, codes.mean(0, keepdim=True)]))
     results, fitted_codes, fitted_rots = [], [], []
     for index, info in enumerate(tqdm(ds.sequences, desc="fit", unit="seq", disable=None)):
-        frames = [f * ratio for f in ds.iter_frames(index)]
-        dims = tuple(frames[0].shape)
-        times = time_coords(len(frames))
-        splits = [NearFarIndex(f, scheme=sampling.scheme, near_threshold=sampling.near_threshold,
-                               band=sampling.band) for f in frames]
-        per_frame = max(1, int(points) // len(frames))
-        rng = np.random.default_rng([int(seed), index])
-
-        def draw():
-            """Points and targets of one step: ``per_frame`` points of every frame."""
-            idx, val = zip(*(s.draw(per_frame, near_fraction, rng) for s in splits))
-            xyz = index_to_coords(torch.from_numpy(np.stack(idx)).to(dev), dims)  # (T, n, 3)
-            t = torch.as_tensor(times, dtype=torch.float32, device=dev)[:, None, None].expand(-1, per_frame, 1)
-            xyzt = torch.cat([xyz, t], dim=-1).reshape(-1, 4)
-            return xyzt, torch.as_tensor(np.clip(np.concatenate(val), -1, 1), device=dev)
-
-        if init == "best":
-            # the SIREN's response to z is strongly non-convex: start from the learned code that fits best
-            xyzt, target = draw()
-            with torch.no_grad():
-                losses = [float(sdf_l1(decoder.field(c)(xyzt), target, 1.0))
-                          for c in torch.as_tensor(codes, device=dev)]
-            start = torch.as_tensor(codes[int(np.argmin(losses))], device=dev)
-        else:
-            start = torch.as_tensor(codes.mean(axis=0), device=dev)
-        latent = start.clone().requires_grad_(True)
-        params = [{"params": [latent], "lr": lr}]
-        quat = None
-        if rotations:
-            quat = torch.tensor([1.0, 0.0, 0.0, 0.0], device=dev, requires_grad=True)
-            params.append({"params": [quat], "lr": rotation_lr})
-        optim = torch.optim.Adam(params)
-        loss_value = float("nan")
-        for _ in range(int(steps)):
-            xyzt, target = draw()
-            rot = quaternion_to_matrix(quat) if quat is not None else None
-            loss = sdf_l1(decoder.field(latent, rot)(xyzt), target, 1.0) + regularization * code_regulariser(latent)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            loss_value = float(loss.detach())
-        z = latent.detach()
-        rot = quaternion_to_matrix(quat.detach()) if quat is not None else None
+        pool = point_pool(ds.iter_frames(index), info.frames, per_frame=procedure.pool_per_frame,
+                          scheme=sampling.scheme, near_fraction=near_fraction, near_threshold=sampling.near_threshold,
+                          band=sampling.band, ratio=ratio, rng=np.random.default_rng([int(seed), index]))
+        pool.xyzt, pool.target = pool.xyzt.to(dev), pool.target.to(dev)
+        res = fit_sequence(decoder, pool, codes, procedure, rotations=rotations, reg=regularization,
+                           frames_of_codes=frames_of_codes,
+                           seed=int(np.random.SeedSequence([int(seed), index]).generate_state(1)[0]))
+        z, rot = res["code"], res["rotation"]
+        log.debug("%s: fitted in %.1f s, starts %s", info.name, res["seconds"], res["starts"])
         fitted_codes.append(z.cpu().numpy())
         fitted_rots.append(np.eye(3) if rot is None else rot.cpu().numpy())
-        results.append({"name": info.name, "frames": len(frames), "loss": loss_value})
+        results.append({"name": info.name, "frames": int(info.frames), "loss": res["loss"]})
 
     # the fitted sequences, rendered by the writers of reconstruct; the Dice is measured on the masks
     dims = tuple(int(d) for d in ds.sequences[0].shape)
@@ -212,7 +216,9 @@ def fit(
     grid_run = _on_dataset_grid(run, ds, dims, [r["frames"] for r in results])
     options = common_options(grid_run, dims, formats, mesh_format, False, opts, job="fit",
                              dataset=str(Path(dataset).resolve()), steps=int(steps), rotations=bool(rotations),
-                             points=int(points), lr=float(lr), seed=int(seed), init=init)
+                             points=list(points), lr=float(lr), seed=int(seed), init=init,
+                             regularization=float(regularization), candidates=int(candidates),
+                             probe_steps=int(probe_steps))
     spec = JobSpec(kind="fit", dims=dims, formats=formats, mesh_format=mesh_format, reference_layout=False,
                    opts=opts, options=options)
     (out / FIT_FILE).unlink(missing_ok=True)  # a fit folder is complete only once fit.json is written again
@@ -236,8 +242,9 @@ def fit(
     atomic_write_text(out / FIT_FILE, json.dumps({
         "format": FIT_FORMAT, "run": str(Path(run.path).resolve()) if getattr(run, "path", None) else None,
         "model_hash": getattr(run, "model_hash", None), "dataset": str(Path(dataset).resolve()),
-        "steps": int(steps), "rotations": bool(rotations), "points": int(points), "lr": lr, "seed": int(seed),
-        "init": init, "names": [r["name"] for r in results], "frames": [r["frames"] for r in results],
+        "steps": int(steps), "rotations": bool(rotations), "points": list(points), "lr": lr, "seed": int(seed),
+        "init": init, "regularization": float(regularization), "candidates": int(candidates),
+        "probe_steps": int(probe_steps), "pool_per_frame": int(pool_per_frame), "names": [r["name"] for r in results], "frames": [r["frames"] for r in results],
         "formats": list(formats), "dims": list(dims), "results": results,
         "mean_dice": float(np.mean([r["dice"] for r in results])),
     }, indent=1))

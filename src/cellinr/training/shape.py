@@ -78,9 +78,11 @@ def _data_fingerprint(dataset) -> dict:
 
 
 def _compat_dict(config: Config) -> dict:
-    """What must not change when resuming (all but epochs, checkpoint cadence and memory limits)."""
+    """What must not change when resuming (all but epochs, checkpoint cadence, memory limits and the
+    start of the rotations)."""
     d = config.to_dict()
-    for key in ("epochs", "checkpoint_every", "keep_checkpoints"):
+    # rotation_init acts before the first epoch only (a checkpoint holds the rotations)
+    for key in ("epochs", "checkpoint_every", "keep_checkpoints", "rotation_init"):
         d["train"].pop(key)
     for key in ("ram_budget_gb", "cache_gb"):
         d["sampling"].pop(key)
@@ -307,6 +309,10 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run_seed)
         model = ShapeModel(cfg, n_seq)
+    if state is None and model.rotations is not None and tc.rotation_init == "principal":
+        from cellinr.training.rotation_init import principal_rotations
+
+        model.rotations.set_matrices(torch.as_tensor(principal_rotations(dataset, info), dtype=torch.float32))
     model.to(device)
     precision = resolve_precision(tc.precision, device)  # "auto": bf16-hidden on CPUs with native bf16
     if precision == "bf16-hidden":  # the hidden layers' products in bf16 (AutoDecoder._low_addmm)
