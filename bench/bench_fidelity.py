@@ -41,8 +41,11 @@ import numpy as np
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 PLAIN = {"model": {"hidden": [128] * 6, "latent_in": [], "xyz_in_all": False}}
-RECIPES = {"new": ("small", {}), "relu": ("small", {"model": {"activation": "relu"}}),
-           "old": ("small-v1", {}), "plain": ("small-v1", PLAIN)}
+# every recipe starts its rotations at the identity (the simulated cells are not rotated): this bench
+# isolates the shape recipe; bench_rotation.py measures the principal-axes start
+_IDENTITY = {"train": {"rotation_init": "identity"}}
+RECIPES = {"new": ("small", _IDENTITY), "relu": ("small", {"model": {"activation": "relu"}, **_IDENTITY}),
+           "old": ("small-v1", _IDENTITY), "plain": ("small-v1", {**PLAIN, **_IDENTITY})}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -172,9 +175,10 @@ def part_filopodial(work: Path, args) -> dict:
 
 def part_kinds(work: Path, args) -> dict:
     out = {}
-    for kind in ("deforming", "dividing", "filopodial"):
+    plan = dict(item.split(":") for item in args.kind_recipes.split(";"))
+    for kind, recipes in plan.items():
         ds = simulated_dataset(work, kind, sequences=8, frames=10, size=64)
-        for recipe in ("new", "old", "plain"):
+        for recipe in recipes.split(","):
             run = work / f"{kind}64_{recipe}"
             facts = train_budgeted(ds, run, recipe, args.kind_budget_min * 60)
             out[f"{kind}/{recipe}"] = scored(f"{kind}/{recipe}", facts, evaluate(run, ds, radius_vox=_radius(64, args))["mean"])
@@ -290,6 +294,8 @@ def part_samplers(work: Path, args) -> dict:
     out = {}
     for kind, run, size, frames in (("deforming", "deforming64_new", 64, 10), ("dividing", "dividing64_new", 64, 10),
                                     ("filopodial", "filopodial128_new", 128, 20)):
+        if kind not in args.sampler_kinds.split(","):
+            continue
         if not (work / run / "run.json").is_file():
             out[kind] = {"skipped": f"{run} not trained (run the kinds / filopodial parts first)"}
             continue
@@ -312,8 +318,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budget-min", type=float, default=28.0, help="training budget of the 128^3 filopodial runs")
     p.add_argument("--kind-budget-min", type=float, default=8.0, help="training budget of each 64^3 run")
+    p.add_argument("--kind-recipes", default="deforming:new,old,plain;dividing:new,old,plain;filopodial:new,old,plain",
+                   help="kind:recipe,recipe;... trained in the kinds part")
     p.add_argument("--real-budget-min", type=float, default=10.0, help="training budget of the real-nuclei runs")
     p.add_argument("--thin-radius", type=float, default=4.0, help="opening radius in voxels at 128^3")
+    p.add_argument("--sampler-kinds", default="deforming,dividing,filopodial",
+                   help="models compared in the samplers part (filopodial is at 128^3 x 20 frames: slow on CPU)")
     p.add_argument("--sampler-n", type=int, default=20, help="generated sequences per sampler")
     args = p.parse_args(argv)
     import torch
