@@ -175,8 +175,8 @@ def part_filopodial(work: Path, args) -> dict:
 
 def part_kinds(work: Path, args) -> dict:
     out = {}
-    plan = dict(item.split(":") for item in args.kind_recipes.split(";"))
-    for kind, recipes in plan.items():
+    plan = [item.split(":") for item in args.kind_recipes.split(";")]  # in order; a kind may come back
+    for kind, recipes in plan:
         ds = simulated_dataset(work, kind, sequences=8, frames=10, size=64)
         for recipe in recipes.split(","):
             run = work / f"{kind}64_{recipe}"
@@ -263,6 +263,8 @@ def part_real(work: Path, args) -> dict:
     for name, file, spacing, n_test, size in (
             ("platynereis", "platynereis_nuclei_labels.tif", (1.0, 1.0, 1.0), 6, 64),
             ("cells3d", "cells3d_nuclei_labels.tif", (0.29, 0.26, 0.26), 4, 64)):
+        if name not in args.real_sets.split(","):
+            continue
         train_tif, test_tif = _split_labels(REAL / file, work, n_test)
         ds_train, ds_test = work / f"ds_{name}_train", work / f"ds_{name}_test"
         if not (ds_train / "manifest.json").is_file():
@@ -320,6 +322,7 @@ def main(argv=None) -> int:
     p.add_argument("--kind-budget-min", type=float, default=8.0, help="training budget of each 64^3 run")
     p.add_argument("--kind-recipes", default="deforming:new,old,plain;dividing:new,old,plain;filopodial:new,old,plain",
                    help="kind:recipe,recipe;... trained in the kinds part")
+    p.add_argument("--real-sets", default="platynereis,cells3d", help="real data sets of the real part")
     p.add_argument("--real-budget-min", type=float, default=10.0, help="training budget of the real-nuclei runs")
     p.add_argument("--thin-radius", type=float, default=4.0, help="opening radius in voxels at 128^3")
     p.add_argument("--sampler-kinds", default="deforming,dividing,filopodial",

@@ -610,3 +610,76 @@ def test_memory_estimates_scale_with_the_surface_not_the_grid():
     assert memory_needed(big, 300, formats=("tiff",), opts=EvalOptions(), device="cpu") == fast  # streamed
     assert memory_needed(big, 30, formats=("tiff",), opts=EvalOptions(method="dense"), device="cpu") > 4 * 2**30
     assert memory_needed(big, 30, formats=("tiff", "mesh"), opts=EvalOptions(), device="cpu") > 16 * 2**30
+
+
+def _with_paths(tiny_run, folder, paths):
+    """A copy of the tiny run whose manifest records the cells' paths (microns, Z Y X), as prepare does."""
+    import shutil
+
+    shutil.copytree(tiny_run, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sequences"] = [{"name": name, "trajectory_um": path} for name, path in paths.items()]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _centroids(mask):
+    return np.array([np.argwhere(frame).mean(axis=0) for frame in mask])
+
+
+def test_reconstruct_puts_the_learned_paths_back(tiny_run, tmp_path):
+    # seq_a moves 3 um (6 voxels) along X and 1.5 um along Y over its 3 frames; seq_b 4 um along Z
+    paths = {"seq_a": [[0, 0, 0], [0, 0.75, 1.5], [0, 1.5, 3.0]], "seq_b": [[0, 0, 0], [2.0, 0, 0], [4.0, 0, 0]],
+             "seq_c": [[0, 0, 0], [0, 0, -2.0]]}
+    run = _with_paths(tiny_run, tmp_path / "run", paths)
+    kw = {"size": SIZE, "method": "dense", "device": "cpu"}
+    still = reconstruct(run, tmp_path / "still", **kw)
+    moved = reconstruct(run, tmp_path / "moved", trajectory="learned", **kw)
+    for rec_still, rec_moved in zip(still, moved):
+        name = rec_still["sequence"]
+        a = read_tiff(tmp_path / "still" / f"{name}.tif").data
+        b = read_tiff(tmp_path / "moved" / f"{name}.tif").data
+        path = np.asarray(paths[name], float)
+        expected = (path - (path.min(axis=0) + path.max(axis=0)) / 2) / VOXEL_UM  # centred, in voxels
+        np.testing.assert_allclose(_centroids(b) - _centroids(a), expected, atol=0.3)
+        np.testing.assert_allclose(rec_moved["trajectory_um"], expected * VOXEL_UM, atol=1e-6)
+        assert rec_still["trajectory_um"] is None
+    assert json.loads((tmp_path / "moved" / "cellinr-reconstruct.json").read_text())["options"]["trajectory"] == "learned"
+    # the fast evaluation follows the moving field exactly as dense evaluation does
+    fast = reconstruct(run, tmp_path / "fast", trajectory="learned", size=SIZE, device="cpu")
+    for rec in fast:
+        name = rec["sequence"]
+        np.testing.assert_array_equal(read_tiff(tmp_path / "fast" / f"{name}.tif").data,
+                                      read_tiff(tmp_path / "moved" / f"{name}.tif").data)
+
+
+def test_generate_trajectories_keep_the_codes_and_refuse_runs_without_paths(tiny_run, tmp_path, capsys):
+    paths = {"seq_a": [[0, 0, 0], [0, 0, 1.0], [0, 0, 2.0]], "seq_b": [[0, 0, 0], [0, 1.0, 0], [0, 2.0, 0]],
+             "seq_c": [[0, 0, 0], [1.0, 0, 0]]}
+    run = _with_paths(tiny_run, tmp_path / "run", paths)
+    kw = {"n": 4, "size": 17, "frames": 5, "seed": 3, "device": "cpu", "latent": "perturb"}
+    none = generate(run, tmp_path / "none", **kw)
+    for mode in ("learned", "sampled"):
+        recs = generate(run, tmp_path / mode, trajectory=mode, **kw)
+        again = generate(run, tmp_path / f"{mode}2", trajectory=mode, **kw)
+        for a, b, c in zip(none, recs, again):
+            assert a["latent"] == b["latent"] and a["rotation"] == b["rotation"]  # same cells, moved
+            assert b["trajectory_um"] == c["trajectory_um"] and len(b["trajectory_um"]) == 5
+            path = np.asarray(b["trajectory_um"])
+            np.testing.assert_allclose(path.min(axis=0) + path.max(axis=0), 0, atol=1e-9)  # centred
+            assert np.ptp(path, axis=0).max() > 0.5  # it moves (every training cell does, by 1-2 um)
+        if mode == "learned":  # the path of the cell the code was drawn around, turned with the rotation
+            for b in recs:
+                src = paths[("seq_a", "seq_b", "seq_c")[b["trajectory_source_index"]]]
+                assert b["trajectory_source_index"] == b["source_index"]
+                length = np.linalg.norm(np.asarray(src[-1]) - src[0])
+                assert np.linalg.norm(np.asarray(b["trajectory_um"][-1]) - b["trajectory_um"][0]) == \
+                    pytest.approx(length, rel=1e-6)
+    with pytest.raises(ParameterError, match="records no cell trajectories"):
+        generate(tiny_run, tmp_path / "x", trajectory="sampled", **kw)
+    assert main(["generate", str(tiny_run), "--out", str(tmp_path / "y"), "--n", "1", "--trajectory", "learned",
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--trajectory learned" in err[0]
+    with pytest.raises(ParameterError, match="reconstruct puts back"):
+        reconstruct(run, tmp_path / "z", trajectory="sampled")

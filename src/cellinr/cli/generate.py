@@ -14,6 +14,7 @@ from cellinr.cli._common import (
 from cellinr.generation.frames import METHODS, PRECISIONS
 from cellinr.generation.runner import FORMATS
 from cellinr.generation.samplers import LATENT_SAMPLERS, ROTATION_MODES
+from cellinr.generation.trajectories import TRAJECTORY_MODES
 from cellinr.io.meshes import MESH_FORMATS
 
 FORMATS_HELP = (f"comma-separated outputs among {', '.join(FORMATS)}: tiff (mask T,Z,Y,X), sdf (HDF5), mesh (per frame), "
@@ -72,6 +73,10 @@ def register(subparsers) -> None:
                         "perturb); bandwidth of kde (default 0.5)")
     parser.add_argument("--rotation", default=ROTATION_MODES[0], choices=ROTATION_MODES,
                         help="uniformly random rotation per sequence, or none (default: random)")
+    parser.add_argument("--trajectory", default="none", choices=TRAJECTORY_MODES,
+                        help="motion put back on the shape inside the cube: none (centred), learned (the path of "
+                        "the training cell the code comes from), sampled (a random walk with the training cells' "
+                        "drift and steps) (default: none)")
     add_grid_options(parser)
     parser.set_defaults(func=run)
 
@@ -88,7 +93,7 @@ def run(args) -> int:
         latent=args.latent, sigma=args.sigma, rotation=args.rotation, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
-        precision=args.precision, from_fit=args.from_fit, shard=cli_shard(args.shard),
+        precision=args.precision, from_fit=args.from_fit, shard=cli_shard(args.shard), trajectory=args.trajectory,
     )
     print(f"{len(records)} sequences in {args.out}" + (f" (shard {args.shard})" if args.shard else ""))
     return 0

@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--sequences", nargs="+", metavar="NAME",
                         help="only these training sequences (names or indices; default: all)")
+    parser.add_argument("--trajectory", default="none", choices=("none", "learned"),
+                        help="learned: each cell moves along its own recorded path (centred in the cube) "
+                        "(default: none, the cells stay centred)")
     add_grid_options(parser)
     parser.set_defaults(func=run)
 
@@ -28,6 +31,7 @@ def run(args) -> int:
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, sequences=args.sequences, max_memory_gb=args.max_memory_gb,
         chunk=args.chunk, precision=args.precision, from_fit=args.from_fit, shard=cli_shard(args.shard),
+        trajectory=args.trajectory,
     )
     print(f"{len(records)} sequences in {args.out}")
     return 0

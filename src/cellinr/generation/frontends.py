@@ -18,6 +18,7 @@ the same folder; see :mod:`cellinr.generation.runner`.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +54,11 @@ from cellinr.generation.samplers import (
     slerp_latent,
     slerp_rotation,
 )
+from cellinr.generation.trajectories import check_mode as check_trajectory
+from cellinr.generation.trajectories import job_path, leaves_grid
 from cellinr.io.meshes import MESH_FORMATS
+
+log = logging.getLogger(__name__)
 
 INTERPOLATION_ROTATIONS = ("none", "learned")
 
@@ -176,6 +181,7 @@ def generate(
     precision: str = "fp32",
     from_fit: str | os.PathLike | None = None,
     shard: str | Shard | None = None,
+    trajectory: str = "none",
 ) -> list[dict]:
     """Generate ``n`` new time-evolving cells from a trained run.
 
@@ -210,6 +216,11 @@ def generate(
         samplers ``fitted`` / ``perturb`` then draw around the fitted cells)
     shard : "K/N" or :class:`cellinr._util.shards.Shard`: render only sequences K, K + N, ... (default:
         all; the command line reads torchrun's RANK / WORLD_SIZE)
+    trajectory : {"none", "learned", "sampled"} the motion put back on the shape (see
+        :mod:`cellinr.generation.trajectories`): none (centred, the default), the path of the training
+        cell the code was drawn around (or the nearest one), or a random walk with the training cells'
+        drift and step covariance. The cell moves inside the training cube; its path (microns) is in
+        the sequence record. For motion across a field of view use :func:`cellinr.scene`.
 
     Returns
     -------
@@ -229,15 +240,38 @@ def generate(
     if latent is None:
         latent, run_sigma = default_sampler(s.run)
         sigma = sigma if sigma is not None else run_sigma
+    check_trajectory(trajectory)
     codes = s.run.codes
     jobs = []
     for i in range(int(n)):
         z, rot, info = draw_code(codes, seed=seed, index=i, latent=latent, sigma=sigma, rotation=rotation)
+        path = None
+        if trajectory != "none":
+            source = info.get("source_index")
+            if source is None:  # the training cell whose code is nearest
+                source = int(np.argmin(((codes - z) ** 2).sum(axis=1)))
+            # a stream of its own: the codes and rotations stay those of --trajectory none
+            path_rng = np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=(i, 1)))
+            path = job_path(s.run, trajectory, frames=frames, index=int(source), rng=path_rng, rotation=rot)
+            info = {**info, "trajectory": trajectory,
+                    **({"trajectory_source_index": int(source)} if trajectory == "learned" else {})}
         jobs.append(SequenceJob(name=f"{prefix}{i:04d}", latent=z, rotation=rot, frames=frames,
-                                info={"index": i, **info}))
+                                info={"index": i, **info}, path_um=path))
+    _warn_if_leaving(s.run, jobs)
+    extra = {"trajectory": trajectory} if trajectory != "none" else {}
     return _run(s, jobs, out, kind="generate", mesh_format=mesh_format, reference_layout=reference_layout,
                 overwrite=overwrite, max_memory_gb=max_memory_gb, seed=int(seed), latent_sampler=latent,
-                sigma=sigma, rotation_mode=rotation, frames_per_sequence=frames, prefix=prefix)
+                sigma=sigma, rotation_mode=rotation, frames_per_sequence=frames, prefix=prefix, **extra)
+
+
+def _warn_if_leaving(run, jobs) -> None:
+    """Warn when a path carries a cell far from the centre of the grid (it may be cut at the border)."""
+    far = [(job.name, leaves_grid(run, job.path_um)) for job in jobs if job.path_um is not None]
+    far = [(name, f) for name, f in far if f > 0.5]
+    if far:
+        name, f = max(far, key=lambda x: x[1])
+        log.warning("%d sequences move more than half the cube from its centre (%s: %.0f %%); cells may be cut at "
+                    "the border (use cellinr scene for motion across a field of view)", len(far), name, 100 * f)
 
 
 def reconstruct(
@@ -259,28 +293,36 @@ def reconstruct(
     precision: str = "fp32",
     from_fit: str | os.PathLike | None = None,
     shard: str | Shard | None = None,
+    trajectory: str = "none",
 ) -> list[dict]:
     """Evaluate the learned codes and rotations of a run: one output sequence per training sequence.
 
     Each sequence is named after its training sequence and has its training frame count unless
     ``frames`` is given (temporal interpolation: any count samples the continuous time axis).
     Other parameters as in :func:`generate`; ``sequences`` selects some (names or indices);
-    ``from_fit`` renders the sequences of a ``cellinr fit`` folder instead. Resumable like :func:`generate`.
+    ``from_fit`` renders the sequences of a ``cellinr fit`` folder instead; ``trajectory="learned"``
+    moves each cell along its own recorded path (centred in the cube). Resumable like :func:`generate`.
     """
+    if check_trajectory(trajectory) == "sampled":
+        raise ParameterError("--trajectory sampled: reconstruct puts back the cells' own paths; use learned or none")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
                method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit)
     r = s.run
     codes, rots = r.codes, r.rotation_matrices
     indices = range(len(r.names)) if sequences is None else [r.code_index(q) for q in sequences]
-    jobs = [
-        SequenceJob(name=safe_name(r.names[i]), latent=codes[i], rotation=rots[i],
-                    frames=int(frames) if frames is not None else int(r.frames[i]),
-                    info={"index": int(i), "sequence": r.names[i], "sampler": "learned"}, timing_index=int(i))
-        for i in indices
-    ]
+    jobs = []
+    for i in indices:
+        n_frames = int(frames) if frames is not None else int(r.frames[i])
+        path = (job_path(r, trajectory, frames=n_frames, index=int(i), rotation=rots[i])
+                if trajectory == "learned" else None)
+        jobs.append(SequenceJob(name=safe_name(r.names[i]), latent=codes[i], rotation=rots[i], frames=n_frames,
+                                info={"index": int(i), "sequence": r.names[i], "sampler": "learned"},
+                                timing_index=int(i), path_um=path))
+    _warn_if_leaving(r, jobs)
+    extra = {"trajectory": trajectory} if trajectory != "none" else {}
     return _run(s, jobs, out, kind="reconstruct", mesh_format=mesh_format, reference_layout=reference_layout,
                 overwrite=overwrite, max_memory_gb=max_memory_gb,
-                frames_override=None if frames is None else int(frames))
+                frames_override=None if frames is None else int(frames), **extra)
 
 
 def interpolate(

@@ -79,6 +79,8 @@ class SequenceJob:
     info: dict
     timing_index: int | None = None
     """Training sequence whose duration the output spans (None: the longest)."""
+    path_um: np.ndarray | None = None
+    """(frames, 3) displacement (Z, Y, X microns) the cell moves along, or None (it stays centred)."""
 
 
 def parse_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
@@ -158,6 +160,10 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
     interval = run.output_frame_interval(job.frames, job.timing_index)
     field_fn = sequence_field(run, job.latent, job.rotation)
     times = time_coords(job.frames)
+    if job.path_um is not None:
+        from cellinr.generation.trajectories import microns_per_unit, moving_field
+
+        field_fn = moving_field(field_fn, times, job.path_um, microns_per_unit(run))
     ctx = SequenceContext(out=out, name=job.name, frames=job.frames, dims=dims, spacing=spacing,
                           frame_interval=interval, sdf_unit=run.sdf_unit,
                           model_hash=str(common.get("model_hash") or ""), reference_layout=spec.reference_layout,
@@ -194,6 +200,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
         "time_coords": [float(x) for x in times],
         "latent": [float(x) for x in np.asarray(job.latent, np.float32)],
         "rotation": None if job.rotation is None else np.asarray(job.rotation, np.float64).tolist(),
+        "trajectory_um": None if job.path_um is None else np.round(np.asarray(job.path_um, np.float64), 6).tolist(),
         "voxel_fraction_inside": inside / (job.frames * float(np.prod(dims))),
         "queries": int(queries),
         "files": files,

@@ -91,3 +91,71 @@ def rotate_path(path: np.ndarray, rotation: np.ndarray | None, source_rotation: 
     ri = np.eye(3) if source_rotation is None else np.asarray(source_rotation, dtype=np.float64)
     xyz = np.asarray(path, dtype=np.float64)[:, ::-1]
     return (xyz @ (r.T @ ri).T)[:, ::-1]
+
+
+def microns_per_unit(run) -> np.ndarray | None:
+    """(Z, Y, X) microns per coordinate unit of the training cube, or None when the voxel size is unknown."""
+    vox, size = run.voxel_size_um, run.training_size
+    if vox is None or not size or size < 2:
+        return None
+    return np.asarray(vox, dtype=np.float64) * (size - 1) / 2.0
+
+
+def job_path(run, mode: str, *, frames: int, index: int | None = None, rng: np.random.Generator | None = None,
+             rotation: np.ndarray | None = None) -> np.ndarray | None:
+    """The (frames, 3) displacement path in microns that ``mode`` gives one output sequence, or None.
+
+    ``learned`` takes training cell ``index``'s path (turned with the output's rotation relative to the
+    cell's learned one), ``sampled`` a random walk from ``rng``. The path is centred on the middle of its
+    range, so the cell stays as close to the middle of the grid as its motion allows.
+    """
+    check_mode(mode)
+    if mode == "none":
+        return None
+    if mode == "learned":
+        if index is None:
+            raise ParameterError("--trajectory learned: needs a training cell")
+        path = learned_path(run, index, frames)
+        source = run.rotation_matrices[index]
+    else:
+        path = sampled_path(run, frames, rng if rng is not None else np.random.default_rng(0))
+        source = None
+    if path is None:
+        raise ParameterError(f"--trajectory {mode}: {run.path} records no cell trajectories (the data set was "
+                             "prepared with --center sequence or by cellinr < 0.2); use --trajectory none")
+    path = rotate_path(path, rotation, source)
+    return path - (path.min(axis=0) + path.max(axis=0)) / 2.0
+
+
+def leaves_grid(run, path_um: np.ndarray, *, margin: float = 0.5) -> float:
+    """Largest displacement of ``path_um`` from the grid's centre as a fraction of the half cube (> margin: warn)."""
+    scale = microns_per_unit(run)
+    return float(np.max(np.abs(np.asarray(path_um) / scale))) if scale is not None else 0.0
+
+
+def moving_field(field, times: np.ndarray, path_um: np.ndarray, scale_um: np.ndarray):
+    """``f(x - s(t), t)``: the field carried along the path (piecewise linear between the frame times).
+
+    ``times`` (T,) are the frames' time coordinates, ``path_um`` (T, 3) the displacements (Z, Y, X) in
+    microns and ``scale_um`` (3,) the microns per coordinate unit; any time in between gets the
+    interpolated shift, so the fast evaluator's time bounds see a continuous motion.
+    """
+    import torch
+
+    shifts = np.asarray(path_um, dtype=np.float64)[:, ::-1] / np.asarray(scale_um, dtype=np.float64)[::-1]  # x y z
+    node_t = torch.as_tensor(np.asarray(times, dtype=np.float64))
+    node_s = torch.as_tensor(shifts)
+
+    def sdf(xyzt):
+        t = xyzt[..., 3].to(torch.float64)
+        nt, ns = node_t.to(t.device), node_s.to(t.device)
+        if len(nt) == 1:
+            s = ns[0].expand(*t.shape, 3)
+        else:
+            k = torch.clamp(torch.searchsorted(nt, t.contiguous()) - 1, 0, len(nt) - 2)
+            w = ((t - nt[k]) / (nt[k + 1] - nt[k])).clamp(0.0, 1.0).unsqueeze(-1)
+            s = ns[k] * (1 - w) + ns[k + 1] * w
+        moved = torch.cat([xyzt[..., :3] - s.to(xyzt.dtype), xyzt[..., 3:]], dim=-1)
+        return field(moved)
+
+    return sdf
