@@ -334,3 +334,49 @@ def test_texture_model_scene_2d(tmp_path, one_thread):
     outside = seq.images[seq.seg == 0].astype(float).mean()
     assert inside > outside  # the texture model draws the cells brighter than the background
     assert json.loads((path / "scene.json").read_text())["texture"].endswith("texture_dsb2018")
+
+
+def test_cells_move_as_their_model_learned(tmp_path):
+    """--motion model: a model whose training cells all moved 2 um per frame along X moves every cell
+    by 2 um per (training) frame along its own rotated X axis; a model without paths is one clear error."""
+    import shutil
+
+    import torch
+
+    from cellinr.generation.trajectories import rotate_path
+    from cellinr.model.registry import resolve_run
+    from cellinr.scenes.composer import Scene, SceneSpec
+
+    run = tmp_path / "run"
+    shutil.copytree(resolve_run("deforming"), run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    frames = int(max(json.loads((run / "run.json").read_text())["frames"]))
+    path = [[0.0, 0.0, 2.0 * t] for t in range(frames)]
+    manifest["sequences"] = [{**entry, "trajectory_um": path} for entry in manifest.get("sequences", [])]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spec = SceneSpec(models=[str(run)], dims=(1, 256, 256), frames=3, cells=2, voxel_size=2.0, seed=1,
+                         motion={"source": "model"}, cycle_frames=frames)  # one training frame per scene frame
+        scene = Scene(spec)
+        before, checked = None, 0
+        for frame in scene.frames():
+            now = [None if c.body is None else c.body.pos.copy() for c in scene.cells]
+            if before is not None:
+                for c, b in zip(scene.cells, before):
+                    expected = rotate_path(np.array([[0.0, 0.0, 2.0]]), c.rotation, None)[0] / 2.0
+                    expected[0] = 0.0  # a 2D scene moves in Y and X
+                    np.testing.assert_allclose(c.last_pos - b, expected, atol=1e-9)
+                    checked += 1
+            before = now
+        assert len(scene.cells) >= 2 and checked == 2 * len(scene.cells)  # every cell, two steps
+        still = tmp_path / "still"
+        shutil.copytree(run, still)
+        manifest["sequences"] = [{k: v for k, v in e.items() if k != "trajectory_um"} for e in manifest["sequences"]]
+        (still / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ParameterError, match="records no cell trajectories"):
+            Scene(SceneSpec(models=[str(still)], dims=(1, 64, 64), frames=2, cells=1, voxel_size=2.0,
+                            motion={"source": "model"}))
+    finally:
+        torch.set_num_threads(n)

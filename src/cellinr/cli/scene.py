@@ -47,6 +47,10 @@ def register(subparsers) -> None:
                         help="common displacement per frame in voxels (default: 0 0 0.5)")
     parser.add_argument("--step-sigma", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="random-walk step per frame in voxels (default: 0 1 1)")
+    parser.add_argument("--motion", choices=("fixed", "model"), default="fixed",
+                        help="fixed: --drift and --step-sigma (or estimated with --like); model: every cell moves "
+                        "as its model's training cells did (the drift and steps of their recorded paths) "
+                        "(default: fixed)")
     parser.add_argument("--cycle-frames", type=positive_int,
                         help="scene frames per training sequence of a model (default: 2 x frames - 1)")
     parser.add_argument("--latent", choices=("gaussian", "fitted", "perturb"),
@@ -69,7 +73,8 @@ def run(args) -> int:
     path = scene(
         args.model, args.out, cells=args.cells, density=args.density, dims=args.dims, frames=args.frames,
         voxel_size=args.voxel_size, seed=args.seed, texture=args.texture, like=args.like,
-        like_axes=args.like_axes, drift=args.drift, step_sigma=args.step_sigma, cycle_frames=args.cycle_frames,
+        like_axes=args.like_axes, drift=args.drift, step_sigma=args.step_sigma, motion=args.motion,
+        cycle_frames=args.cycle_frames,
         latent=args.latent, sigma=args.sigma, difficulty=args.difficulty, pairs=not args.no_pairs, mip=args.mip,
         overwrite=args.overwrite, device=args.device,
     )

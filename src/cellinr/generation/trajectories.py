@@ -53,12 +53,17 @@ def learned_path(run, index: int, frames: int | None = None) -> np.ndarray | Non
 
 
 def step_model(run) -> tuple[np.ndarray, np.ndarray, int] | None:
-    """(drift (3,), step covariance (3, 3), steps used) of the training cells' per-frame displacements."""
+    """(drift (3,), step covariance (3, 3), steps used) of the training cells' per-frame displacements.
+
+    Each cell's steps are turned into the model's canonical frame first (by its learned rotation),
+    so a generated cell drawn with rotation R moves along ``R^T`` of a sampled path, as its shape turns.
+    """
     steps = []
+    rotations = run.rotation_matrices
     for i in range(len(run.names)):
         path = run.trajectory(i)
         if path is not None and len(path) > 1:
-            steps.append(np.diff(path, axis=0))
+            steps.append(rotate_path(np.diff(path, axis=0), None, rotations[i]))
     if not steps:
         return None
     steps = np.concatenate(steps)

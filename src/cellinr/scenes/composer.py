@@ -9,7 +9,8 @@ a cell lives through the whole training sequence in ``cycle_frames`` scene frame
 ``t0`` spread the cells over its phases. In a 2D scene (Z == 1) each cell is its 3D mask projected
 along Z (sampled ``PROJECTION_Z_STEP`` times more coarsely along Z, since only the projection is kept).
 
-Frame by frame: every cell moves (drift + random walk, :mod:`cellinr.scenes.motion`) and, when it is
+Frame by frame: every cell moves (drift + random walk, or the motion its model learned:
+:mod:`cellinr.scenes.motion`) and, when it is
 in or near the field of view, ages by one frame (cells far outside are dormant: they only move). Pairs
 that would overlap are pushed apart along the line between their centroids; a cell that still
 overlaps is held back: it keeps its previous position and shape for this frame (its clock pauses, as
@@ -30,7 +31,7 @@ import numpy as np
 
 from cellinr.errors import ParameterError
 from cellinr.scenes.lineage import CellLineage, NodeCounter, TrackBook, clean_mask
-from cellinr.scenes.motion import MotionParams, steps
+from cellinr.scenes.motion import LearnedMotion, MotionParams, steps
 from cellinr.scenes.placement import (
     PUSH_ROUNDS,
     Body,
@@ -240,6 +241,12 @@ class Scene:
         margin = max(max(m.box[1:]) for m in self.models) + 2
         self.field = Field(spec.dims, margin)
         self.dt = 2.0 / (spec.cycle - 1)
+        self.motions = None  # per model, with --motion model
+        if spec.motion.source == "model":
+            if self.voxel_size is None:
+                raise ParameterError("--motion model: the models record no voxel size; give --voxel-size")
+            self.motions = [LearnedMotion.of(m.run, m.name, self.voxel_size, (m.run.max_frames - 1) / (spec.cycle - 1))
+                            for m in self.models]
         self.cells: list[Cell] = []
         self.counter = NodeCounter()
         self.book = TrackBook(self.counter)
@@ -360,7 +367,14 @@ class Scene:
         cells = self.cells
         prev = [(c.body, c.shape, c.age) for c in cells]
         rng = np.random.default_rng([spec.seed, _MOTION, f])
-        d = steps(spec.motion, len(cells), rng, two_d=spec.two_d)
+        if self.motions is None:
+            d = steps(spec.motion, len(cells), rng, two_d=spec.two_d)
+        else:  # each cell moves as its model's training cells did, turned with its rotation
+            noise = rng.standard_normal((len(cells), 3))
+            d = np.array([self.motions[c.model].step(noise[k], c.rotation) for k, c in enumerate(cells)],
+                         dtype=np.float64).reshape(len(cells), 3)
+            if spec.two_d:
+                d[:, 0] = 0.0
         for k, c in enumerate(cells):
             pos = fld.wrap((c.body.pos if c.body is not None else c.last_pos) + d[k])
             shape, age = c.shape, c.age

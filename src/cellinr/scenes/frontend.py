@@ -35,6 +35,7 @@ def scene(
     like_axes: str | None = None,
     drift: Sequence[float] | None = None,
     step_sigma: Sequence[float] | None = None,
+    motion: str = "fixed",
     cycle_frames: int | None = None,
     latent: str | None = None,
     sigma: float | None = None,
@@ -60,6 +61,8 @@ def scene(
         motion, division rate and render parameters are estimated from it unless given.
     like_axes : axes of the ``like`` image and labels files when their metadata lack them (e.g. "TYX").
     drift, step_sigma : motion per frame (Z, Y, X) voxels (see :class:`cellinr.scenes.motion.MotionParams`).
+    motion : "fixed" (``drift`` and ``step_sigma``, or estimated with ``like``) or "model": every cell
+        moves as its model's training cells did (drift and step covariance of their recorded paths).
     cycle_frames : scene frames per training sequence of a model.
     render_params : RenderParams, optional (estimated with ``like``; else the renderer's defaults).
     mip : for a 3D scene, also write 2D+t maximum projections and the masks of the cells they show.
@@ -76,7 +79,11 @@ def scene(
     models = [models] if isinstance(models, (str, os.PathLike)) else [str(m) for m in models]
     like_paths = None if like is None else ([like] if isinstance(like, (str, os.PathLike)) else list(like))
     check_paths(out, like_paths or [])
-    motion = None
+    if motion not in ("fixed", "model"):
+        raise ParameterError(f"--motion {motion!r}: choose one of fixed, model")
+    if motion == "model" and (drift is not None or step_sigma is not None):
+        raise ParameterError("--motion model takes the motion from the models; leave out --drift and --step-sigma")
+    motion = MotionParams(source="model") if motion == "model" else None
     if drift is not None or step_sigma is not None:
         base = MotionParams()
         motion = MotionParams(drift if drift is not None else base.drift,
