@@ -90,8 +90,8 @@ def grid_points(size: int) -> torch.Tensor:
 
 def reconstruction_dice(run_dir: Path, ds_dir: Path, chunk: int = 65536) -> list[float]:
     """Per-frame Dice of (decoder SDF <= 0) vs (data-set SDF <= 0) on the data set's grid."""
-    from cellinr.model.run import load_run
     from cellinr.io.sdf_dataset import SDFDataset
+    from cellinr.model.run import load_run
     from cellinr.training.sampling import frame_time
 
     run = load_run(run_dir)

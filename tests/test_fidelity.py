@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from test_train import _params, make_dataset
 
 from cellinr.data.preparation import mask_to_sdf
 from cellinr.geometry.regions import opening, thin_part
@@ -13,8 +14,6 @@ from cellinr.nn.decoder import AutoDecoder
 from cellinr.training.loss import sdf_l1
 from cellinr.training.sampling import sample_frame, thin_parameters, thin_region
 from cellinr.training.shape import train
-
-from test_train import _params, make_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

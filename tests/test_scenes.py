@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from cellinr.errors import InputError, OutputExistsError, ParameterError
-from cellinr.io.ctc import check_ctc_sequence, read_ctc_sequence, read_man_track, write_ctc_sequence
+from cellinr.io.ctc import (
+    check_ctc_sequence,
+    read_ctc_sequence,
+    read_man_track,
+    write_ctc_sequence,
+)
 from cellinr.scenes.lineage import CellLineage, NodeCounter, TrackBook, clean_mask
 from cellinr.scenes.placement import Body, Field, Occupancy, crop_mask, place_initial
 
