@@ -64,7 +64,7 @@ def load_texture_model(model: str | os.PathLike, *, device: str = "auto") -> Tex
     import torch
 
     path = resolve_texture_model(model)
-    from cellinr.texture.bioimageio import is_bioimageio_source, read_bioimageio
+    from cellinr.io.bioimageio import is_bioimageio_source, read_bioimageio
 
     if is_bioimageio_source(path) and not (path / MODEL_JSON).exists():
         meta, state, _ = read_bioimageio(path)  # a bioimage.io package (folder, rdf.yaml or .zip)
