@@ -683,3 +683,13 @@ def test_generate_trajectories_keep_the_codes_and_refuse_runs_without_paths(tiny
     assert len(err) == 1 and "--trajectory learned" in err[0]
     with pytest.raises(ParameterError, match="reconstruct puts back"):
         reconstruct(run, tmp_path / "z", trajectory="sampled")
+
+
+def test_trajectories_refuse_runs_whose_cubes_kept_the_motion(tiny_run, tmp_path):
+    run = _with_paths(tiny_run, tmp_path / "run", {"seq_a": [[0, 0, 0], [0, 0, 1.0], [0, 0, 2.0]]})
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["options"] = {"center": "sequence"}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ParameterError, match="centred per sequence"):
+        reconstruct(run, tmp_path / "r", trajectory="learned", device="cpu")
+    assert not (tmp_path / "r").exists()

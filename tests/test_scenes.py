@@ -358,6 +358,7 @@ def test_cells_move_as_their_model_learned(tmp_path):
     frames = int(max(json.loads((run / "run.json").read_text())["frames"]))
     path = [[0.0, 0.0, 2.0 * t] for t in range(frames)]
     manifest["sequences"] = [{**entry, "trajectory_um": path} for entry in manifest.get("sequences", [])]
+    manifest["options"] = {**manifest.get("options", {}), "center": "frame"}  # shapes apart from their motion
     (run / "manifest.json").write_text(json.dumps(manifest))
     n = torch.get_num_threads()
     torch.set_num_threads(1)

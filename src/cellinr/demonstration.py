@@ -18,18 +18,17 @@ from cellinr.errors import ParameterError, RunError
 
 log = logging.getLogger(__name__)
 
-#: Latent sampling per behaviour. The reference used learned codes plus noise for filopodial cells; with
-#: the bundled models' four training codes a fitted Gaussian also averages divisions away, so dividing
-#: cells are sampled the same way.
-LATENT_BY_KIND = {"deforming": "fitted", "dividing": "perturb", "filopodial": "perturb"}
+#: The bundled models that the demo runs by default: the simulator's behaviours, whose own samples are
+#: the reference set of the shape comparison.
+DEMO_KINDS = ("deforming", "dividing", "filopodial")
 
 
 def demo(
     out: str | os.PathLike,
     *,
     sequences: int = 2,
-    size: int = 64,
-    frames: int = 10,
+    size: int | None = None,
+    frames: int | None = None,
     kinds: Sequence[str] | None = None,
     reference_sequences: int = 4,
     texture: str = "render",
@@ -44,8 +43,11 @@ def demo(
     ----------
     out : output folder (built atomically; an existing one needs ``overwrite``)
     sequences : new sequences generated per behaviour
-    size, frames : cube edge in voxels and time points of the generated sequences
-    kinds : bundled shape models to use (default: all)
+    size, frames : cube edge in voxels and time points of the generated sequences (default: each model's
+        training grid and frame count, e.g. 128^3 x 20 for ``filopodial``, whose filopodia are 2-3 voxels
+        thick there)
+    kinds : bundled shape models of the simulator's behaviours to use (default: all of them). Cells are
+        drawn with each model's recommended sampler (its ``run.json`` ``generation`` entry).
     reference_sequences : simulator samples per behaviour for the descriptor comparison
     texture : "render" (the physics-style renderer, the default: the bundled GAN learned nuclei about
         23 px across and adds edge artefacts on 64 px images), "auto" (the bundled texture model when
@@ -58,6 +60,7 @@ def demo(
     from cellinr.generation.frontends import generate
     from cellinr.io.tiff import read_tiff
     from cellinr.measurement.comparison import compare
+    from cellinr.model.run import load_run
     from cellinr.model.registry import (
         bundled_shape_models,
         bundled_texture_model,
@@ -65,18 +68,20 @@ def demo(
     )
     from cellinr.visualize import mask_mips, write_gif, write_montage
 
-    if sequences <= 0 or size < 16 or frames <= 0 or reference_sequences < 2:
+    if sequences <= 0 or (size is not None and size < 16) or (frames is not None and frames <= 0) \
+            or reference_sequences < 2:
         raise ParameterError(
             f"demo: need sequences > 0, size >= 16, frames > 0, reference_sequences >= 2 "
             f"(got {sequences}, {size}, {frames}, {reference_sequences})"
         )
-    available = bundled_shape_models()
+    available = [k for k in bundled_shape_models() if k in DEMO_KINDS]
     kinds = list(kinds) if kinds else available
     if not kinds:
         raise RunError("demo: no bundled shape models are installed (cellinr/bundled/*/config.yaml)")
     unknown = [k for k in kinds if k not in available]
     if unknown:
-        raise ParameterError(f"--kinds: no bundled model named {', '.join(unknown)} (bundled: {', '.join(available)})")
+        raise ParameterError(f"--kinds: no bundled model of a simulated behaviour named {', '.join(unknown)} "
+                             f"(choose among {', '.join(available)})")
     if texture == "auto":
         model = bundled_texture_model()
         texture = str(model) if model is not None else "render"
@@ -89,14 +94,16 @@ def demo(
         for k, kind in enumerate(kinds):
             t0 = time.perf_counter()
             gen_dir = tmp / "generated" / kind
+            run = load_run(resolve_run(kind))
+            grid = int(size) if size is not None else run.training_size
+            n_frames = int(frames) if frames is not None else run.max_frames
             records = generate(
-                resolve_run(kind), gen_dir, n=sequences, size=size, frames=frames, seed=seed + 101 * k,
-                latent=LATENT_BY_KIND.get(kind, "fitted"), formats=("tiff",), method="fast", device=device,
-                prefix=f"{kind}_",
+                run, gen_dir, n=sequences, size=grid, frames=n_frames, seed=seed + 101 * k, latent=None,
+                formats=("tiff",), method="fast", device=device, prefix=f"{kind}_",
             )
             bench_dir = benchmark(gen_dir, tmp / "benchmark" / kind, texture=texture, seed=seed + k, device=device)
             sim_dir = simulate(
-                tmp / "simulated" / kind, kind=kind, sequences=reference_sequences, frames=frames, size=size,
+                tmp / "simulated" / kind, kind=kind, sequences=reference_sequences, frames=n_frames, size=grid,
                 seed=seed + 1000 + k,
             )
             compare(sim_dir, gen_dir, tmp / "report" / kind, names=("simulated", "generated"))

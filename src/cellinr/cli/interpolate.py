@@ -9,8 +9,8 @@ from cellinr.generation.frontends import INTERPOLATION_ROTATIONS
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "interpolate", help="shapes between two learned codes",
-        description="Evaluate K codes on the straight line from code A to code B (A, B: sequence names or "
-        "indices); one sequence per step, named step_000, step_001, ...",
+        description="Evaluate K shapes on a path from code A to code B (A, B: sequence names or indices; the "
+        "path is chosen with --path); one sequence per step, named step_000, step_001, ...",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="trained run folder")
     parser.add_argument("--from", dest="start", required=True, metavar="A", help="start code: name or index")
@@ -23,7 +23,8 @@ def register(subparsers) -> None:
                         help="manifold: the model's shape nearest to the blend of the two SDFs (keeps the size); "
                         "spherical: code directions on the sphere, norms linear; linear: the straight line, whose "
                         "middle shrinks (default: manifold)")
-    parser.add_argument("--formats", default="tiff", help="comma-separated outputs among tiff, sdf, mesh, mip")
+    parser.add_argument("--formats", default="tiff",
+                        help="comma-separated outputs among tiff, sdf, mesh, mip, ome-zarr (default: tiff)")
     add_grid_options(parser, formats=False)
     parser.set_defaults(func=run)
 

@@ -9,6 +9,8 @@ from cellinr.cli._common import (
     positive_float,
     positive_int,
 )
+from cellinr.generation.samplers import LATENT_SAMPLERS
+from cellinr.scenes.motion import MOTION_SOURCES
 
 
 def register(subparsers) -> None:
@@ -47,13 +49,13 @@ def register(subparsers) -> None:
                         help="common displacement per frame in voxels (default: 0 0 0.5)")
     parser.add_argument("--step-sigma", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="random-walk step per frame in voxels (default: 0 1 1)")
-    parser.add_argument("--motion", choices=("fixed", "model"), default="fixed",
+    parser.add_argument("--motion", choices=MOTION_SOURCES, default="fixed",
                         help="fixed: --drift and --step-sigma (or estimated with --like); model: every cell moves "
                         "as its model's training cells did (the drift and steps of their recorded paths) "
                         "(default: fixed)")
     parser.add_argument("--cycle-frames", type=positive_int,
                         help="scene frames per training sequence of a model (default: 2 x frames - 1)")
-    parser.add_argument("--latent", choices=("gaussian", "fitted", "perturb"),
+    parser.add_argument("--latent", choices=LATENT_SAMPLERS,
                         help="code sampler (default: perturb, a learned code plus noise)")
     parser.add_argument("--sigma", type=float, help="noise scale of the code sampler")
     parser.add_argument("--difficulty", action="store_true",

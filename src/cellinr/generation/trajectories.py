@@ -98,6 +98,16 @@ def rotate_path(path: np.ndarray, rotation: np.ndarray | None, source_rotation: 
     return (xyz @ (r.T @ ri).T)[:, ::-1]
 
 
+def check_motion_separated(run, flag: str) -> None:
+    """Refuse a run whose data set kept the motion inside the cubes (``prepare --center sequence``):
+    putting its paths back would move its cells twice."""
+    manifest = run.manifest if isinstance(getattr(run, "manifest", None), dict) else {}
+    if (manifest.get("options") or {}).get("center") == "sequence":
+        raise ParameterError(f"{flag}: {run.path} was trained on cubes centred per sequence (prepare --center "
+                             "sequence), so its shapes already move; prepare with the default --center frame to "
+                             "separate shape and motion")
+
+
 def microns_per_unit(run) -> np.ndarray | None:
     """(Z, Y, X) microns per coordinate unit of the training cube, or None when the voxel size is unknown."""
     vox, size = run.voxel_size_um, run.training_size
@@ -117,6 +127,7 @@ def job_path(run, mode: str, *, frames: int, index: int | None = None, rng: np.r
     check_mode(mode)
     if mode == "none":
         return None
+    check_motion_separated(run, f"--trajectory {mode}")
     if mode == "learned":
         if index is None:
             raise ParameterError("--trajectory learned: needs a training cell")

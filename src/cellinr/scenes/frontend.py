@@ -79,8 +79,10 @@ def scene(
     models = [models] if isinstance(models, (str, os.PathLike)) else [str(m) for m in models]
     like_paths = None if like is None else ([like] if isinstance(like, (str, os.PathLike)) else list(like))
     check_paths(out, like_paths or [])
-    if motion not in ("fixed", "model"):
-        raise ParameterError(f"--motion {motion!r}: choose one of fixed, model")
+    from cellinr.scenes.motion import MOTION_SOURCES
+
+    if motion not in MOTION_SOURCES:
+        raise ParameterError(f"--motion {motion!r}: choose one of {', '.join(MOTION_SOURCES)}")
     if motion == "model" and (drift is not None or step_sigma is not None):
         raise ParameterError("--motion model takes the motion from the models; leave out --drift and --step-sigma")
     motion = MotionParams(source="model") if motion == "model" else None

@@ -71,8 +71,9 @@ class LearnedMotion:
 
     @classmethod
     def of(cls, run, name: str, voxel_size, training_frames_per_frame: float) -> LearnedMotion:
-        from cellinr.generation.trajectories import step_model
+        from cellinr.generation.trajectories import check_motion_separated, step_model
 
+        check_motion_separated(run, "--motion model")
         model = step_model(run)
         if model is None:
             raise ParameterError(f"--motion model: model {name} records no cell trajectories (its data set was "
