@@ -206,6 +206,32 @@ def _ctc_gap(w, i):
         shutil.copy2(i / "ctc" / "mask000.tif", folder / f"mask{t:03d}.tif")
 
 
+def _prepare_like(out: Path, inputs: Path, **options):
+    """The shared simulation prepared as the shared data set was (size 16, clamp 4), ``options`` changed."""
+    from cellinr.data.preparation import prepare
+
+    prepare(inputs / "sim", out, **{"size": 16, "clamp": 4.0, "preview": False, "progress": False, **options})
+
+
+def _run_voxel(inputs: Path) -> float:
+    return json.loads((inputs / "run" / "manifest.json").read_text())["voxel_size_um"]
+
+
+def _ball_dataset(folder: Path, radius: float, size: int = 16, frames: int = 3, clamp: float = 4.0) -> Path:
+    """A one-sequence SDF data set of a ball of ``radius`` voxels growing by 5 % a frame (voxel size 0.5 um)."""
+    from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
+
+    folder.mkdir(parents=True)
+    c = np.arange(size) - (size - 1) / 2
+    r = np.sqrt(sum(a**2 for a in np.meshgrid(c, c, c, indexing="ij")))
+    sdf = [(np.clip(r - radius * 1.05**t, -clamp, clamp) / clamp).astype(np.float32) for t in range(frames)]
+    write_sequence(folder / "ball.h5", sdf, n_frames=frames, shape=(size,) * 3)
+    write_manifest(folder, new_manifest(size=size, clamp=clamp, voxel_size_um=0.5, scale_um_per_unit=clamp * 0.5,
+                                        sequences=[{"name": "ball", "file": "ball.h5", "frames": frames,
+                                                    "shape": [size] * 3}]))
+    return folder
+
+
 def _file(rel="afile"):
     return _bytes(rel, b"not a folder\n")
 
@@ -315,6 +341,20 @@ CASES = [
     Case("train", "resume nothing", ["train", "{I}/ds", "--out", "{W}/out", "--resume"], r"no run folder to resume"),
     Case("train", "output exists", ["train", "{I}/ds", "--out", "{W}/out", "--preset", "tiny"], r"output exists",
          setup=_file("out/keep.txt"), output=None),
+    # issue 11: rotations of a single sequence (relative to nothing), cells too small for the grid
+    Case("train", "--rotations on one sequence", ["train", "{W}/one", "--out", "{W}/out", "--preset", "tiny",
+                                                  "--rotations"],
+         r"--rotations needs at least 2 sequences .*; \S*one has 1: train without --rotations",
+         setup=_copy("ds", "one", _json_edit("manifest.json", lambda d: _set(["sequences"], d["sequences"][:1])(d)))),
+    Case("train", "config rotations on one sequence", ["train", "{W}/one", "--out", "{W}/out", "--preset", "tiny",
+                                                       "--config", "{W}/c.yaml"],
+         r"train\.rotations needs at least 2 sequences .*one has 1: set train\.rotations to false or add sequences",
+         setup=lambda w, i: (_copy("ds", "one", _json_edit("manifest.json", lambda d: _set(
+             ["sequences"], d["sequences"][:1])(d)))(w, i), _yaml("train:\n  rotations: true\n")(w, i))),
+    Case("train", "cells too small for the grid", ["train", "{W}/small", "--out", "{W}/out", "--preset", "tiny"],
+         r"small: the cells are 2\.\d voxels across \(median over 3 frames; prepared with size 16, voxel size 0\.5 um\), "
+         r"fewer than 4: .*--center frame`, a smaller `--voxel-size` or a larger `--size`",
+         setup=lambda w, i: _ball_dataset(w / "small", radius=1.3)),
     # ---- generate
     Case("generate", "missing run", ["generate", "{W}/none", "--out", "{W}/out", "--n", "1"], r"no such run folder"),
     Case("generate", "run.json not JSON", ["generate", "{W}/run", "--out", "{W}/out", "--n", "1"], r"run\.json: not valid JSON",
@@ -374,6 +414,19 @@ CASES = [
          r"is the input", output=None),
     Case("fit", "out inside the run", ["fit", "{I}/run", "{I}/ds", "--out", "{I}/run/fit", "--steps", "1"],
          r"lies inside", output="{I}/run/fit"),
+    # issue 11: a data set at another scale than the run (the run: size 16, clamp 4, the automatic voxel size V)
+    Case("fit", "data set with another voxel size", ["fit", "{I}/run", "{W}/ds", "--out", "{W}/out", "--steps", "1"],
+         r"ds: prepared with voxel size 5 um and clamp 4 \(20 um\), the run with voxel size (\d\.\d+) um and clamp 4 "
+         r"\([\d.]+ um\): its cells would be fitted at the wrong scale; prepare it again with "
+         r"`cellinr prepare \.\.\. --size 16 --voxel-size [\d.]+ --clamp 4`$",
+         setup=lambda w, i: _prepare_like(w / "ds", i, voxel_size=5.0)),
+    Case("fit", "data set with another clamp", ["fit", "{I}/run", "{W}/ds", "--out", "{W}/out", "--steps", "1"],
+         r"ds: prepared with voxel size (\d\.\d+) um and clamp 8 \([\d.]+ um\), the run with voxel size \1 um and "
+         r"clamp 4 \([\d.]+ um\): its SDF saturates at another distance .*--size 16 --voxel-size [\d.]+ --clamp 4`$", setup=lambda w, i: _prepare_like(w / "ds", i, clamp=8.0)),
+    Case("fit", "data set on another grid", ["fit", "{I}/run", "{W}/ds", "--out", "{W}/out", "--steps", "1"],
+         r"prepared with size 20, voxel size (\d\.\d+) um .* the run with size 16, voxel size \1 um .*"
+         r"--size 16 --voxel-size [\d.]+ --clamp 4`$", setup=lambda w, i: _prepare_like(w / "ds", i, size=20,
+                                                                                    voxel_size=_run_voxel(i))),
     # ---- texture
     Case("texture", "render out is the masks", ["texture", "render", "--masks", "{I}/masks2d", "--out", "{I}/masks2d",
                                                 "--overwrite"], r"is the input", output=None),
@@ -643,6 +696,86 @@ def test_allow_gaps_honours_frame_numbers(inputs: Path, tmp_path: Path, capsys):
     (seq,) = manifest["sequences"]
     assert seq["source_frames"] == [0, 1, 3]
     assert seq["source_time_indices"] == [0, 1, 3]
+
+
+# ----------------------------------------------------------------------------------------------
+# issue 11: what the scale, rotation and cell-size checks still accept
+
+
+def test_fit_follows_its_own_fix_and_tolerates_rounding(inputs: Path, tmp_path: Path, capsys):
+    """The prepare options the refusal names give a data set fit accepts; a voxel size rounded to 1e-4
+    passes; a data set without a voxel size is fitted with a warning."""
+    _prepare_like(tmp_path / "coarse", inputs, voxel_size=5.0)
+    rc, err = run_cli(["fit", inputs / "run", tmp_path / "coarse", "--out", tmp_path / "f0", "--steps", "1"], capsys)
+    check_failure(rc, err, "fit", match="prepare it again", expect_rc=2)
+    fix = re.search(r"`cellinr prepare \.\.\. (.*)`", err).group(1).split()
+    rc, err = run_cli(["prepare", inputs / "sim", "--out", tmp_path / "fixed", "--no-preview", *fix], capsys)
+    assert rc == 0, err
+    rc, err = run_cli(["fit", inputs / "run", tmp_path / "fixed", "--out", tmp_path / "f1", "--steps", "1"], capsys)
+    assert rc == 0 and "WARNING" not in err, err
+    assert (tmp_path / "f1" / "fit.json").is_file()
+
+    shutil.copytree(inputs / "ds", tmp_path / "rounded")
+    _json_edit("manifest.json", lambda d: _set(["voxel_size_um"], d["voxel_size_um"] * (1 + 2e-4))(d))(tmp_path / "rounded")
+    rc, err = run_cli(["fit", inputs / "run", tmp_path / "rounded", "--out", tmp_path / "f2", "--steps", "1"], capsys)
+    assert rc == 0 and "WARNING" not in err, err
+    shutil.copytree(inputs / "ds", tmp_path / "unknown")
+    _json_edit("manifest.json", _del(["voxel_size_um"]))(tmp_path / "unknown")
+    rc, err = run_cli(["fit", inputs / "run", tmp_path / "unknown", "--out", tmp_path / "f3", "--steps", "1"], capsys)
+    assert rc == 0, err
+    assert re.search(r"WARNING: \S*unknown: the data set records no voxel size", err), err
+    # the run's own cells generated on a non-cubic grid: voxel sizes and clamp scaled with it, same microns
+    rc, err = run_cli(["reconstruct", inputs / "run", "--out", tmp_path / "grid", "--dims", "12", "16", "20",
+                       "--frames", "2", "--formats", "sdf", "--device", "cpu"], capsys)
+    assert rc == 0, err
+    manifest = json.loads((tmp_path / "grid" / "manifest.json").read_text())
+    assert manifest["dims"] == [12, 16, 20] and len(set(manifest["voxel_size_um"])) == 3
+    rc, err = run_cli(["fit", inputs / "run", tmp_path / "grid", "--out", tmp_path / "f4", "--steps", "1"], capsys)
+    assert rc == 0 and "WARNING" not in err, err
+
+
+def test_one_sequence_rotations_from_a_preset_are_turned_off(inputs: Path, tmp_path: Path, caplog):
+    """The reference preset's rotations on a one-sequence data set: a warning, no rotations; an explicit
+    request (argument, mapping, YAML file, Config changed from its preset) is refused."""
+    from cellinr.errors import ParameterError
+    from cellinr.io.sdf_dataset import SDFDataset
+    from cellinr.model.config import preset
+    from cellinr.training.shape import _checked_config
+
+    one = _ball_dataset(tmp_path / "one", radius=5.0)
+    ds = SDFDataset(one)
+    with caplog.at_level(logging.WARNING):
+        cfg = _checked_config(ds, "reference", None, None, None, None)
+    assert cfg.train.rotations is False and cfg.preset == "reference"
+    assert "has 1 sequence: learned rotations (the reference preset's default) need at least 2" in caplog.text
+    assert _checked_config(ds, "reference", preset("reference"), None, None, None).train.rotations is False
+    assert _checked_config(ds, "reference", None, None, None, False).train.rotations is False
+    (tmp_path / "c.yaml").write_text("train:\n  rotations: true\n")
+    tiny_on = preset("tiny")
+    tiny_on.train.rotations = True
+    for config, rotations, flag in ((None, True, "--rotations"), ({"train": {"rotations": True}}, None, "train.rotations"),
+                                    (tmp_path / "c.yaml", None, "train.rotations"), (tiny_on, None, "train.rotations")):
+        with pytest.raises(ParameterError, match=rf"^{re.escape(flag)} needs at least 2 sequences .*one has 1"):
+            _checked_config(ds, "tiny", config, None, None, rotations)
+    # two sequences: the preset's rotations stay on
+    assert _checked_config(SDFDataset(inputs / "ds"), "reference", None, None, None, None).train.rotations is True
+
+
+def test_cell_size_measured_and_warned(tmp_path: Path, caplog):
+    """The equal-volume diameter of a ball is its diameter; 4 to 10 voxels across warns, more is silent."""
+    from cellinr.io.sdf_dataset import SDFDataset
+    from cellinr.training.dataset_checks import cell_diameter_voxels, check_cell_size
+
+    big = SDFDataset(_ball_dataset(tmp_path / "big", radius=6.0, size=24))
+    diameter, n = cell_diameter_voxels(big)
+    assert n == 3 and diameter == pytest.approx(2 * 6.0 * 1.05, rel=0.05)  # the middle frame's ball
+    with caplog.at_level(logging.WARNING):
+        check_cell_size(big)
+    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING):
+        assert 5.5 < check_cell_size(SDFDataset(_ball_dataset(tmp_path / "mid", radius=3.0))) < 7.5
+    assert re.search(r"mid: the cells are only \d\.\d voxels across \(median over 3 frames; prepared with size 16, "
+                     r"voxel size 0\.5 um\)", caplog.text), caplog.text
 
 
 def test_written_files_share_one_mode(inputs: Path):

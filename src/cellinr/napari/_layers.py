@@ -309,7 +309,11 @@ def fit_labels(model, labels: np.ndarray, *, scale=None, steps: int = 100, seed:
         dtype = np.uint16 if labels.max() < 2**16 else np.float32
         write_tiff(tmp / "labels.tif", labels.astype(dtype), axes="TZYX", spacing=scale[1:],
                    frame_interval=scale[0] if len(labels) > 1 else None)
-        data = prepare(tmp / "labels.tif", tmp / "data", size=int(size), allow_gaps=True, preview=False)
+        # at the model's scale: the voxel size and clamp (microns) of the model's cube on a grid of ``size``
+        spacing, trained = run.output_spacing((int(size),) * 3), run.training_size
+        clamp = float(run.manifest.get("clamp") or 32) * ((int(size) - 1) / (trained - 1) if trained else 1.0)
+        data = prepare(tmp / "labels.tif", tmp / "data", size=int(size), allow_gaps=True, preview=False,
+                       voxel_size=None if spacing is None else max(spacing), clamp=clamp)
         results = fit(run, data, tmp / "fit", steps=steps, seed=seed, device=device)
         codes = np.load(tmp / "fit" / "codes.npy")
         rotations = np.load(tmp / "fit" / "rotations.npy")

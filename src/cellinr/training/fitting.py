@@ -175,14 +175,7 @@ def fit(
     sampling = run.config.sampling
     near_fraction = sampling.near_fraction if near_fraction is None else float(near_fraction)
     regularization = run.config.train.code_reg if regularization is None else float(regularization)
-    unit_run = run.sdf_unit
-    # a generated non-cubic data set records "dims" and a clamp relative to its longest axis
-    ds_size = ds.manifest.get("size") or max(ds.manifest.get("dims") or [0])
-    ds_clamp = ds.manifest.get("clamp")
-    # the data set's normalised SDF -> the run's units (equal when prepared alike)
-    ratio = 1.0
-    if ds_size and ds_clamp and int(ds_size) > 1:
-        ratio = (float(ds_clamp) * 2.0 / (int(ds_size) - 1)) / unit_run
+    ratio = _check_scale(run, ds)
     codes = torch.as_tensor(np.asarray(run.codes), dtype=torch.float32, device=dev)
     decoder = run.decoder
     decoder.eval()
@@ -249,6 +242,65 @@ def fit(
         "mean_dice": float(np.mean([r["dice"] for r in results])),
     }, indent=1))
     return results
+
+
+SCALE_RTOL = 1e-3
+"""Relative difference of voxel sizes and clamps tolerated between a data set and the run."""
+
+
+def _check_scale(run, ds) -> float:
+    """Refuse a data set prepared at another scale than the run; returns the factor from its normalised
+    SDF to the run's units (1 when prepared alike).
+
+    The network's coordinates span the training cube, so a data set's grid shows the cells at the run's
+    scale only when it spans the same microns: its voxel size must be ``run.output_spacing(dims)`` (the
+    run's voxel size on a grid of the run's size; a grid generated at another size, e.g. non-cubic,
+    has its voxel size scaled to match). The clamp, compared in microns (clamp voxels * voxel size, the
+    clamp of a non-cubic grid counted along its longest axis), sets where the SDF saturates. A data set
+    (or run) recording no voxel size cannot be checked: it is accepted with a warning, its SDF rescaled
+    to the run's units as the clamps and grid sizes say.
+    """
+    unit = run.sdf_unit  # RunError without the run's size and clamp
+    dims = tuple(int(d) for d in ds.sequences[0].shape)
+    edge, size = max(dims), int(run.training_size)
+    ds_clamp, run_clamp = ds.manifest.get("clamp"), float(run.manifest["clamp"])
+    # a generated non-cubic data set records "dims" and a clamp relative to its longest axis
+    ratio = 1.0 if not ds_clamp or edge < 2 else (float(ds_clamp) * 2.0 / (edge - 1)) / unit
+    run_vox, ds_vox = run.voxel_size_um, ds.manifest.get("voxel_size_um")
+    if run_vox is None or ds_vox is None:
+        if run_vox is not None or ds_vox is not None or not np.isclose(ratio, 1.0, rtol=SCALE_RTOL):
+            which = "the data set" if ds_vox is None else "the run"
+            log.warning("%s: %s records no voxel size, so its scale cannot be checked against the %s's; the cells are "
+                        "taken at the run's scale%s", ds.path, which, "run" if ds_vox is None else "data set",
+                        "" if np.isclose(ratio, 1.0) else f", the SDF rescaled by {ratio:.4g} (clamp {ds_clamp:g} "
+                        f"voxels on a {edge}-voxel grid, the run's {run_clamp:g} on {size})")
+        return ratio
+    ds_v = np.broadcast_to(np.asarray(ds_vox, dtype=np.float64), (3,))
+    expected = np.asarray(run.output_spacing(dims))
+    same_voxel = np.allclose(ds_v, expected, rtol=SCALE_RTOL, atol=0)
+    if same_voxel and np.isclose(ratio, 1.0, rtol=SCALE_RTOL, atol=0):
+        return ratio
+    run_dims = run.manifest.get("dims") or [size] * 3
+
+    def describe(voxel, clamp, grid, with_grid):
+        voxel = np.asarray(voxel, dtype=np.float64)
+        shown = f"{voxel[0]:.4g}" if np.allclose(voxel, voxel[0]) else "x".join(f"{v:.4g}" for v in voxel)
+        return (f"size {grid}, " if with_grid else "") + f"voxel size {shown} um and clamp {clamp:.4g}"
+
+    other_grid = edge != size
+    ds_grid = "x".join(map(str, dims)) if len(set(dims)) > 1 else edge
+    # rounded up: the automatic voxel size of prepare is the smallest at which the cells fit the cube
+    step = 10.0 ** (np.floor(np.log10(float(np.max(run_vox)))) - 5)
+    voxel_fix = np.ceil(float(np.max(run_vox)) / step * (1 - 1e-12)) * step
+    fix = f"--size {size} --voxel-size {voxel_fix:.6g} --clamp {run_clamp:.6g}"  # --size: its default is no run's
+    ds_um = float(ds_clamp) * ds_v[int(np.argmax(dims))] if ds_clamp else float("nan")
+    run_um = run_clamp * run_vox[int(np.argmax(run_dims))]
+    raise DatasetError(
+        f"{ds.path}: prepared with {describe(ds_v, float(ds_clamp or 0), ds_grid, other_grid)} "
+        f"({ds_um:.4g} um), the run with {describe(run_vox, run_clamp, size, other_grid)} ({run_um:.4g} um): "
+        + ("its cells would be fitted at the wrong scale" if not same_voxel else
+           "its SDF saturates at another distance from the surfaces")
+        + f"; prepare it again with `cellinr prepare ... {fix}`")
 
 
 def _on_dataset_grid(run, ds, dims, frames):

@@ -34,6 +34,7 @@ from cellinr.model.config import preset as get_preset
 from cellinr.nn.decoder import AutoDecoder
 from cellinr.nn.rotation import RotationTable
 from cellinr.training import checkpoint as ckpt
+from cellinr.training import dataset_checks as checks
 from cellinr.training import distributed as dist_utils
 from cellinr.training.loss import code_regulariser, regulariser_weight, sdf_l1
 from cellinr.training.sampling import PointPool, index_to_coords
@@ -112,6 +113,14 @@ def _resolve_config(preset, config, epochs, activation, rotations) -> Config:
     else:
         cfg = load_config(config, base)
     return _apply_overrides(cfg, epochs, activation, rotations)
+
+
+def _checked_config(dataset, preset, config, epochs, activation, rotations) -> Config:
+    """The resolved config, its rotations checked against the data set (one sequence: none to learn)."""
+    cfg = _resolve_config(preset, config, epochs, activation, rotations)
+    asked = checks.rotations_asked(preset, config, rotations)
+    flag = "--rotations" if rotations else "train.rotations"
+    return checks.rotations_for(cfg, len(dataset), dataset.path, asked=asked, flag=flag)
 
 
 def _apply_overrides(cfg: Config, epochs, activation, rotations) -> Config:
@@ -268,10 +277,11 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                 log.warning("%s: resuming from the older checkpoint %s", src, ckpt_path.name)
         else:
             log.info("%s: killed before its first checkpoint; training from the first epoch", src)
-        if preset is None and config is None:
+        if preset is None and config is None:  # the saved config: only an explicit --rotations is checked
             cfg = _apply_overrides(cfg_saved, epochs, activation, rotations)
+            cfg = checks.rotations_for(cfg, len(dataset), dataset.path, asked=True) if rotations else cfg
         else:
-            cfg = _resolve_config(preset, config, epochs, activation, rotations)
+            cfg = _checked_config(dataset, preset, config, epochs, activation, rotations)
         diff = _diff_keys(_compat_dict(cfg), _compat_dict(cfg_saved)) + (_diff_keys(
             _compat_dict(cfg), state.get("compat", {}).get("config", {})
         ) if state is not None else [])
@@ -283,8 +293,9 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         if seed is not None and int(seed) != run_seed:
             raise RunError(f"{out}: cannot resume: the run used seed {run_seed}, not {seed}")
     else:
-        cfg = _resolve_config(preset, config, epochs, activation, rotations)
+        cfg = _checked_config(dataset, preset, config, epochs, activation, rotations)
         run_seed = 0 if seed is None else int(seed)
+        checks.check_cell_size(dataset)  # a new run only: a resumed one was checked when it began
     error = None
     if info.is_main:  # every check is done: only now is anything created
         try:
