@@ -309,16 +309,18 @@ def fit_labels(model, labels: np.ndarray, *, scale=None, steps: int = 100, seed:
         dtype = np.uint16 if labels.max() < 2**16 else np.float32
         write_tiff(tmp / "labels.tif", labels.astype(dtype), axes="TZYX", spacing=scale[1:],
                    frame_interval=scale[0] if len(labels) > 1 else None)
-        # at the model's scale: the voxel size and clamp (microns) of the model's cube on a grid of ``size``
-        spacing, trained = run.output_spacing((int(size),) * 3), run.training_size
-        clamp = float(run.manifest.get("clamp") or 32) * ((int(size) - 1) / (trained - 1) if trained else 1.0)
-        data = prepare(tmp / "labels.tif", tmp / "data", size=int(size), allow_gaps=True, preview=False,
-                       voxel_size=None if spacing is None else max(spacing), clamp=clamp)
+        # fitted on the model's own cube (its grid, voxel size and clamp, as fit requires; a coarser grid
+        # would need a wider margin in microns than the model's cells leave), shown on a grid of ``size``
+        grid = int(run.training_size or size)
+        spacing = run.output_spacing((grid,) * 3)
+        data = prepare(tmp / "labels.tif", tmp / "data", size=grid, allow_gaps=True, preview=False,
+                       voxel_size=None if spacing is None else max(spacing),
+                       clamp=float(run.manifest.get("clamp") or 32))
         results = fit(run, data, tmp / "fit", steps=steps, seed=seed, device=device)
         codes = np.load(tmp / "fit" / "codes.npy")
         rotations = np.load(tmp / "fit" / "rotations.npy")
         manifest = json.loads((data / MANIFEST).read_text(encoding="utf-8"))
-    voxel = float(manifest["voxel_size_um"])
+    voxel = float(manifest["voxel_size_um"]) * (grid - 1) / (int(size) - 1) if int(size) > 1 else 1.0
     layers = []
     for i, (entry, res) in enumerate(zip(manifest["sequences"], results)):
         masks = decode(run, codes[i], rotations[i], size=int(size), frames=int(entry["frames"]), device=device) <= 0
