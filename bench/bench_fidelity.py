@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+# the shared real data next to the repository, or where CELLINR_REAL_DATA points (as in the tests)
+REAL = Path(os.environ.get("CELLINR_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real")
 PLAIN = {"model": {"hidden": [128] * 6, "latent_in": [], "xyz_in_all": False}}
 # every recipe starts its rotations at the identity (the simulated cells are not rotated): this bench
 # isolates the shape recipe; bench_rotation.py measures the principal-axes start

@@ -43,7 +43,9 @@ PROTRUSION_RADIUS_VOXELS = 2
 
 
 def reconstruct_masks(run, index: int, dims: tuple[int, int, int], frames: int, *, device="cpu") -> np.ndarray:
-    """Masks (SDF <= 0) of training sequence ``index`` of a loaded run on a dense grid.
+    """Masks (SDF <= 0) of training sequence ``index`` of a loaded run on a grid.
+
+    Evaluated with the fast path, whose masks equal dense evaluation voxel for voxel.
 
     Returns
     -------
@@ -51,14 +53,12 @@ def reconstruct_masks(run, index: int, dims: tuple[int, int, int], frames: int, 
     """
     import torch
 
-    from cellinr.geometry.grid import evaluate_dense, time_coords
+    from cellinr.generation.frames import decode
 
-    out = np.empty((frames, *dims), bool)
     with torch.inference_mode():
-        field = run.field(index)
-        for k, t in enumerate(time_coords(frames)):
-            out[k] = evaluate_dense(field, dims, t=float(t), device=device).sdf <= 0
-    return out
+        sdf = decode(run, run.codes[index], run.rotation_matrices[index], dims=tuple(dims), frames=int(frames),
+                     device=device)
+    return sdf <= 0
 
 
 def compare_activations(
