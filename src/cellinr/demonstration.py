@@ -27,8 +27,8 @@ def demo(
     out: str | os.PathLike,
     *,
     sequences: int = 2,
-    size: int | None = None,
-    frames: int | None = None,
+    size: int | None = 64,
+    frames: int | None = 10,
     kinds: Sequence[str] | None = None,
     reference_sequences: int = 4,
     texture: str = "render",
@@ -43,9 +43,9 @@ def demo(
     ----------
     out : output folder (built atomically; an existing one needs ``overwrite``)
     sequences : new sequences generated per behaviour
-    size, frames : cube edge in voxels and time points of the generated sequences (default: each model's
-        training grid and frame count, e.g. 128^3 x 20 for ``filopodial``, whose filopodia are 2-3 voxels
-        thick there)
+    size, frames : cube edge in voxels and time points of the generated sequences (default 64 and 10, about
+        a minute on 2 CPU cores; None: each model's training grid and frame count, e.g. 128^3 x 20 for
+        ``filopodial``, whose filopodia are 2-3 voxels thick there: about 10 minutes on 1 core)
     kinds : bundled shape models of the simulator's behaviours to use (default: all of them). Cells are
         drawn with each model's recommended sampler (its ``run.json`` ``generation`` entry).
     reference_sequences : simulator samples per behaviour for the descriptor comparison

@@ -16,9 +16,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--sequences", type=positive_int, default=2, help="new sequences per cell behaviour (default: 2)")
-    p.add_argument("--size", type=positive_int, help="cube edge in voxels (default: each model's training size)")
-    p.add_argument("--frames", type=positive_int,
-                   help="time points per sequence (default: each model's training frame count)")
+    p.add_argument("--size", type=positive_int, default=64,
+                   help="cube edge in voxels (default: 64; the filopodial model was trained at 128)")
+    p.add_argument("--frames", type=positive_int, default=10, help="time points per sequence (default: 10)")
     p.add_argument("--kinds", nargs="+", help="bundled models to use (default: all)")
     p.add_argument("--texture", default="render",
                    help="'render' (physics-style renderer, default), 'dsb2018' (the bundled pix2pixHD-style model), "
