@@ -86,11 +86,12 @@ def test_reader_ome_zarr_only_folder_and_run_folder(generated, tmp_path):
     ((data, _, kind),) = _layers.read_path(tmp_path / "z")
     assert kind == "labels" and np.asarray(data).shape == (3, 12, 12, 12)
     from cellinr.model.registry import resolve_run
+    from cellinr.model.run import load_run
 
     run = resolve_run("deforming")
     assert _layers.reader_for(run).func is _layers.run_layers  # read at RUN_PREVIEW_SIZE^3 by the plugin
     layers = _layers.run_layers(run, size=12)
-    assert len(layers) == 4 and all(t == "labels" for _, _, t in layers)
+    assert len(layers) == len(load_run(run).names) and all(t == "labels" for _, _, t in layers)
     assert layers[0][0].shape == (10, 12, 12, 12) and layers[0][0].any()
 
 
@@ -176,6 +177,11 @@ def test_widget_generates_and_fits(viewer, generated, tmp_path):
     layer = widget.generate()
     assert np.array_equal(layer.data, read_tiff(generated / "cell_0000.tif").data)
     assert widget.labels_layer.value is layer  # the new layer is offered for fitting
+    # a generated dividing cell may fill the model's whole cube; fit a nucleus-sized ball (40 um across,
+    # inside the model's 60 um cube with its margin) given at 2 um per voxel
+    grid = np.indices((24, 24, 24))
+    ball = (((grid - 11.5) ** 2).sum(axis=0) <= 10**2).astype(np.uint8)
+    widget.labels_layer.value = viewer.add_labels(np.stack([ball] * 2), scale=(1.0, 2.0, 2.0, 2.0))
     widget.steps.value = 5
     results = widget.fit()
     assert len(results) == 1 and "mean Dice" in widget.status.value
