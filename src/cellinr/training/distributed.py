@@ -121,6 +121,17 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+
+def share_error(error: BaseException | None, info: DistInfo) -> None:
+    """Raise on every process what process 0 met: its own error there, a RunError naming it elsewhere."""
+    from cellinr.errors import RunError
+
+    message = broadcast_object(None if error is None else str(error), info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunError(f"process 0 failed: {message}")
+
 def broadcast_parameters(module, info: DistInfo) -> None:
     """Copy process 0's parameters and buffers into every process (the same start everywhere)."""
     if not info.enabled:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from cellinr.errors import CellinrError, DatasetError, RunError
+from cellinr.errors import CellinrError, DatasetError
 from cellinr.training import distributed as dist_utils
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,7 @@ def principal_rotations(dataset, info: dist_utils.DistInfo | None = None) -> np.
                          n, time.perf_counter() - t0, ", ".join(kinds))
         except CellinrError as exc:
             error = exc
-    message = dist_utils.broadcast_object(None if error is None else str(error), info)
-    if error is not None:
-        raise error
-    if message is not None:
-        raise RunError(f"process 0 failed: {message}")
+    dist_utils.share_error(error, info)
     return dist_utils.broadcast_object(rotations, info)
 
 

@@ -305,11 +305,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                 _prepare_out(out, cfg, dataset, overwrite)
         except CellinrError as exc:
             error = exc
-    message = dist_utils.broadcast_object(None if error is None else str(error), info)
-    if error is not None:
-        raise error
-    if message is not None:
-        raise RunError(f"process 0 failed: {message}")
+    dist_utils.share_error(error, info)
     out = work
     dist_utils.barrier(info)
 
@@ -502,11 +498,7 @@ def _reference_data(path: Path, out: Path, info, *, resume: bool, overwrite: boo
             prepare_reference_folder(path, cache, progress=progress)  # reuses a prepared one
         except CellinrError as exc:
             error = exc
-    message = dist_utils.broadcast_object(None if error is None else str(error), info)
-    if error is not None:
-        raise error
-    if message is not None:
-        raise RunError(f"process 0 failed: {message}")
+    dist_utils.share_error(error, info)
     return cache
 
 
