@@ -46,7 +46,9 @@ PLAIN = {"model": {"hidden": [128] * 6, "latent_in": [], "xyz_in_all": False}}
 # isolates the shape recipe; bench_rotation.py measures the principal-axes start
 _IDENTITY = {"train": {"rotation_init": "identity"}}
 RECIPES = {"new": ("small", _IDENTITY), "relu": ("small", {"model": {"activation": "relu"}, **_IDENTITY}),
-           "old": ("small-v1", _IDENTITY), "plain": ("small-v1", {**PLAIN, **_IDENTITY})}
+           "old": ("small-v1", _IDENTITY), "plain": ("small-v1", {**PLAIN, **_IDENTITY}),
+           "far0.1": ("small", {"train": {"rotation_init": "identity", "far_weight": 0.1}}),
+           "far0.5": ("small", {"train": {"rotation_init": "identity", "far_weight": 0.5}})}
 
 
 def _merge(a: dict, b: dict) -> dict:

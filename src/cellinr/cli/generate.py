@@ -11,7 +11,7 @@ from cellinr.cli._common import (
     positive_float,
     positive_int,
 )
-from cellinr.generation.frames import METHODS, PRECISIONS
+from cellinr.generation.frames import METHODS, MIN_FRAGMENT, PRECISIONS
 from cellinr.generation.runner import FORMATS
 from cellinr.generation.samplers import LATENT_SAMPLERS, ROTATION_MODES
 from cellinr.generation.trajectories import TRAJECTORY_MODES
@@ -42,6 +42,9 @@ def add_grid_options(parser: argparse.ArgumentParser, *, formats: bool = True) -
                         help="points per network call (default: 2048 on CPU, 131072 on CUDA)")
     parser.add_argument("--precision", default=PRECISIONS[0], choices=PRECISIONS,
                         help="network precision (autocast; bf16/fp16 for GPUs) (default: fp32)")
+    parser.add_argument("--min-fragment", type=float, default=MIN_FRAGMENT, metavar="FRACTION",
+                        help="drop connected components under this fraction of each frame's largest one (floaters "
+                        f"of a few voxels); 0 keeps all (default: {MIN_FRAGMENT})")
     parser.add_argument("--max-memory-gb", type=positive_float,
                         help="refuse sizes needing more memory (default: 80%% of physical memory)")
     parser.add_argument("--from-fit", metavar="FIT_DIR",
@@ -93,7 +96,7 @@ def run(args) -> int:
         latent=args.latent, sigma=args.sigma, rotation=args.rotation, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
-        precision=args.precision, from_fit=args.from_fit, shard=cli_shard(args.shard), trajectory=args.trajectory,
+        precision=args.precision, min_fragment=args.min_fragment, from_fit=args.from_fit, shard=cli_shard(args.shard), trajectory=args.trajectory,
     )
     print(f"{len(records)} sequences in {args.out}" + (f" (shard {args.shard})" if args.shard else ""))
     return 0

@@ -37,7 +37,7 @@ def run(args) -> int:
         args.run_dir, args.out, start=args.start, end=args.end, steps=args.steps, size=args.size, dims=args.dims,
         frames=args.frames, rotation=args.rotation, formats=args.formats, mesh_format=args.mesh_format,
         method=args.method, device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb,
-        chunk=args.chunk, precision=args.precision, path=args.path, from_fit=args.from_fit,
+        chunk=args.chunk, precision=args.precision, min_fragment=args.min_fragment, path=args.path, from_fit=args.from_fit,
         shard=cli_shard(args.shard),
     )
     print(f"{len(records)} shapes in {args.out}")

@@ -30,7 +30,7 @@ def run(args) -> int:
         args.run_dir, args.out, size=args.size, dims=args.dims, frames=args.frames, formats=args.formats,
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, sequences=args.sequences, max_memory_gb=args.max_memory_gb,
-        chunk=args.chunk, precision=args.precision, from_fit=args.from_fit, shard=cli_shard(args.shard),
+        chunk=args.chunk, precision=args.precision, min_fragment=args.min_fragment, from_fit=args.from_fit, shard=cli_shard(args.shard),
         trajectory=args.trajectory,
     )
     print(f"{len(records)} sequences in {args.out}")

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from cellinr.errors import ParameterError
+from cellinr.geometry.fragments import MIN_FRAGMENT
 from cellinr.geometry.grid import PRECISIONS
 
 METHODS = ("fast", "fast-v1", "dense")
@@ -60,6 +61,9 @@ class EvalOptions:
     """Points per network call (default by device: :data:`DEFAULT_CHUNKS`)."""
     precision: str = "fp32"
     """Autocast precision of the network: fp32, bf16 or fp16."""
+    min_fragment: float = MIN_FRAGMENT
+    """Connected components under this fraction of the frame's largest one are dropped (turned
+    outside; :mod:`cellinr.geometry.fragments`); 0 keeps every component."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -70,6 +74,9 @@ class EvalOptions:
             if int(self.chunk) < 1:
                 raise ParameterError(f"--chunk {self.chunk}: must be positive")
             self.chunk = int(self.chunk)
+        if not 0 <= float(self.min_fragment) < 1:
+            raise ParameterError(f"--min-fragment {self.min_fragment}: must be in [0, 1)")
+        self.min_fragment = float(self.min_fragment)
         if not self.safety >= 1.0 or not self.time_safety >= 1.0:
             raise ParameterError(f"safety {self.safety} / time_safety {self.time_safety}: must be >= 1")
 
@@ -163,10 +170,22 @@ class FrameRenderer:
                                        device=device, precision=opts.precision)
 
     def frame(self, t: float):
+        """The frame at time ``t``, its fragments dropped (``opts.min_fragment``; ``dropped_voxels`` says how many)."""
+        from cellinr.geometry.fragments import drop_dense, drop_sparse
+
+        frame = self._evaluate(float(t))
+        if self._fast is not None:
+            # coherence reads the evaluator's own state, not the frame, so dropping cannot leak into t + 1
+            frame.dropped_voxels = drop_sparse(frame, self.opts.min_fragment)
+        else:
+            frame.dropped_voxels = drop_dense(frame.sdf, self.opts.min_fragment)
+        return frame
+
+    def _evaluate(self, t: float):
         from cellinr.geometry.grid import DenseFrame, evaluate_dense
 
         if self._fast is not None:
-            frame = self._fast.frame(float(t))
+            frame = self._fast.frame(t)
             if self.exact_surface:
                 self._fast.polish(frame)
             return frame
@@ -212,6 +231,7 @@ def decode(
     precision: str = "fp32",
     chunk: int | None = None,
     max_memory_gb: float | None = None,
+    min_fragment: float = MIN_FRAGMENT,
 ) -> np.ndarray:
     """The SDF of a latent code on a grid, as an array (no files written).
 
@@ -224,6 +244,7 @@ def decode(
     frames : number of time points spread over the sequence (default: the longest training sequence).
     method : {"fast", "fast-v1", "dense"}; precision : {"fp32", "bf16", "fp16"}; chunk : points per network
         call (default by device).
+    min_fragment : components under this fraction of each frame's largest one are dropped (0: none).
 
     Returns
     -------
@@ -233,7 +254,7 @@ def decode(
     from cellinr._util.memory import check_memory
     from cellinr.geometry.grid import time_coords
 
-    opts = EvalOptions(method=method, chunk=chunk, precision=precision)
+    opts = EvalOptions(method=method, chunk=chunk, precision=precision, min_fragment=min_fragment)
     run, dev = load_for_evaluation(run, device)
     dims = resolve_dims(run, size, dims)
     frames = check_frames(frames) or run.max_frames

@@ -56,6 +56,7 @@ from cellinr.generation.samplers import (
 )
 from cellinr.generation.trajectories import check_mode as check_trajectory
 from cellinr.generation.trajectories import job_path, leaves_grid
+from cellinr.geometry.fragments import MIN_FRAGMENT
 from cellinr.io.meshes import MESH_FORMATS
 
 log = logging.getLogger(__name__)
@@ -74,13 +75,13 @@ class _Setup:
 
 
 def _setup(run, *, device, size, dims, frames, formats, mesh_format, method, chunk, precision, shard=None,
-           from_fit=None) -> _Setup:
+           from_fit=None, min_fragment=MIN_FRAGMENT) -> _Setup:
     """The preamble of every front-end: check the options, load the run (with the codes of a fit), resolve the grid."""
     check_frames(frames)
     formats = parse_formats(formats)
     if mesh_format not in MESH_FORMATS:
         raise ParameterError(f"--mesh-format {mesh_format!r}: choose one of {', '.join(MESH_FORMATS)}")
-    opts = EvalOptions(method=method, chunk=chunk, precision=precision)
+    opts = EvalOptions(method=method, chunk=chunk, precision=precision, min_fragment=min_fragment)
     shard = resolve_shard(shard)
     run, dev = load_for_evaluation(run, device)
     if from_fit is not None:
@@ -179,6 +180,7 @@ def generate(
     max_memory_gb: float | None = None,
     chunk: int | None = None,
     precision: str = "fp32",
+    min_fragment: float = MIN_FRAGMENT,
     from_fit: str | os.PathLike | None = None,
     shard: str | Shard | None = None,
     trajectory: str = "none",
@@ -212,6 +214,8 @@ def generate(
     max_memory_gb : refuse sizes needing more memory (default 80 % of physical memory)
     chunk : points per network call (default: 2048 on CPU, 131072 on CUDA)
     precision : {"fp32", "bf16", "fp16"} autocast precision of the network
+    min_fragment : connected components under this fraction of each frame's largest one are dropped
+        (floaters of a few voxels; :mod:`cellinr.geometry.fragments`); 0 keeps them all
     from_fit : a ``cellinr fit`` output folder: its fitted codes replace the run's learned ones (the
         samplers ``fitted`` / ``perturb`` then draw around the fitted cells)
     shard : "K/N" or :class:`cellinr._util.shards.Shard`: render only sequences K, K + N, ... (default:
@@ -235,7 +239,8 @@ def generate(
     if rotation not in ROTATION_MODES:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(ROTATION_MODES)}")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit)
+               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit,
+               min_fragment=min_fragment)
     frames = int(frames) if frames is not None else s.run.max_frames
     if latent is None:
         latent, run_sigma = default_sampler(s.run)
@@ -291,6 +296,7 @@ def reconstruct(
     max_memory_gb: float | None = None,
     chunk: int | None = None,
     precision: str = "fp32",
+    min_fragment: float = MIN_FRAGMENT,
     from_fit: str | os.PathLike | None = None,
     shard: str | Shard | None = None,
     trajectory: str = "none",
@@ -306,7 +312,8 @@ def reconstruct(
     if check_trajectory(trajectory) == "sampled":
         raise ParameterError("--trajectory sampled: reconstruct puts back the cells' own paths; use learned or none")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit)
+               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit,
+               min_fragment=min_fragment)
     r = s.run
     codes, rots = r.codes, r.rotation_matrices
     indices = range(len(r.names)) if sequences is None else [r.code_index(q) for q in sequences]
@@ -344,6 +351,7 @@ def interpolate(
     max_memory_gb: float | None = None,
     chunk: int | None = None,
     precision: str = "fp32",
+    min_fragment: float = MIN_FRAGMENT,
     path: str = "manifold",
     from_fit: str | os.PathLike | None = None,
     shard: str | Shard | None = None,
@@ -372,7 +380,8 @@ def interpolate(
     if rotation not in INTERPOLATION_ROTATIONS:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(INTERPOLATION_ROTATIONS)}")
     s = _setup(run, device=device, size=size, dims=dims, frames=frames, formats=formats, mesh_format=mesh_format,
-               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit)
+               method=method, chunk=chunk, precision=precision, shard=shard, from_fit=from_fit,
+               min_fragment=min_fragment)
     r = s.run
     codes, rots = r.codes.astype(np.float64), r.rotation_matrices
     ia, ib = r.code_index(start), r.code_index(end)

@@ -170,7 +170,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
                           mesh_format=spec.mesh_format)
     renderer = FrameRenderer(field_fn, dims, run.sdf_unit, opts, device,
                              exact_surface=bool({"mesh", "sdf"} & set(spec.formats)))
-    queries, inside = 0, 0
+    queries, inside, dropped = 0, 0, []
     started = time.perf_counter()
     writers = make_writers(spec.formats, ctx)
     try:
@@ -178,6 +178,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
             frame = renderer.frame(float(times[k]))
             queries += frame.queries
             inside += frame.count_inside()
+            dropped.append(int(getattr(frame, "dropped_voxels", 0)))
             for writer in writers:
                 writer.write(k, frame)
             del frame
@@ -203,6 +204,8 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
         "trajectory_um": None if job.path_um is None else np.round(np.asarray(job.path_um, np.float64), 6).tolist(),
         "voxel_fraction_inside": inside / (job.frames * float(np.prod(dims))),
         "queries": int(queries),
+        # voxels of fragments turned outside per frame (EvalOptions.min_fragment)
+        "fragment_voxels_dropped": dropped,
         "files": files,
         "options": common,
     }

@@ -157,6 +157,9 @@ class TrainConfig:
     [-clamp, clamp] stops learning there) or ``hinge`` (L1 inside the band |target| < clamp; for
     target >= clamp the penalty relu(clamp - pred), for target <= -clamp relu(pred + clamp): the
     same value where both are clamped, but always a gradient towards the right side)."""
+    far_weight: float = 0.0
+    """``hinge`` only: weight of an L1 term towards the true SDF beyond the clamp band, so the far
+    field keeps its real distance as a margin (no floaters far from the cell); 0: the pure hinge."""
     code_reg: float = 1e-4
     """Weight lambda of the latent regulariser lambda * mean ||z||."""
     code_reg_warmup: int = 100
@@ -318,7 +321,7 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"config key train.lr_gamma: the decay factor must be in (0, 1], got {t.lr_gamma}")
     non_negative = {
         "train.epochs": t.epochs, "train.code_reg": t.code_reg, "train.code_reg_warmup": t.code_reg_warmup,
-        "train.rotation_epochs": t.rotation_epochs, "sampling.cache_gb": s.cache_gb,
+        "train.rotation_epochs": t.rotation_epochs, "sampling.cache_gb": s.cache_gb, "train.far_weight": t.far_weight,
     }
     for key, value in non_negative.items():
         if value < 0:

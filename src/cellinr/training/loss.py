@@ -10,13 +10,19 @@ from __future__ import annotations
 import torch
 
 
-def sdf_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float | None = None, mode: str = "both") -> torch.Tensor:
+def sdf_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float | None = None, mode: str = "both",
+           far_weight: float = 0.0) -> torch.Tensor:
     """Mean L1 loss of SDF values, truncated at +-``clamp`` when it is set.
 
     ``mode="both"`` (DeepSDF) compares clamp(pred) with clamp(target): no gradient where the
     prediction lies beyond the clamp. ``mode="hinge"`` is L1 inside the band |target| < clamp and,
     beyond it, relu(clamp - pred) for target >= clamp (relu(pred + clamp) for target <= -clamp): the
     same value where both would be clamped, but always a gradient towards the right side.
+
+    ``far_weight > 0`` (hinge only) adds ``far_weight * |pred - target|`` beyond the band: the far
+    field is pulled towards its true distance instead of just past the clamp, so the margin between
+    it and the surface is the distance itself and small dips of the network's output there no longer
+    cross zero (the floaters of a pure hinge, a few voxels each, far from the cell).
     """
     pred = pred.float()
     target = target.float()
@@ -25,6 +31,8 @@ def sdf_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float | None = None,
     if mode == "both":
         return (pred.clamp(-clamp, clamp) - target.clamp(-clamp, clamp)).abs().mean()
     beyond = torch.where(target >= clamp, torch.relu(clamp - pred), torch.relu(pred + clamp))
+    if far_weight:
+        beyond = beyond + float(far_weight) * (pred - target).abs()
     return torch.where(target.abs() < clamp, (pred - target).abs(), beyond).mean()
 
 

@@ -395,7 +395,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                                 reg_weight=reg_weight, global_frames=global_frames):
                     with autocast():
                         pred, codes = model(seq_t[j:j + 1], times_t[j:j + 1], xyz[j:j + 1])
-                    l1 = sdf_l1(pred, target[j:j + 1], tc.clamp, tc.clamp_mode)
+                    l1 = sdf_l1(pred, target[j:j + 1], tc.clamp, tc.clamp_mode, tc.far_weight)
                     reg = reg_weight * code_regulariser(codes)
                     loss = (l1 + reg) / global_frames
                     return dist_utils.FrameTerms(
