@@ -119,6 +119,7 @@ def evaluate(run_dir: Path, ds_dir: Path, *, radius_vox: float) -> dict:
     import torch
 
     from cellinr.generation.frames import decode, load_for_evaluation
+    from cellinr.geometry.fragments import MIN_FRAGMENT, drop_dense
     from cellinr.geometry.regions import dice
     from cellinr.io.sdf_dataset import SDFDataset
     from cellinr.measurement.protrusions import protrusion_dice, thin_part_dice
@@ -130,15 +131,22 @@ def evaluate(run_dir: Path, ds_dir: Path, *, radius_vox: float) -> dict:
         for i, info in enumerate(ds.sequences):
             j = run.names.index(info.name)
             truth = np.stack([f <= 0 for f in ds.iter_frames(i)])
+            # decoded without dropping fragments, then dropped as generation does by default: both scored
             sdf = decode(run, run.codes[j], run.rotation_matrices[j], dims=truth.shape[1:], frames=len(truth),
-                         device="cpu")
+                         device="cpu", min_fragment=0)
             for t in range(len(truth)):
+                raw = sdf[t] <= 0
+                dropped = drop_dense(sdf[t], MIN_FRAGMENT)
                 rec = sdf[t] <= 0
+                n_true = components(truth[t])
                 rows.append({"sequence": info.name, "frame": t, "dice": dice(truth[t], rec),
                              "thin_dice": thin_part_dice(truth[t], rec, radius_um=radius_vox),
                              "protrusion_dice": protrusion_dice(truth[t], rec, radius_um=radius_vox),
-                             "components_ok": components(truth[t]) == components(rec)})
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("dice", "thin_dice", "protrusion_dice", "components_ok")}
+                             "components_ok": n_true == components(rec),
+                             "components_ok_raw": n_true == components(raw), "dice_raw": dice(truth[t], raw),
+                             "fragment_voxels": dropped})
+    keys = ("dice", "thin_dice", "protrusion_dice", "components_ok", "components_ok_raw", "dice_raw", "fragment_voxels")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     mean["dice_min"] = float(min(r["dice"] for r in rows))
     return {"mean": mean, "frames": rows}
 
@@ -301,13 +309,19 @@ def part_samplers(work: Path, args) -> dict:
                                     ("filopodial", "filopodial128_new", 128, 20)):
         if kind not in args.sampler_kinds.split(","):
             continue
-        if not (work / run / "run.json").is_file():
+        run_dir = work / run
+        if args.sampler_source == "bundled":  # the shipped models, as users get them
+            from cellinr.model.registry import resolve_run
+
+            run_dir = resolve_run(kind)
+        if not (run_dir / "run.json").is_file():
             out[kind] = {"skipped": f"{run} not trained (run the kinds / filopodial parts first)"}
             continue
         held = simulated_dataset(work, kind, sequences=8, frames=frames, size=size, first=100)
         reference = work / f"sim_{kind}_8x{frames}_{size}_from100"
-        rows = compare_samplers(work / run, reference, work / f"samplers_{kind}", n=args.sampler_n, frames=frames,
-                                seed=1, device="cpu", overwrite=True)
+        rows = compare_samplers(run_dir, reference, work / f"samplers_{kind}", n=args.sampler_n, frames=frames,
+                                seed=1, device="cpu", overwrite=True,
+                                samplers=args.samplers.split(",") if args.samplers else None)
         out[kind] = {"held_out": str(held), "rows": rows}
     return out
 
@@ -331,6 +345,9 @@ def main(argv=None) -> int:
     p.add_argument("--sampler-kinds", default="deforming,dividing,filopodial",
                    help="models compared in the samplers part (filopodial is at 128^3 x 20 frames: slow on CPU)")
     p.add_argument("--sampler-n", type=int, default=20, help="generated sequences per sampler")
+    p.add_argument("--sampler-source", choices=("work", "bundled"), default="work",
+                   help="samplers part: the runs trained in OUT (work) or the bundled models")
+    p.add_argument("--samplers", help="samplers part: comma-separated latent samplers (default: all)")
     args = p.parse_args(argv)
     import torch
 
