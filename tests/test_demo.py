@@ -15,7 +15,7 @@ from cellinr.model.registry import (
 
 
 def test_bundled_models_are_installed_and_documented():
-    assert bundled_shape_models() == ["deforming", "dividing", "filopodial"]
+    assert bundled_shape_models() == ["deforming", "dividing", "filopodial", "platynereis"]
     for name in bundled_shape_models():
         folder = resolve_run(name)
         stats = json.loads((folder / "training.json").read_text())

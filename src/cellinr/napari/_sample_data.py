@@ -20,3 +20,7 @@ def dividing() -> list:
 
 def filopodial() -> list:
     return sample_cell("filopodial")
+
+
+def platynereis() -> list:
+    return sample_cell("platynereis")
