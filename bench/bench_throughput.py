@@ -7,9 +7,10 @@ median seconds per epoch (the first epoch, which builds the point pool, is left 
 second, the ratio against ``today`` (the ``small-v1`` preset in fp32, the CPU recipe of cellinr 0.1)
 and the loss after the last epoch (the precisions must learn alike: equal loss curves).
 
-Settings: ``today`` (small-v1, fp32), ``small-fp32`` (the small preset in fp32), ``small`` (the
-small preset as shipped: ``train.precision auto``, bf16-hidden on CPUs with native bf16),
-``reference-fp32`` and ``reference`` (the reference preset in fp32 and with ``auto``).
+Settings: ``today`` (small-v1, fp32, uncompiled), ``small-fp32`` (the small preset in fp32,
+uncompiled), ``small-eager`` (``train.precision auto``: bf16-hidden on CPUs with native bf16,
+uncompiled), ``small`` (as shipped for long runs: ``auto`` precision and ``train.compile``),
+``reference-fp32`` (uncompiled) and ``reference`` (``auto`` precision, compiled).
 
 Usage::
 
@@ -27,12 +28,15 @@ import statistics
 import time
 from pathlib import Path
 
+# the bench's runs are a few epochs long, below train.compile auto's threshold: compile is set explicitly
+_EAGER, _COMPILED = {"compile": "off"}, {"compile": "on"}
 SETTINGS = {
-    "today": ("small-v1", {"train": {"precision": "fp32"}}),
-    "small-fp32": ("small", {"train": {"precision": "fp32"}}),
-    "small": ("small", {}),
-    "reference-fp32": ("reference", {"train": {"precision": "fp32"}}),
-    "reference": ("reference", {"train": {"precision": "auto"}}),
+    "today": ("small-v1", {"train": {"precision": "fp32", **_EAGER}}),
+    "small-fp32": ("small", {"train": {"precision": "fp32", **_EAGER}}),
+    "small-eager": ("small", {"train": _EAGER}),
+    "small": ("small", {"train": _COMPILED}),
+    "reference-fp32": ("reference", {"train": {"precision": "fp32", **_EAGER}}),
+    "reference": ("reference", {"train": {"precision": "auto", **_COMPILED}}),
 }
 
 

@@ -460,3 +460,36 @@ def test_rotation_init_refuses_a_sequence_without_inside_voxels(tmp_path):
     with pytest.raises(DatasetError, match="empty.h5: no voxel inside"):
         train(folder, tmp_path / "run", preset="tiny", rotations=True, progress=False)
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.incomplete").exists()
+
+
+def test_compile_auto_threshold_and_devices():
+    from cellinr._util.device import COMPILE_MIN_STEPS, resolve_compile
+
+    assert resolve_compile("on", torch.device("cpu"), 1) and not resolve_compile("off", torch.device("cuda"), 10**6)
+    assert resolve_compile("auto", torch.device("cuda"), COMPILE_MIN_STEPS)
+    assert not resolve_compile("auto", torch.device("cuda"), COMPILE_MIN_STEPS - 1)
+    assert not resolve_compile("auto", torch.device("mps"), 10**6)
+
+
+@pytest.mark.skipif(not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_learns_like_eager(dataset, tmp_path):
+    cfg = {"sampling": {"fraction": 0.05}, "train": {"epochs": 3, "checkpoint_every": 3}}
+    runs = {mode: train(dataset, tmp_path / mode, preset="tiny", seed=1, progress=False,
+                        config={**cfg, "train": {**cfg["train"], "compile": mode}}) for mode in ("off", "on")}
+    losses = {m: [float(r.split(",")[1]) for r in (p / "log.csv").read_text().splitlines()[1:]] for m, p in runs.items()}
+    np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-4)
+    assert json.loads((runs["on"] / "run.json").read_text())["compiled"] is True
+    assert json.loads((runs["off"] / "run.json").read_text())["compiled"] is False
+
+
+def test_failed_compilation_warns_and_trains_uncompiled(dataset, tmp_path, monkeypatch, caplog):
+    def broken(fn, **kwargs):
+        def call(*a, **k):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    out = train(dataset, tmp_path / "r", preset="tiny", progress=False, config={"train": {"compile": "on"}})
+    assert json.loads((out / "run.json").read_text())["compiled"] is False
+    assert "training uncompiled" in caplog.text

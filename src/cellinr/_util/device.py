@@ -57,3 +57,22 @@ def resolve_device(name: str = "auto"):
     if name == "cpu":
         return torch.device("cpu")
     raise DeviceError(f"--device {name}: unknown device; choose one of {', '.join(DEVICES)}")
+
+
+#: ``train.compile: auto`` compiles runs of at least this many optimiser steps (compiling costs about 30 s)
+COMPILE_MIN_STEPS = 500
+
+
+def resolve_compile(mode: str, device, steps: int) -> bool:
+    """Whether ``train.compile`` = ``mode`` compiles a run of ``steps`` optimiser steps on ``device``."""
+    if mode != "auto":
+        return mode == "on"
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
+        return steps >= COMPILE_MIN_STEPS
+    if kind != "cpu":  # MPS: inductor support is partial
+        return False
+    import shutil
+
+    # inductor's CPU backend builds C++ kernels
+    return steps >= COMPILE_MIN_STEPS and any(shutil.which(c) for c in ("g++", "c++", "clang++"))

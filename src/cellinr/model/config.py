@@ -50,6 +50,7 @@ ROTATION_INITS = ("principal", "identity")
 SAMPLING_SCHEMES = ("reference", "band")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "bf16-hidden", "auto")
 CLAMP_MODES = ("both", "hinge")
+COMPILE_MODES = ("off", "on", "auto")
 
 
 @dataclass
@@ -184,6 +185,11 @@ class TrainConfig:
     the later layers' products and sines in bf16, the output sum in fp32: about twice the points per
     second of fp32 on CPUs with native bf16); ``auto``: ``bf16-hidden`` on CPUs with native bf16
     arithmetic (avx512_bf16 or AMX), else ``fp32`` (the precision used is recorded in run.json)."""
+    compile: str = "auto"
+    """Compile the network's evaluation with ``torch.compile`` (fused sine layers: about 1.4x the
+    points per second of eager fp32 on 2 CPU cores): ``on``, ``off``, or ``auto`` (on for runs of at
+    least 500 steps on CUDA or on a CPU with a C++ compiler; compiling takes about 30 s). When
+    compilation fails the run warns once and continues uncompiled."""
     checkpoint_every: int = 100
     """Write a checkpoint every this many epochs (and at the end)."""
     keep_checkpoints: int = 3
@@ -288,6 +294,7 @@ _CHOICES = {
     ("train", "rotation_init"): ROTATION_INITS,
     ("train", "precision"): PRECISIONS,
     ("train", "clamp_mode"): CLAMP_MODES,
+    ("train", "compile"): COMPILE_MODES,
 }
 
 

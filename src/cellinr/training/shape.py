@@ -20,6 +20,7 @@ import contextlib
 import csv
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cellinr._util.device import resolve_precision
+from cellinr._util.device import resolve_compile, resolve_precision
 from cellinr.errors import CellinrError, RunError
 from cellinr.model.config import Config, config_from_dict, load_config, validate
 from cellinr.model.config import preset as get_preset
@@ -324,6 +325,10 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     precision = resolve_precision(tc.precision, device)  # "auto": bf16-hidden on CPUs with native bf16
     if precision == "bf16-hidden":  # the hidden layers' products in bf16 (AutoDecoder._low_addmm)
         model.decoder.hidden_dtype = torch.bfloat16
+    pool_steps = math.ceil(sum(s.frames for s in dataset.sequences) / cfg.sampling.frames_per_step)
+    compiled = resolve_compile(tc.compile, device, pool_steps * max(0, tc.epochs - (state or {}).get("epoch", 0)))
+    if compiled:
+        compiled = _compile_decoder(model.decoder, device, cfg, dataset)
     opt_net = torch.optim.Adam(model.decoder.parameters(), lr=tc.lr_net)
     opt_codes = torch.optim.Adam(model.latents.parameters(), lr=tc.lr_codes)
     optimisers = {"net": opt_net, "codes": opt_codes}
@@ -466,12 +471,36 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                 info={
                     "epochs": max(start_epoch, tc.epochs), "seed": run_seed, "shape": list(shape),
                     "dataset": str(dataset.path), "world_size": info.world_size, "device": device.type, "precision": precision,
+                    "compiled": bool(compiled),
                     "final_loss": float(rows[-1]["loss"]) if rows else None,
                 },
             )
         finish_run(work, final)
     dist_utils.barrier(info)
     return final
+
+
+def _compile_decoder(decoder, device, cfg: Config, dataset) -> bool:
+    """Replace ``decoder.evaluate`` by its ``torch.compile`` version; False (and one warning) if that fails.
+
+    The compiled graph is built here, on zero inputs of a training step's shape (one frame of
+    ``points_per_frame`` points), forward and backward, so a missing compiler shows before the
+    first epoch; no random numbers are drawn, so the run's stream is the same compiled or not.
+    """
+    eager = decoder.evaluate
+    decoder.evaluate = torch.compile(eager, dynamic=False)
+    shape = dataset.sequences[0].shape
+    n = int(cfg.sampling.points_per_frame) if cfg.sampling.points_per_frame \
+        else max(1, round(cfg.sampling.fraction * shape[0] * shape[1] * shape[2]))
+    try:
+        code = torch.zeros(1, decoder.latent_dim, device=device, requires_grad=True)
+        out = decoder.forward_frames(code, torch.zeros(1, n, 4, device=device))
+        torch.autograd.grad(out.float().sum(), [code, *decoder.parameters()], allow_unused=True)
+    except Exception as exc:  # noqa: BLE001 - any compiler failure: train uncompiled
+        decoder.evaluate = eager
+        log.warning("train.compile: torch.compile failed (%s); training uncompiled", str(exc).splitlines()[0][:200])
+        return False
+    return True
 
 
 def _reference_data(path: Path, out: Path, info, *, resume: bool, overwrite: bool, progress) -> Path:
