@@ -316,7 +316,8 @@ def reconstruct(
                min_fragment=min_fragment)
     r = s.run
     codes, rots = r.codes, r.rotation_matrices
-    indices = range(len(r.names)) if sequences is None else [r.code_index(q) for q in sequences]
+    # by default the training sequences proper, not their augmented copies
+    indices = range(r.originals) if sequences is None else [r.code_index(q) for q in sequences]
     jobs = []
     for i in indices:
         n_frames = int(frames) if frames is not None else int(r.frames[i])

@@ -185,6 +185,16 @@ class TrainConfig:
     the later layers' products and sines in bf16, the output sum in fp32: about twice the points per
     second of fp32 on CPUs with native bf16); ``auto``: ``bf16-hidden`` on CPUs with native bf16
     arithmetic (avx512_bf16 or AMX), else ``fp32`` (the precision used is recorded in run.json)."""
+    augment: int = 0
+    """Augmented copies per training sequence (:mod:`cellinr.training.augmentation`): each copy is the
+    sequence under a fixed similarity transform (Haar-random rotation, scale log-uniform in
+    ``augment_scale``, a mirror with probability 1/2 when ``augment_mirror``) with a code of its own;
+    every epoch each sequence trains as one of its versions, so an epoch costs the same. For data
+    sets of a few dozen cells, so that ``fit`` reaches unseen ones; 0: none."""
+    augment_scale: list[float] = field(default_factory=lambda: [0.8, 1.25])
+    """Range (min, max) of the copies' isotropic scale factors."""
+    augment_mirror: bool = True
+    """Mirror half of the copies (cells of either handedness)."""
     compile: str = "auto"
     """Compile the network's evaluation with ``torch.compile`` (fused sine layers: about 1.4x the
     points per second of eager fp32 on 2 CPU cores): ``on``, ``off``, or ``auto`` (on for runs of at
@@ -333,6 +343,10 @@ def validate(config: Config) -> Config:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"config key {key}: must be >= 0, got {value}")
+    if t.augment < 0:
+        raise ConfigError(f"config key train.augment: must be >= 0, got {t.augment}")
+    if len(t.augment_scale) != 2 or not 0 < t.augment_scale[0] <= t.augment_scale[1] < float("inf"):
+        raise ConfigError(f"config key train.augment_scale: needs [min, max] with 0 < min <= max, got {t.augment_scale}")
     if not -1 < s.near_threshold < 1:
         raise ConfigError(f"config key sampling.near_threshold: must be in (-1, 1), got {s.near_threshold}")
     if not m.hidden or any(w <= 0 for w in m.hidden):

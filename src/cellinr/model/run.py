@@ -73,6 +73,12 @@ class Run:
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def originals(self) -> int:
+        """Number of training sequences proper: the rows after them are augmented copies (``train.augment``)."""
+        aug = self.info.get("augment") if isinstance(self.info, dict) else None
+        return int(aug["originals"]) if isinstance(aug, dict) and "originals" in aug else len(self.names)
+
     def field(self, index: int):
         """The SDF function of training sequence ``index`` (see ``AutoDecoder.field``)."""
         return self.decoder.field(self.latents[index], self.rotations[index])
@@ -366,4 +372,5 @@ def apply_fit(run: Run, fit_dir: str | os.PathLike) -> Run:
                        f"{None if latents is None else tuple(latents.shape)})")
     device = run.latents.device
     return dataclasses.replace(run, latents=latents.to(device), rotations=rotations.to(device), names=names,
-                               frames=frames, info={**run.info, "fit": str(fit_dir.resolve())})
+                               frames=frames, info={**{k: v for k, v in run.info.items() if k != "augment"},
+                                                    "fit": str(fit_dir.resolve())})

@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,6 +36,7 @@ from cellinr.model.config import preset as get_preset
 from cellinr.nn.decoder import AutoDecoder
 from cellinr.nn.rotation import RotationTable
 from cellinr.training import checkpoint as ckpt
+from cellinr.training.augmentation import augmentation
 from cellinr.training import dataset_checks as checks
 from cellinr.training import distributed as dist_utils
 from cellinr.training.loss import code_regulariser, regulariser_weight, sdf_l1
@@ -84,7 +86,8 @@ def _compat_dict(config: Config) -> dict:
     start of the rotations)."""
     d = config.to_dict()
     # rotation_init acts before the first epoch only (a checkpoint holds the rotations)
-    for key in ("epochs", "checkpoint_every", "keep_checkpoints", "rotation_init"):
+    # compile changes no result beyond rounding
+    for key in ("epochs", "checkpoint_every", "keep_checkpoints", "rotation_init", "compile"):
         d["train"].pop(key)
     for key in ("ram_budget_gb", "cache_gb"):
         d["sampling"].pop(key)
@@ -314,19 +317,24 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     n_seq = len(dataset)
     if state is None:  # the run's own random stream (inside train's fork_rng): checkpoints are reproducible
         torch.manual_seed(run_seed)
+    aug = augmentation(n_seq, tc.augment, scale=tc.augment_scale, mirror=tc.augment_mirror, seed=run_seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run_seed)
-        model = ShapeModel(cfg, n_seq)
+        model = ShapeModel(cfg, aug.rows)
     if state is None and model.rotations is not None and tc.rotation_init == "principal":
         from cellinr.training.rotation_init import principal_rotations
 
-        model.rotations.set_matrices(torch.as_tensor(principal_rotations(dataset, info), dtype=torch.float32))
+        start = principal_rotations(dataset, info)
+        # a copy y = s R_a M x starts from its original's alignment with R_a undone (the mirror stays)
+        start = [start[r % n_seq] @ aug.rotations[r].T for r in range(aug.rows)]
+        model.rotations.set_matrices(torch.as_tensor(np.asarray(start), dtype=torch.float32))
     model.to(device)
     precision = resolve_precision(tc.precision, device)  # "auto": bf16-hidden on CPUs with native bf16
     if precision == "bf16-hidden":  # the hidden layers' products in bf16 (AutoDecoder._low_addmm)
         model.decoder.hidden_dtype = torch.bfloat16
     pool_steps = math.ceil(sum(s.frames for s in dataset.sequences) / cfg.sampling.frames_per_step)
-    compiled = resolve_compile(tc.compile, device, pool_steps * max(0, tc.epochs - (state or {}).get("epoch", 0)))
+    # decided on the whole run's length, so a resumed run compiles exactly when the uninterrupted one did
+    compiled = resolve_compile(tc.compile, device, pool_steps * tc.epochs)
     if compiled:
         compiled = _compile_decoder(model.decoder, device, cfg, dataset)
     opt_net = torch.optim.Adam(model.decoder.parameters(), lr=tc.lr_net)
@@ -389,10 +397,12 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
             totals = torch.zeros(3, device=device)  # summed on the device: no host sync per step
             n_steps = 0
             for seq, times, index, value in pool.steps(epoch):
+                seq = aug.rows_of(seq, epoch)  # the version (original or copy) each frame trains this epoch
                 seq_t = torch.from_numpy(seq).to(device)
                 times_t = torch.from_numpy(times).to(device)
                 xyz = index_to_coords(torch.from_numpy(index).to(device), shape)
                 target = torch.from_numpy(value).to(device=device, dtype=torch.float32)
+                xyz, target = aug.apply(seq_t, xyz, target)
                 model.zero_grad(set_to_none=True)
                 global_frames = len(seq) * info.world_size
 
@@ -465,13 +475,14 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         with torch.no_grad():
             write_run_files(
                 out, config=cfg, decoder=model.decoder, latents=model.latents.weight,
-                rotations=model.rotation_matrices(), names=dataset.names,
-                frames=[s.frames for s in dataset.sequences], manifest=dataset.manifest,
+                rotations=model.rotation_matrices(), names=aug.names(dataset.names),
+                frames=[s.frames for s in dataset.sequences] * (aug.copies + 1), manifest=dataset.manifest,
                 rotation_params=None if model.rotations is None else model.rotations.weight,
                 info={
                     "epochs": max(start_epoch, tc.epochs), "seed": run_seed, "shape": list(shape),
                     "dataset": str(dataset.path), "world_size": info.world_size, "device": device.type, "precision": precision,
                     "compiled": bool(compiled),
+                    **({"augment": aug.record(tc.augment_scale, tc.augment_mirror)} if aug.copies else {}),
                     "final_loss": float(rows[-1]["loss"]) if rows else None,
                 },
             )
