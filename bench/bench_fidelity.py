@@ -10,6 +10,7 @@ on this machine (the learning-rate schedule scaled to the epochs):
 ``old``     the ``small-v1`` preset (cellinr 0.1)
 ``plain``   a plain SIREN auto-decoder without any ingredient: 6 x 128 sine layers, the latent code
             concatenated to the input only, the reference point sampling, plain L1
+``aug2``, ``aug4``  ``new`` with 2 / 4 augmented copies per sequence (``train.augment``; the real part)
 
 Scores per frame against the data set's masks (SDF <= 0), each training sequence decoded on its own
 grid at its own frames: Dice, thin-part Dice (mask minus its opening by a ball of ``--thin-radius``
@@ -48,7 +49,9 @@ _IDENTITY = {"train": {"rotation_init": "identity"}}
 RECIPES = {"new": ("small", _IDENTITY), "relu": ("small", {"model": {"activation": "relu"}, **_IDENTITY}),
            "old": ("small-v1", _IDENTITY), "plain": ("small-v1", {**PLAIN, **_IDENTITY}),
            "far0.1": ("small", {"train": {"rotation_init": "identity", "far_weight": 0.1}}),
-           "far0.5": ("small", {"train": {"rotation_init": "identity", "far_weight": 0.5}})}
+           "far0.5": ("small", {"train": {"rotation_init": "identity", "far_weight": 0.5}}),
+           "aug2": ("small", {"train": {"rotation_init": "identity", "augment": 2}}),
+           "aug4": ("small", {"train": {"rotation_init": "identity", "augment": 4}})}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -287,17 +290,23 @@ def part_real(work: Path, args) -> dict:
         if not (ds_test / "manifest.json").is_file():
             prepare(test_tif, ds_test, size=size, spacing=spacing, voxel_size=vox, overwrite=True, progress=False,
                     preview=False)
-        run = work / f"{name}_new"
-        facts = train_budgeted(ds_train, run, "new", args.real_budget_min * 60)
-        recon = evaluate(run, ds_train, radius_vox=_radius(size, args))["mean"]
-        t0 = time.process_time()
-        fitted = fit(run, ds_test, work / f"{name}_fit", device="cpu", overwrite=True)
-        fit_cpu = time.process_time() - t0
-        out[name] = {**facts, "reconstruction_dice": recon["dice"], "reconstruction_dice_min": recon["dice_min"],
-                     "train_sequences": len(SDFDataset(ds_train)), "fit_sequences": len(fitted),
-                     "fit_dice": float(np.mean([r["dice"] for r in fitted])),
-                     "fit_dice_min": float(min(r["dice"] for r in fitted)),
-                     "fit_cpu_s_per_cell": fit_cpu / max(len(fitted), 1)}
+        for recipe in args.real_recipes.split(","):
+            run = work / f"{name}_{recipe}"
+            facts = train_budgeted(ds_train, run, recipe, args.real_budget_min * 60)
+            recon = evaluate(run, ds_train, radius_vox=_radius(size, args))["mean"]
+            t0 = time.process_time()
+            fitted = fit(run, ds_test, work / f"{name}_{recipe}_fit", device="cpu", overwrite=True)
+            fit_cpu = time.process_time() - t0
+            row = {**facts, "reconstruction_dice": recon["dice"], "reconstruction_dice_min": recon["dice_min"],
+                   "train_sequences": len(SDFDataset(ds_train)), "fit_sequences": len(fitted),
+                   "fit_dice": float(np.mean([r["dice"] for r in fitted])),
+                   "fit_dice_min": float(min(r["dice"] for r in fitted)),
+                   "fit_dice_per_cell": [round(r["dice"], 4) for r in fitted],
+                   "fit_cpu_s_per_cell": fit_cpu / max(len(fitted), 1)}
+            print(f"real {name} {recipe}: reconstruction Dice {row['reconstruction_dice']:.3f} (min "
+                  f"{row['reconstruction_dice_min']:.3f}), fit Dice {row['fit_dice']:.3f} (min {row['fit_dice_min']:.3f}), "
+                  f"{facts['epochs']} epochs", flush=True)
+            out[f"{name}_{recipe}" if recipe != "new" else name] = row
     return out
 
 
@@ -341,6 +350,7 @@ def main(argv=None) -> int:
                    help="kind:recipe,recipe;... trained in the kinds part")
     p.add_argument("--real-sets", default="platynereis,cells3d", help="real data sets of the real part")
     p.add_argument("--real-budget-min", type=float, default=10.0, help="training budget of the real-nuclei runs")
+    p.add_argument("--real-recipes", default="new,aug4", help="recipes of the real part (equal budgets)")
     p.add_argument("--thin-radius", type=float, default=4.0, help="opening radius in voxels at 128^3")
     p.add_argument("--sampler-kinds", default="deforming,dividing,filopodial",
                    help="models compared in the samplers part (filopodial is at 128^3 x 20 frames: slow on CPU)")

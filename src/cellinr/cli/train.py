@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cellinr.cli._common import add_device, add_overwrite, positive_int
+from cellinr.cli._common import add_device, add_overwrite, non_negative_int, positive_int
 from cellinr.model.config import ACTIVATIONS, PRESETS
 
 
@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=None,
                    help="learn one rotation per sequence, the SO(3) disentanglement (default: from the preset; "
                    "on in reference, off in small)")
+    p.add_argument("--augment", type=non_negative_int, default=None, metavar="K",
+                   help="K augmented copies per sequence (rotated, scaled, mirrored; train.augment): for data sets of "
+                   "a few dozen cells, so that fit generalises to unseen ones (default: from the config, 0)")
     add_device(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 0; the run's seed with --resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last good checkpoint")
@@ -39,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = train(
         args.dataset, args.out, preset=args.preset, config=args.config, epochs=args.epochs,
-        activation=args.activation, rotations=args.rotations, device=args.device, seed=args.seed,
+        activation=args.activation, rotations=args.rotations, augment=args.augment, device=args.device, seed=args.seed,
         resume=args.resume, overwrite=args.overwrite,
     )
     print(out)

@@ -106,7 +106,7 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _resolve_config(preset, config, epochs, activation, rotations) -> Config:
+def _resolve_config(preset, config, epochs, activation, rotations, augment=None) -> Config:
     base = get_preset(preset or "small")
     if config is None:
         cfg = base
@@ -116,18 +116,18 @@ def _resolve_config(preset, config, epochs, activation, rotations) -> Config:
         cfg = config_from_dict(config, base)
     else:
         cfg = load_config(config, base)
-    return _apply_overrides(cfg, epochs, activation, rotations)
+    return _apply_overrides(cfg, epochs, activation, rotations, augment)
 
 
-def _checked_config(dataset, preset, config, epochs, activation, rotations) -> Config:
+def _checked_config(dataset, preset, config, epochs, activation, rotations, augment=None) -> Config:
     """The resolved config, its rotations checked against the data set (one sequence: none to learn)."""
-    cfg = _resolve_config(preset, config, epochs, activation, rotations)
+    cfg = _resolve_config(preset, config, epochs, activation, rotations, augment)
     asked = checks.rotations_asked(preset, config, rotations)
     flag = "--rotations" if rotations else "train.rotations"
     return checks.rotations_for(cfg, len(dataset), dataset.path, asked=asked, flag=flag)
 
 
-def _apply_overrides(cfg: Config, epochs, activation, rotations) -> Config:
+def _apply_overrides(cfg: Config, epochs, activation, rotations, augment=None) -> Config:
     """Apply the command-line overrides (None: keep the config's value) and validate."""
     if epochs is not None:
         cfg.train.epochs = int(epochs)
@@ -135,6 +135,8 @@ def _apply_overrides(cfg: Config, epochs, activation, rotations) -> Config:
         cfg.model.activation = activation
     if rotations is not None:
         cfg.train.rotations = bool(rotations)
+    if augment is not None:
+        cfg.train.augment = int(augment)
     return validate(cfg)
 
 
@@ -199,6 +201,7 @@ def train(
     epochs: int | None = None,
     activation: str | None = None,
     rotations: bool | None = None,
+    augment: int | None = None,
     device: str = "auto",
     seed: int | None = None,
     resume: bool = False,
@@ -215,7 +218,8 @@ def train(
     out : run folder to create (or to continue with ``resume``).
     preset : ``reference``, ``small`` (default for new runs) or ``tiny`` (cellinr.model.config.PRESETS).
     config : a Config, a nested dict or a YAML file; its keys override the preset.
-    epochs, activation, rotations : override ``train.epochs``, ``model.activation``, ``train.rotations``.
+    epochs, activation, rotations, augment : override ``train.epochs``, ``model.activation``,
+        ``train.rotations``, ``train.augment`` (augmented copies per sequence).
     device : ``auto``, ``cpu``, ``cuda`` or ``mps``; under torchrun each process uses GPU LOCAL_RANK.
     seed : run seed (default 0); the same seed gives the same run.
     resume : continue the run in ``out`` from its newest readable checkpoint. The saved config is
@@ -249,8 +253,8 @@ def train(
         with torch.random.fork_rng(devices=forked):
             return _train(
                 dataset, out, info=info, device=device, preset=preset, config=config, epochs=epochs,
-                activation=activation, rotations=rotations, seed=seed, resume=resume, overwrite=overwrite,
-                progress=progress,
+                activation=activation, rotations=rotations, augment=augment, seed=seed, resume=resume,
+                overwrite=overwrite, progress=progress,
             )
     except BaseException:
         if info.is_main and not existed:  # failed before its first checkpoint: leave nothing, a retry runs
@@ -260,7 +264,7 @@ def train(
         dist_utils.cleanup(info)
 
 
-def _train(dataset, out: Path, *, info, device, preset, config, epochs, activation, rotations, seed, resume,
+def _train(dataset, out: Path, *, info, device, preset, config, epochs, activation, rotations, augment, seed, resume,
            overwrite, progress) -> Path:
     from cellinr._util.outputs import begin_run, finish_run, incomplete_dir
 
@@ -282,10 +286,10 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         else:
             log.info("%s: killed before its first checkpoint; training from the first epoch", src)
         if preset is None and config is None:  # the saved config: only an explicit --rotations is checked
-            cfg = _apply_overrides(cfg_saved, epochs, activation, rotations)
+            cfg = _apply_overrides(cfg_saved, epochs, activation, rotations, augment)
             cfg = checks.rotations_for(cfg, len(dataset), dataset.path, asked=True) if rotations else cfg
         else:
-            cfg = _checked_config(dataset, preset, config, epochs, activation, rotations)
+            cfg = _checked_config(dataset, preset, config, epochs, activation, rotations, augment)
         diff = _diff_keys(_compat_dict(cfg), _compat_dict(cfg_saved)) + (_diff_keys(
             _compat_dict(cfg), state.get("compat", {}).get("config", {})
         ) if state is not None else [])
@@ -297,7 +301,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         if seed is not None and int(seed) != run_seed:
             raise RunError(f"{out}: cannot resume: the run used seed {run_seed}, not {seed}")
     else:
-        cfg = _checked_config(dataset, preset, config, epochs, activation, rotations)
+        cfg = _checked_config(dataset, preset, config, epochs, activation, rotations, augment)
         run_seed = 0 if seed is None else int(seed)
         checks.check_cell_size(dataset)  # a new run only: a resumed one was checked when it began
     error = None
