@@ -11,6 +11,7 @@ on this machine (the learning-rate schedule scaled to the epochs):
 ``plain``   a plain SIREN auto-decoder without any ingredient: 6 x 128 sine layers, the latent code
             concatenated to the input only, the reference point sampling, plain L1
 ``aug2``, ``aug4``  ``new`` with 2 / 4 augmented copies per sequence (``train.augment``; the real part)
+``aug4h``   ``aug4`` with the originals trained in half of the epochs (``train.augment_original_share: 0.5``)
 
 Scores per frame against the data set's masks (SDF <= 0), each training sequence decoded on its own
 grid at its own frames: Dice, thin-part Dice (mask minus its opening by a ball of ``--thin-radius``
@@ -51,7 +52,8 @@ RECIPES = {"new": ("small", _IDENTITY), "relu": ("small", {"model": {"activation
            "far0.1": ("small", {"train": {"rotation_init": "identity", "far_weight": 0.1}}),
            "far0.5": ("small", {"train": {"rotation_init": "identity", "far_weight": 0.5}}),
            "aug2": ("small", {"train": {"rotation_init": "identity", "augment": 2}}),
-           "aug4": ("small", {"train": {"rotation_init": "identity", "augment": 4}})}
+           "aug4": ("small", {"train": {"rotation_init": "identity", "augment": 4}}),
+           "aug4h": ("small", {"train": {"rotation_init": "identity", "augment": 4, "augment_original_share": 0.5}})}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -81,7 +83,9 @@ def train_budgeted(ds: Path, out: Path, recipe: str, budget_s: float, *, seed: i
     from cellinr.training.shape import train
 
     preset, overrides = RECIPES[recipe]
-    overrides = _merge(overrides, extra or {})
+    # compiled in the calibration too (train.compile auto would leave its 3 epochs uncompiled), so the
+    # seconds per epoch it measures are those of the run
+    overrides = _merge(_merge({"train": {"compile": "on"}}, overrides), extra or {})
     if (out / "run.json").is_file():
         return json.loads((out / "budget.json").read_text())
     calib = out.parent / f".{out.name}-calibration"

@@ -88,3 +88,10 @@ def test_training_with_copies_writes_them_after_the_originals_and_resumes_exactl
     assert [r["name"] for r in recs] == ["cell0", "cell1"]
     one = reconstruct(full, tmp_path / "rec1", size=16, device="cpu", sequences=["cell1_aug2"])
     assert [r["name"] for r in one] == ["cell1_aug2"]
+
+
+def test_original_share_sets_how_often_the_originals_train():
+    aug = augmentation(4, 4, seed=0, original_share=0.5)
+    chosen = np.concatenate([aug.rows_of(np.arange(4), e) // 4 for e in range(400)])
+    assert abs((chosen == 0).mean() - 0.5) < 0.05 and set(chosen.tolist()) == {0, 1, 2, 3, 4}
+    assert (augmentation(4, 4, seed=0, original_share=1.0).rows_of(np.arange(4), 3) == np.arange(4)).all()

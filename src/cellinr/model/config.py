@@ -195,6 +195,8 @@ class TrainConfig:
     """Range (min, max) of the copies' isotropic scale factors."""
     augment_mirror: bool = True
     """Mirror half of the copies (cells of either handedness)."""
+    augment_original_share: Union[float, None] = None
+    """Probability that a sequence trains as itself (not a copy) in an epoch; null: 1 / (augment + 1)."""
     compile: str = "auto"
     """Compile the network's evaluation with ``torch.compile`` (fused sine layers: about 1.4x the
     points per second of eager fp32 on 2 CPU cores): ``on``, ``off``, or ``auto`` (on for runs of at
@@ -347,6 +349,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"config key train.augment: must be >= 0, got {t.augment}")
     if len(t.augment_scale) != 2 or not 0 < t.augment_scale[0] <= t.augment_scale[1] < float("inf"):
         raise ConfigError(f"config key train.augment_scale: needs [min, max] with 0 < min <= max, got {t.augment_scale}")
+    if t.augment_original_share is not None and not 0 <= t.augment_original_share <= 1:
+        raise ConfigError(f"config key train.augment_original_share: must be in [0, 1], got {t.augment_original_share}")
     if not -1 < s.near_threshold < 1:
         raise ConfigError(f"config key sampling.near_threshold: must be in (-1, 1), got {s.near_threshold}")
     if not m.hidden or any(w <= 0 for w in m.hidden):

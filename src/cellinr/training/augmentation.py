@@ -48,6 +48,8 @@ class Augmentation:
     """(rows,) float32 s per row (1 for the originals)."""
     rotations: np.ndarray
     """(rows, 3, 3) float64 R per row (without the mirror)."""
+    original_share: float | None = None
+    """Probability that a sequence trains as its original in an epoch (None: 1 / (copies + 1), uniform)."""
 
     @property
     def rows(self) -> int:
@@ -62,8 +64,13 @@ class Augmentation:
         seq = np.asarray(seq, np.int64)
         if not self.copies:
             return seq
-        copy = [int(np.random.default_rng([self.seed, _CHOICE_KEY, int(epoch), int(i)]).integers(self.copies + 1))
-                for i in seq]
+        copy = []
+        for i in seq:
+            rng = np.random.default_rng([self.seed, _CHOICE_KEY, int(epoch), int(i)])
+            if self.original_share is None:
+                copy.append(int(rng.integers(self.copies + 1)))
+            else:
+                copy.append(0 if rng.random() < self.original_share else 1 + int(rng.integers(self.copies)))
         return np.asarray(copy, np.int64) * self.n_sequences + seq
 
     def apply(self, rows, xyz, target):
@@ -78,12 +85,13 @@ class Augmentation:
 
     def record(self, scale, mirror: bool) -> dict:
         """The run.json entry describing the copies."""
-        return {"copies": self.copies, "originals": self.n_sequences, "scale": [float(v) for v in scale],
+        return {"copies": self.copies, "originals": self.n_sequences, "original_share": self.original_share,
+                "scale": [float(v) for v in scale],
                 "mirror": bool(mirror), "matrices": np.round(self.matrices[self.n_sequences:], 6).tolist()}
 
 
 def augmentation(n_sequences: int, copies: int, *, scale=(0.8, 1.25), mirror: bool = True,
-                 seed: int = 0) -> Augmentation:
+                 seed: int = 0, original_share: float | None = None) -> Augmentation:
     """The fixed transforms of ``copies`` copies of each of ``n_sequences`` sequences (a function of ``seed``)."""
     n, k = int(n_sequences), int(copies)
     lo, hi = (float(v) for v in scale)
@@ -99,4 +107,4 @@ def augmentation(n_sequences: int, copies: int, *, scale=(0.8, 1.25), mirror: bo
             scales.append(s)
             rots.append(r)
     return Augmentation(n, k, int(seed), np.asarray(mats, np.float32), np.asarray(scales, np.float32),
-                        np.asarray(rots, np.float64))
+                        np.asarray(rots, np.float64), None if original_share is None else float(original_share))

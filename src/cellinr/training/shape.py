@@ -321,7 +321,8 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     n_seq = len(dataset)
     if state is None:  # the run's own random stream (inside train's fork_rng): checkpoints are reproducible
         torch.manual_seed(run_seed)
-    aug = augmentation(n_seq, tc.augment, scale=tc.augment_scale, mirror=tc.augment_mirror, seed=run_seed)
+    aug = augmentation(n_seq, tc.augment, scale=tc.augment_scale, mirror=tc.augment_mirror, seed=run_seed,
+                       original_share=tc.augment_original_share)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run_seed)
         model = ShapeModel(cfg, aug.rows)
