@@ -12,6 +12,10 @@ depends on, and the training data of each step are a pure function of (seed, epo
 uninterrupted one (same device and thread count). Each step's gradient is summed frame by frame in
 the global batch order (:func:`cellinr.training.distributed.ordered_gradients`), so a run on N
 processes (torchrun) follows the same optimisation as on one.
+
+With ``train.augment`` the code table also holds augmented copies of the sequences
+(:mod:`cellinr.training.augmentation`): each step maps a frame's points to the version it trains
+this epoch. With ``train.compile`` the network's evaluation runs through ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ from cellinr.model.config import preset as get_preset
 from cellinr.nn.decoder import AutoDecoder
 from cellinr.nn.rotation import RotationTable
 from cellinr.training import checkpoint as ckpt
-from cellinr.training.augmentation import augmentation
 from cellinr.training import dataset_checks as checks
 from cellinr.training import distributed as dist_utils
+from cellinr.training.augmentation import augmentation
 from cellinr.training.loss import code_regulariser, regulariser_weight, sdf_l1
 from cellinr.training.sampling import PointPool, index_to_coords
 
