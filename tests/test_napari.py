@@ -212,3 +212,13 @@ def test_view_folder_without_napari_is_one_line_with_the_hint(generated, capsys)
     assert main(["view", str(generated), "--no-napari"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and 'pip install "cellinr[napari]"' in err and str(generated) in err
+
+
+def test_widget_module_imports_without_napari_and_names_the_extra():
+    import cellinr.napari._widget as widget
+
+    if importlib.util.find_spec("napari") is not None and importlib.util.find_spec("magicgui") is not None:
+        assert callable(widget.CellinrWidget)
+    else:
+        with pytest.raises(ImportError, match=r"pip install 'cellinr\[napari\]'"):
+            widget.CellinrWidget
