@@ -19,7 +19,7 @@ them), copy c of sequence i is row ``c * N + i``, named ``<name>_aug<c>``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class Augmentation:
     """(rows, 3, 3) float64 R per row (without the mirror)."""
     original_share: float | None = None
     """Probability that a sequence trains as its original in an epoch (None: 1 / (copies + 1), uniform)."""
+    _tensors: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def rows(self) -> int:
@@ -79,9 +80,12 @@ class Augmentation:
 
         if not self.copies or not bool((rows >= self.n_sequences).any()):
             return xyz, target
-        a = torch.as_tensor(self.matrices, device=xyz.device)[rows]
-        s = torch.as_tensor(self.scales, device=xyz.device)[rows]
-        return xyz @ a.transpose(1, 2), target * s[:, None]
+        key = str(xyz.device)
+        if key not in self._tensors:  # converted once per device, not every step
+            self._tensors[key] = (torch.as_tensor(self.matrices, device=xyz.device),
+                                  torch.as_tensor(self.scales, device=xyz.device))
+        matrices, scales = self._tensors[key]
+        return xyz @ matrices[rows].transpose(1, 2), target * scales[rows][:, None]
 
     def record(self, scale, mirror: bool) -> dict:
         """The run.json entry describing the copies."""

@@ -24,7 +24,6 @@ import contextlib
 import csv
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -341,11 +340,6 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     precision = resolve_precision(tc.precision, device)  # "auto": bf16-hidden on CPUs with native bf16
     if precision == "bf16-hidden":  # the hidden layers' products in bf16 (AutoDecoder._low_addmm)
         model.decoder.hidden_dtype = torch.bfloat16
-    pool_steps = math.ceil(sum(s.frames for s in dataset.sequences) / cfg.sampling.frames_per_step)
-    # decided on the whole run's length, so a resumed run compiles exactly when the uninterrupted one did
-    compiled = resolve_compile(tc.compile, device, pool_steps * tc.epochs)
-    if compiled:
-        compiled = _compile_decoder(model.decoder, device, cfg, dataset)
     opt_net = torch.optim.Adam(model.decoder.parameters(), lr=tc.lr_net)
     opt_codes = torch.optim.Adam(model.latents.parameters(), lr=tc.lr_codes)
     optimisers = {"net": opt_net, "codes": opt_codes}
@@ -371,6 +365,10 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         log.info("resuming %s at epoch %d", out, start_epoch)
 
     pool = PointPool(dataset, cfg.sampling, seed=run_seed, rank=info.rank, world_size=info.world_size)
+    # decided on the whole run's length, so a resumed run compiles exactly when the uninterrupted one did
+    compiled = resolve_compile(tc.compile, device, len(pool) * tc.epochs)
+    if compiled:
+        compiled = _compile_decoder(model.decoder, device, pool.points_per_frame)
     shape = pool.shape
     if info.is_main:
         log.info(
@@ -500,7 +498,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     return final
 
 
-def _compile_decoder(decoder, device, cfg: Config, dataset) -> bool:
+def _compile_decoder(decoder, device, points_per_frame: int) -> bool:
     """Replace ``decoder.evaluate`` by its ``torch.compile`` version; False (and one warning) if that fails.
 
     The compiled graph is built here, on zero inputs of a training step's shape (one frame of
@@ -509,12 +507,9 @@ def _compile_decoder(decoder, device, cfg: Config, dataset) -> bool:
     """
     eager = decoder.evaluate
     decoder.evaluate = torch.compile(eager, dynamic=False)
-    shape = dataset.sequences[0].shape
-    n = int(cfg.sampling.points_per_frame) if cfg.sampling.points_per_frame \
-        else max(1, round(cfg.sampling.fraction * shape[0] * shape[1] * shape[2]))
     try:
         code = torch.zeros(1, decoder.latent_dim, device=device, requires_grad=True)
-        out = decoder.forward_frames(code, torch.zeros(1, n, 4, device=device))
+        out = decoder.forward_frames(code, torch.zeros(1, points_per_frame, 4, device=device))
         torch.autograd.grad(out.float().sum(), [code, *decoder.parameters()], allow_unused=True)
     except Exception as exc:  # noqa: BLE001 - any compiler failure: train uncompiled
         decoder.evaluate = eager
