@@ -32,7 +32,7 @@ import torch
 def rotated_copies(out: Path, *, kind: str, copies: int, frames: int, size: int, seed: int, rot_seed: int,
                    index: int = 0, clamp: float | None = None, identity_first: bool = True) -> np.ndarray:
     """Write ``copies`` rotated copies of simulated sequence ``index`` to ``out``; returns A (copies, 3, 3)."""
-    from cellinr.data.preparation import mask_to_sdf
+    from cellinr.data.cubes import mask_to_sdf
     from cellinr.data.simulation.phantoms import simulate_sequence
     from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
     from cellinr.nn.rotation import random_rotations
@@ -68,7 +68,7 @@ def rotated_copies(out: Path, *, kind: str, copies: int, frames: int, size: int,
 def simulated_sequences(out: Path, *, kind: str, indices, frames: int, size: int, seed: int = 0,
                         clamp: float | None = None) -> Path:
     """Different simulated sequences (unrotated), prepared like :func:`rotated_copies` (for fit tests)."""
-    from cellinr.data.preparation import mask_to_sdf
+    from cellinr.data.cubes import mask_to_sdf
     from cellinr.data.simulation.phantoms import simulate_sequence
     from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
 

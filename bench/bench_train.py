@@ -47,7 +47,7 @@ def rotated_dataset(folder: Path, *, copies: int = 4, frames: int = 10, size: in
     resampling artefacts. Copy 0 is unrotated. Returns the folder and (copies, 3, 3) rotations A_i:
     copy i shows the shape S(A_i^T x).
     """
-    from cellinr.data.preparation import mask_to_sdf
+    from cellinr.data.cubes import mask_to_sdf
     from cellinr.data.simulation.phantoms import simulate_sequence
     from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
     from cellinr.nn.rotation import quaternion_to_matrix

@@ -7,7 +7,7 @@ import torch
 from scipy import ndimage
 from test_train import _params, make_dataset
 
-from cellinr.data.preparation import mask_to_sdf
+from cellinr.data.cubes import mask_to_sdf
 from cellinr.geometry.regions import opening, thin_part
 from cellinr.model.config import preset
 from cellinr.nn.decoder import AutoDecoder

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cellinr.cli import main
-from cellinr.data.preparation import mask_to_sdf, prepare
+from cellinr.data.cubes import mask_to_sdf
+from cellinr.data.preparation import prepare
 from cellinr.errors import InputError, OutputExistsError, ParameterError
 from cellinr.io.sdf_dataset import SDFDataset
 from cellinr.io.tiff import write_tiff

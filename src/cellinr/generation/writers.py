@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellinr._util.outputs import h5_check
+from cellinr._util.native_writers import h5_check
 
 #: Bytes of one HDF5 chunk at most (whole frames up to 256^3 float32; slabs of z-planes beyond).
 HDF5_CHUNK_BYTES = 2**26
@@ -205,7 +205,8 @@ class SdfWriter(FrameWriter):
     format = "sdf"
 
     def __init__(self, ctx: SequenceContext):
-        from cellinr._util.outputs import atomic_path, h5_output
+        from cellinr._util.native_writers import h5_output
+        from cellinr._util.outputs import atomic_path
 
         super().__init__(ctx)
         self.file = f"{ctx.name}.h5"

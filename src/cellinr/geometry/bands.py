@@ -5,6 +5,11 @@ network only where the sign of a voxel is still uncertain; :func:`evaluate_fast`
 form. Frames come back as :class:`SparseFrame` (memory bounded by the surface, not the grid), which
 hands out the mask or the SDF slab by slab, or whole.
 
+Over 600 lines on purpose: about 90 are the argument below, and nearly all the rest is the one class
+that implements it. Its methods share the evaluator's brick tables, bounds and measured slopes.
+Splitting them across modules would put the proof apart from the code that must obey it, and the
+sparse frame (:mod:`cellinr.geometry.sparse_frame`) is already separate.
+
 Why a skipped region holds no surface
 -------------------------------------
 Let ``d(p, t) = f(p, t) * u`` be the field in coordinate units (``u = sdf_unit_in_coords``) and

@@ -182,7 +182,8 @@ def write_sequence(
     attrs : dict, optional
         JSON-serialisable attributes stored on the ``sdf`` dataset.
     """
-    from cellinr._util.outputs import atomic_path, h5_check, h5_output
+    from cellinr._util.native_writers import h5_check, h5_output
+    from cellinr._util.outputs import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp, h5_output(tmp) as f:

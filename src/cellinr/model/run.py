@@ -226,7 +226,8 @@ def write_run_files(
     """Write config, weights, codes, rotations, manifest copy and ``run.json`` (last) into ``folder``."""
     import torch
 
-    from cellinr._util.outputs import atomic_write_text, save_safetensors
+    from cellinr._util.native_writers import save_safetensors
+    from cellinr._util.outputs import atomic_write_text
     from cellinr.model.config import save_config
 
     folder = Path(folder)

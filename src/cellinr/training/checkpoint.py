@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from cellinr._util.outputs import save_torch
+from cellinr._util.native_writers import save_torch
 from cellinr.errors import RunError
 
 log = logging.getLogger(__name__)

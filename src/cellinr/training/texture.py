@@ -381,7 +381,7 @@ def train_texture(
 
 
 def _save_weights(path: Path, module: torch.nn.Module) -> None:
-    from cellinr._util.outputs import save_safetensors
+    from cellinr._util.native_writers import save_safetensors
 
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
     save_safetensors(tensors, path, metadata={"format": "pt", "kind": MODEL_KIND})
