@@ -386,3 +386,102 @@ def test_cells_move_as_their_model_learned(tmp_path):
                             motion={"source": "model"}))
     finally:
         torch.set_num_threads(n)
+
+
+# -- crowding, clearance and brightness -------------------------------------------------------------------
+def test_neighbour_gaps_on_known_layout():
+    from cellinr.scenes.quality import neighbour_gaps
+
+    lab = np.zeros((40, 60), np.int32)
+    lab[10:20, 5:15] = 1
+    lab[10:20, 20:30] = 2  # 5 px of background from cell 1
+    lab[10:20, 30:40] = 3  # touches cell 2
+    np.testing.assert_allclose(np.sort(neighbour_gaps(lab)), [0, 0, 5])
+    lone = np.zeros((20, 20), np.int32)
+    lone[5:10, 5:10] = 1
+    assert neighbour_gaps(lone).size == 0
+    vol = np.zeros((12, 30, 30), np.int32)
+    vol[2:8, 5:12, 5:12] = 1
+    vol[2:8, 5:12, 15:22] = 2
+    np.testing.assert_allclose(neighbour_gaps(vol), [3, 3])
+
+
+def test_clearance_claims_a_ring_around_the_mask():
+    field = Field((1, 40, 40), margin=10)
+    mask, off = crop_mask(_ball((1, 9, 9), (0, 4, 4), 4))
+    half = np.array([0, 4, 4])
+    a = Body(mask, off, half, np.array([0.0, 30.0, 20.0]), clearance=2)
+    near = Body(mask, off, half, np.array([0.0, 30.0, 32.0]), clearance=2)  # 3 px of background apart
+    far = Body(mask, off, half, np.array([0.0, 30.0, 34.0]), clearance=2)  # 5 px apart
+    occ = Occupancy(field)
+    assert occ.conflicts([a, near]) != {}
+    assert occ.conflicts([a, far]) == {}
+    plain = Body(mask, off, half, np.array([0.0, 30.0, 32.0]))
+    assert occ.conflicts([Body(mask, off, half, np.array([0.0, 30.0, 20.0])), plain]) == {}
+
+
+def test_scene_keeps_its_clearance_in_every_frame(one_thread):
+    from cellinr.scenes.composer import Scene, SceneSpec
+    from cellinr.scenes.quality import neighbour_gaps
+
+    spec = SceneSpec(models=["deforming"], dims=(1, 96, 96), frames=4, cells=6, voxel_size=2.0, seed=2,
+                     clearance=6)
+    smallest = []
+    for f in Scene(spec).frames():
+        # one label per cell (a cell's own pieces may lie closer together)
+        owner = np.zeros(f.labels.shape, np.int32)
+        for index, corner, mask in f.cells:
+            lo, hi = np.maximum(corner, 0), np.minimum(corner + mask.shape, f.labels.shape)
+            if np.all(hi > lo):
+                sub = mask[tuple(slice(lo[i] - corner[i], hi[i] - corner[i]) for i in range(3))]
+                owner[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]][sub] = index + 1
+        gaps = neighbour_gaps(owner[0])
+        smallest.append(gaps.min() if gaps.size else np.inf)
+    assert min(smallest) >= 6 - 0.5, smallest  # the lattice allows half a voxel less
+    with pytest.raises(ParameterError, match="--clearance"):
+        SceneSpec(models=["deforming"], dims=(1, 96, 96), frames=4, cells=6, clearance=-1)
+
+
+def test_brightness_draws_cover_the_distribution_evenly():
+    from scipy.special import ndtr
+
+    from cellinr.scenes.composer import brightness_draw
+
+    z = np.array([brightness_draw(7, i) for i in range(60)])
+    assert brightness_draw(7, 5) == z[5] and brightness_draw(8, 5) != z[5]
+    u = np.sort(ndtr(z))
+    # Kolmogorov-Smirnov distance to the uniform: about 0.11 for 60 independent draws, < 0.04 here
+    ks = np.max(np.maximum(np.arange(1, 61) / 60 - u, u - np.arange(60) / 60))
+    assert ks < 0.04, ks
+
+
+def test_brightness_follows_size_classes_and_is_a_mean():
+    from cellinr.scenes.export import peak_brightness
+    from cellinr.scenes.quality import contrast_by_size
+    from cellinr.texture.renderer import RenderParams, render
+
+    # small cells bright, large cells dim
+    rel = np.r_[np.full(40, 3.0), np.full(40, 1.0)]
+    sizes = np.r_[np.full(40, 100.0), np.full(40, 400.0)]
+    table = contrast_by_size(rel, sizes, classes=2, min_cells=30)
+    assert table["sizes"] == [100.0, 400.0]
+    params = RenderParams(foreground=10.0)
+    b = peak_brightness(params, np.zeros(4), table, sizes=np.array([0, 100, 400, 200]))
+    assert b[0] == 0 and b[1] == pytest.approx(30.0) and b[2] == pytest.approx(10.0)
+    assert b[3] == pytest.approx(20.0)  # halfway in log size between the classes
+    # rendered as means: a small and a large disc both have the asked mean over their interior
+    lab = np.zeros((80, 80), np.int32)
+    lab[_ball((80, 80), (20, 20), 5)] = 1
+    lab[_ball((80, 80), (50, 50), 20)] = 2
+    flat = RenderParams(background=0.0, background_variation=0.0, foreground=1.0, texture_contrast=0.0,
+                        edge_dimming=0.8, psf_sigma=1.5, gain=0.0, read_noise=0.0, dtype="float32")
+    from cellinr.geometry.regions import label_interiors
+
+    inner = label_interiors(lab)
+    for as_mean in (False, True):
+        img = render(lab, flat, brightness=np.array([0.0, 100.0, 100.0]), brightness_is_mean=as_mean)
+        means = [img[inner & (lab == k)].mean() for k in (1, 2)]
+        if as_mean:
+            np.testing.assert_allclose(means, [100.0, 100.0], rtol=0.01)
+        else:  # as peaks, both lose to the dimmed edge and the blur
+            assert max(means) < 90.0

@@ -55,6 +55,9 @@ def register(subparsers) -> None:
                         "(default: fixed)")
     parser.add_argument("--cycle-frames", type=positive_int,
                         help="scene frames per training sequence of a model (default: 2 x frames - 1)")
+    parser.add_argument("--clearance", type=float, metavar="VOXELS",
+                        help="background voxels kept between any two cells (default 0: touching allowed; with "
+                        "--like: estimated so that neighbouring cells are as far apart as in the real set)")
     parser.add_argument("--latent", choices=LATENT_SAMPLERS,
                         help="code sampler (default: perturb, a learned code plus noise)")
     parser.add_argument("--sigma", type=float, help="noise scale of the code sampler")
@@ -76,7 +79,7 @@ def run(args) -> int:
         args.model, args.out, cells=args.cells, density=args.density, dims=args.dims, frames=args.frames,
         voxel_size=args.voxel_size, seed=args.seed, texture=args.texture, like=args.like,
         like_axes=args.like_axes, drift=args.drift, step_sigma=args.step_sigma, motion=args.motion,
-        cycle_frames=args.cycle_frames,
+        cycle_frames=args.cycle_frames, clearance=args.clearance,
         latent=args.latent, sigma=args.sigma, difficulty=args.difficulty, pairs=not args.no_pairs, mip=args.mip,
         overwrite=args.overwrite, device=args.device,
     )

@@ -11,8 +11,10 @@ linked by overlap) the measures of :func:`cellinr.scenes.quality.dataset_quality
   tells how often the models' cells divide in their sequence, :func:`cycle_for_rate`);
 - intensities and noise: :func:`cellinr.texture.renderer.estimate_render_params` on one real frame
   (the plane with most cells in 3D: the renderer works plane by plane), tuned in closed loop to the
-  whole set (:func:`tune_render`); the cells' brightness follows the real cells' distribution
-  (``cell_contrast_quantiles``);
+  whole set (:func:`tune_render`); the cells' brightness follows the real cells' distribution per
+  size class (``cell_contrast_by_size``: small cells may be brighter, as mitoses are);
+- clearance: the background kept between cells, so that the median gap between neighbours is the
+  real one (:func:`refine_with_first_frame`);
 - dims and frames: the real ones, unless given.
 """
 
@@ -45,7 +47,7 @@ class Calibration:
     render: object
     dims: tuple[int, int, int]
     frames: int
-    quantiles: list | None = None
+    quantiles: list | dict | None = None
     """The cells' relative brightness distribution to render with (see :func:`tune_render`)."""
 
     def to_dict(self) -> dict:
@@ -125,7 +127,10 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
     dims = (1, *shape) if len(shape) == 2 else shape
     t = layout.frames // 2
     image, masks, _ = read_frame(layout, t)
-    if image.ndim == 3:
+    # the cells' sizes in the frame (volumes in 3D) choose their brightness class
+    sizes = np.bincount(masks.ravel().astype(np.int64))
+    volume = image.ndim == 3
+    if volume:
         k = int(np.argmax((masks > 0).sum(axis=(1, 2))))
         image, masks = image[k], masks[k]
     masks = masks.astype(np.int32)
@@ -140,16 +145,17 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
     sd_b = abs(whole) / quality["snr"] if quality.get("snr") else None
     quantiles = tune_render(render, masks, (quality["mean_foreground"], quality["mean_background"], sd_b,
                                             quality.get("het_inside"), quality.get("het_between")),
-                            background_amplitude=amplitude, quantiles=quality.get("cell_contrast_quantiles"))
+                            background_amplitude=amplitude, sizes=sizes, as_mean=not volume,
+                            quantiles=quality.get("cell_contrast_by_size") or quality.get("cell_contrast_quantiles"))
     return Calibration(str(ctc), quality, render, tuple(int(d) for d in dims), layout.frames, quantiles)
 
 
 def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, float, float, float]:
     """(mean F, mean B, std B, mean cell std, std of cell means) of one image, F and B as
     :func:`cellinr.scenes.quality.dataset_quality` defines them."""
-    from cellinr.scenes.quality import _inner
+    from cellinr.geometry.regions import label_interiors
 
-    inner = _inner(masks)
+    inner = label_interiors(masks)
     bg = ~ndi.binary_dilation(masks > 0, iterations=2)
     if not inner.any() or not bg.any():
         return 0.0, 0.0, 0.0, 0.0, 0.0
@@ -166,7 +172,8 @@ def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, fl
 
 
 def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
-                background_amplitude: float | None = None, quantiles=None) -> list | None:
+                background_amplitude: float | None = None, quantiles=None, sizes=None,
+                as_mean: bool = True) -> list | dict | None:
     """Closed-loop correction of estimated render parameters (in place).
 
     Renders the real ``masks`` (one plane) and matches what :func:`cellinr.scenes.quality.dataset_quality`
@@ -180,16 +187,23 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
     3D every rendered plane of a cell is as bright as this one, while the real planes through the cells'
     caps are dimmer: matching the whole set's means accounts for that. ``background_amplitude`` fixes
     the standard deviation of the smooth background variation (intensity units) as the level moves.
+    ``quantiles`` may be a table per size class (``cell_contrast_by_size``); ``sizes`` (voxels per
+    label, index = label) then places each cell in it (default: the labels' areas in ``masks``).
+    ``as_mean``: the distribution is rendered as the cells' mean signals (2D scenes, see
+    :func:`cellinr.scenes.export.render_frame`) rather than their peaks (3D).
     """
-    from cellinr.scenes.export import peak_brightness
+    from cellinr.scenes.export import brightness_record, peak_brightness
     from cellinr.texture.renderer import render
 
     f, b, s, het_i, het_b = target
+    if sizes is None:
+        sizes = np.bincount(masks.ravel().astype(np.int64))
     for k in range(rounds):
         rng = np.random.default_rng(k)
         z = rng.standard_normal(int(masks.max()) + 1)
-        bright = peak_brightness(params, z, quantiles)
-        fr, br, sr, cell_sd, means_sd = _plane_stats(render(masks, params, seed=rng, brightness=bright), masks)
+        bright = peak_brightness(params, z, quantiles, sizes)
+        fr, br, sr, cell_sd, means_sd = _plane_stats(render(masks, params, seed=rng, brightness=bright,
+                                                                   brightness_is_mean=as_mean and quantiles is not None), masks)
         params.background = float(max(params.background + (b - br), 0.0))
         if background_amplitude is not None and params.background > 0:
             params.background_variation = float(np.clip(background_amplitude / params.background, 0.0, 1.0))
@@ -207,18 +221,22 @@ def tune_render(params, masks: np.ndarray, target: tuple, *, rounds: int = 3,
             if params.gain > 0:
                 params.gain = float(params.gain / k2)
             params.read_noise = float(params.read_noise * np.sqrt(k2))
-    return None if quantiles is None else [float(q) for q in quantiles]
+    return brightness_record(quantiles)
 
 
 def refine_with_first_frame(spec_kwargs: dict, quality: dict, *, models, seed: int, latent: str,
                             sigma: float | None, device: str = "cpu") -> dict:
-    """One correction of the voxel size (cell size) and density from the scene's own first frame.
+    """One correction of the voxel size (cell size), density and clearance from the scene's own first frame.
 
     Cells cut by the borders and divided cells make the cells seen in a frame smaller than the probe's;
     the first frame is composed (no texture), measured like the real set, and the voxel size and
-    density scaled by the ratios. Returns the corrected keyword arguments.
+    density scaled by the ratios. Randomly placed cells lie closer together than nuclei that their
+    cytoplasm keeps apart: the clearance is set to the difference between the real set's median gap
+    to the nearest cell (``neighbour_gap``) and the first frame's, since a clearance shifts the gaps by
+    about itself. Returns the corrected keyword arguments.
     """
     from cellinr.scenes.composer import Scene, SceneSpec
+    from cellinr.scenes.quality import neighbour_gaps
 
     spec = SceneSpec(models=list(models), seed=seed, latent=latent, sigma=sigma,
                      **{k: v for k, v in spec_kwargs.items() if v is not None and not k.startswith("_")})
@@ -236,8 +254,13 @@ def refine_with_first_frame(spec_kwargs: dict, quality: dict, *, models, seed: i
         out["voxel_size"] = tuple(float(x) for x in v)
     if spec_kwargs.get("density") is not None and spec_kwargs.get("_auto_density") and density > 0:
         out["density"] = float(np.clip(spec_kwargs["density"] * quality["density"] / density, 1e-4, 0.95))
-    log.info("like: first frame cell size %.4g (real %.4g), density %.4g (real %.4g): voxel size %s, density %s",
-             size, quality["cell_size"], density, quality["density"], out.get("voxel_size"), out.get("density"))
+    gaps = neighbour_gaps(labels[0] if spec.two_d else labels)
+    if spec_kwargs.get("_auto_clearance") and quality.get("neighbour_gap") is not None and gaps.size:
+        out["clearance"] = float(max(0.0, quality["neighbour_gap"] - float(np.median(gaps)) + spec.clearance))
+    log.info("like: first frame cell size %.4g (real %.4g), density %.4g (real %.4g), gap %.3g (real %s): "
+             "voxel size %s, density %s, clearance %s", size, quality["cell_size"], density, quality["density"],
+             float(np.median(gaps)) if gaps.size else float("nan"), quality.get("neighbour_gap"),
+             out.get("voxel_size"), out.get("density"), out.get("clearance"))
     return out
 
 
@@ -333,6 +356,11 @@ def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
         out["motion"] = MotionParams(tuple(drift), tuple(sigma))
     else:
         out["motion"] = given.get("motion")
+    if given.get("clearance") is None:
+        out["clearance"] = 0.0
+        out["_auto_clearance"] = q.get("neighbour_gap") is not None
+    else:
+        out["clearance"] = float(given["clearance"])
     rate = q.get("mitosis_rate")
     if given.get("cycle_frames") is None and rate and probe["divisions"] > 0 and frames > 1:
         out["cycle_frames"] = cycle_for_rate(rate, probe["divisions"], frames)

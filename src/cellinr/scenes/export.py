@@ -75,22 +75,55 @@ def background_field(params, shape: tuple[int, int], seed: int) -> np.ndarray:
             * _smooth_noise(rng, tuple(shape), params.background_scale)).astype(np.float32)
 
 
-def peak_brightness(params, brightness_z: np.ndarray, quantiles=None) -> np.ndarray:
-    """Peak brightness per label from the draws z ~ N(0, 1): ``foreground * exp(cell_cv * z)``, or with
-    ``quantiles`` (relative brightness at evenly spaced probabilities, e.g. a real set's
-    ``cell_contrast_quantiles``) ``foreground * Q(Phi(z))``: the real cells' brightness distribution."""
+def peak_brightness(params, brightness_z: np.ndarray, quantiles=None, sizes=None) -> np.ndarray:
+    """Peak brightness per label from the draws z ~ N(0, 1).
+
+    Without ``quantiles``: ``foreground * exp(cell_cv * z)``. With ``quantiles`` (relative brightness
+    at evenly spaced probabilities, e.g. a real set's ``cell_contrast_quantiles``):
+    ``foreground * Q(Phi(z))``, the real cells' brightness distribution. ``quantiles`` may also be a
+    table per size class (``{"sizes": [...], "quantiles": [[...], ...]}``, a real set's
+    ``cell_contrast_by_size``): a label of ``sizes[label]`` voxels then takes ``Q_s(Phi(z))``,
+    interpolated between the classes in log size, so that a cell keeps its rank in the distribution
+    and its brightness follows its size as in the real set (e.g. small, bright mitoses).
+    """
+    from scipy.special import ndtr
+
     z = np.asarray(brightness_z, np.float64)
     if quantiles is None:
         b = params.foreground * np.exp(params.cell_cv * z)
+    elif isinstance(quantiles, dict):
+        table = np.maximum(np.asarray(quantiles["quantiles"], np.float64), 0.02)
+        centres = np.log(np.maximum(np.asarray(quantiles["sizes"], np.float64), 1.0))
+        probs = np.linspace(0, 1, table.shape[1])
+        per_class = np.stack([np.interp(ndtr(z), probs, q) for q in table])  # (classes, labels)
+        if sizes is None or len(centres) == 1:
+            rel = per_class.mean(axis=0) if sizes is None else per_class[0]
+        else:
+            s = np.log(np.maximum(np.asarray(sizes, np.float64)[:len(z)], 1.0))
+            pos = np.interp(s, centres, np.arange(len(centres)))  # fractional class index, clamped
+            lo = np.floor(pos).astype(int)
+            hi = np.minimum(lo + 1, len(centres) - 1)
+            w = pos - lo
+            cols = np.arange(len(z))
+            rel = (1 - w) * per_class[lo, cols] + w * per_class[hi, cols]
+        b = params.foreground * rel
     else:
-        from scipy.special import ndtr
-
         q = np.maximum(np.asarray(quantiles, np.float64), 0.02)
         b = params.foreground * np.interp(ndtr(z), np.linspace(0, 1, len(q)), q)
     if len(b) == 0:
         b = np.zeros(1)
     b[0] = 0.0
     return b
+
+
+def brightness_record(quantiles):
+    """``quantiles`` (list or size table, see :func:`peak_brightness`) as plain JSON floats."""
+    if quantiles is None:
+        return None
+    if isinstance(quantiles, dict):
+        return {"sizes": [float(v) for v in quantiles["sizes"]],
+                "quantiles": [[float(v) for v in q] for q in quantiles["quantiles"]]}
+    return [float(v) for v in quantiles]
 
 
 def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rng: np.random.Generator,
@@ -105,7 +138,8 @@ def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rn
     model : TextureModel or None; applied slice by slice in 3D.
     background : (Y, X) static background variation (:func:`background_field`) added to the
         renderer's flat background; None: the renderer's own (drawn anew for this frame).
-    quantiles : relative brightness distribution of the cells (see :func:`peak_brightness`).
+    quantiles : relative brightness distribution of the cells, or a table per size class (see
+        :func:`peak_brightness`; sizes are the labels' voxel counts in ``labels``).
 
     Returns
     -------
@@ -118,11 +152,15 @@ def render_frame(labels: np.ndarray, brightness_z: np.ndarray, params, model, rn
     from cellinr.texture.apply import to_dtype
     from cellinr.texture.renderer import RenderParams, render
 
-    b = peak_brightness(params, brightness_z, quantiles)
+    sizes = np.bincount(labels.ravel().astype(np.int64), minlength=len(brightness_z))
+    b = peak_brightness(params, brightness_z, quantiles, sizes)
+    # a brightness distribution measured on real cells is one of mean signals, not peaks; the renderer
+    # works plane by plane, so in 3D (where a cell's caps are small planes) the peaks stay as drawn
+    as_mean = quantiles is not None and labels.shape[0] == 1
     if background is None:
-        return render(labels, params, seed=rng, brightness=b)
+        return render(labels, params, seed=rng, brightness=b, brightness_is_mean=as_mean)
     flat = RenderParams(**{**params.to_dict(), "background_variation": 0.0, "dtype": "float32"})
-    image = render(labels, flat, seed=rng, brightness=b)
+    image = render(labels, flat, seed=rng, brightness=b, brightness_is_mean=as_mean)
     image += background
     return to_dtype(image, params.dtype)
 
@@ -184,7 +222,7 @@ def write_scene(
     extra = {"texture": "render" if model is None else str(model.path),
              "render": params.to_dict() if model is None else None, "pairs": bool(pairs),
              "mip": bool(mip and not spec.two_d),
-             "brightness_quantiles": None if brightness_quantiles is None else list(map(float, brightness_quantiles)),
+             "brightness_quantiles": brightness_record(brightness_quantiles),
              **(identity or {})}
     digest = spec.digest(extra)
     if finished_digest(out) == digest and not overwrite:

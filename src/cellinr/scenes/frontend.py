@@ -37,6 +37,7 @@ def scene(
     step_sigma: Sequence[float] | None = None,
     motion: str = "fixed",
     cycle_frames: int | None = None,
+    clearance: float | None = None,
     latent: str | None = None,
     sigma: float | None = None,
     render_params=None,
@@ -64,6 +65,8 @@ def scene(
     motion : "fixed" (``drift`` and ``step_sigma``, or estimated with ``like``) or "model": every cell
         moves as its model's training cells did (drift and step covariance of their recorded paths).
     cycle_frames : scene frames per training sequence of a model.
+    clearance : voxels of background kept between any two cells (default 0: touching allowed; with
+        ``like``, estimated so that the median gap between neighbouring cells is the real one).
     render_params : RenderParams, optional (estimated with ``like``; else the renderer's defaults).
     mip : for a 3D scene, also write 2D+t maximum projections and the masks of the cells they show.
     difficulty : also run the baseline (threshold + watershed + LAP tracking) and score it (CTC metrics).
@@ -110,7 +113,7 @@ def scene(
             probe = probe_models(models, two_d=two_d, seed=seed, latent=latent, sigma=sigma, device=device)
             kwargs = spec_from_calibration(cal, probe, {
                 "dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells, "density": density,
-                "motion": motion, "cycle_frames": cycle_frames})
+                "motion": motion, "cycle_frames": cycle_frames, "clearance": clearance})
             kwargs = refine_with_first_frame(kwargs, cal.quality, models=models, seed=seed, latent=latent,
                                              sigma=sigma, device=device)
             kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
@@ -122,7 +125,8 @@ def scene(
             if dims is None or frames is None:
                 raise ParameterError("give --dims and --frames (or --like to take them from a real set)")
             kwargs = {"dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells,
-                      "density": density, "motion": motion, "cycle_frames": cycle_frames}
+                      "density": density, "motion": motion, "cycle_frames": cycle_frames,
+                      "clearance": clearance or 0.0}
         if kwargs.get("motion") is None:
             kwargs.pop("motion", None)
         spec = SceneSpec(models=models, seed=seed, latent=latent, sigma=sigma, **kwargs)

@@ -14,6 +14,7 @@ by rejection; :func:`push_apart` separates overlapping pairs along the line betw
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,26 @@ class Body:
     offset: np.ndarray
     half: np.ndarray
     pos: np.ndarray
+    clearance: int = 0
+    """Voxels the body claims around its mask (half the gap kept to other bodies)."""
+    _halo: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def claim(self, planar: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(mask, corner) of the voxels the body claims: its mask grown by ``clearance`` (in Y and X
+        only when ``planar``, a 2D field)."""
+        r = int(self.clearance)
+        if r <= 0:
+            return self.mask, self.corner()
+        rz = 0 if planar else r
+        if self._halo is None:
+            from scipy import ndimage as ndi
+
+            grown = np.pad(self.mask, ((rz, rz), (r, r), (r, r)))
+            if planar:
+                self._halo = np.stack([ndi.distance_transform_edt(~p) <= r + 0.5 for p in grown])
+            else:
+                self._halo = ndi.distance_transform_edt(~grown) <= r + 0.5
+        return self._halo, self.corner() - np.array([rz, r, r], np.int64)
 
     def corner(self) -> np.ndarray:
         """(3,) int: the extended-field voxel of ``mask[0, 0, 0]`` (Y and X not yet wrapped)."""
@@ -102,16 +123,16 @@ def crop_mask(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]), lo.astype(np.int64)
 
 
-def _indices(field: Field, body: Body) -> tuple[tuple, np.ndarray] | None:
-    """(index, mask) of ``body`` in the extended field: ``np.ix_`` indices (Y, X wrapped, Z clipped) and
-    the part of the mask that falls inside Z; None when nothing falls inside."""
-    zs, ye, xe = field.shape
-    c = body.corner()
-    d, h, w = body.mask.shape
+def _indices(fld: Field, body: Body) -> tuple[tuple, np.ndarray] | None:
+    """(index, mask) of the voxels ``body`` claims in the extended field: ``np.ix_`` indices (Y, X
+    wrapped, Z clipped) and the part of the claimed mask that falls inside Z; None when nothing does."""
+    zs, ye, xe = fld.shape
+    claimed, c = body.claim(planar=zs == 1)
+    d, h, w = claimed.shape
     z0, z1 = max(c[0], 0), min(c[0] + d, zs)
     if z1 <= z0:
         return None
-    mask = body.mask[z0 - c[0]:z1 - c[0]]
+    mask = claimed[z0 - c[0]:z1 - c[0]]
     ys = (c[1] + np.arange(h)) % ye
     xs = (c[2] + np.arange(w)) % xe
     return np.ix_(np.arange(z0, z1), ys, xs), mask
@@ -221,7 +242,7 @@ class Placer:
         k = 0
         while bodies:
             b = bodies[k % len(bodies)]
-            if not self.place(Body(b.mask, b.offset, b.half, np.zeros(3)), True):
+            if not self.place(Body(b.mask, b.offset, b.half, np.zeros(3), b.clearance), True):
                 break
             k += 1
         density = self.covered_fov / self.field.fov_size

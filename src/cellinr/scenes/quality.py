@@ -13,6 +13,10 @@ with F the cell voxels (each cell eroded by one voxel, so edges do not count) an
   |mean(F) - mean(B)|: the background's large-scale unevenness (noise excluded)
 - ``density`` = mean fraction of a frame's voxels inside cells; ``cells_per_frame``; ``cell_size``
   (mean voxels per cell, the CTC's resolution descriptor)
+- ``neighbour_gap`` = median over cells of the distance (voxels of background) from a cell to the
+  nearest other cell in its frame (not one of the CTC's descriptors: it tells how crowded the cells
+  are at a given density; nuclei kept apart by their cytoplasm have large gaps, randomly placed cells
+  small ones, and watershed baselines merge or split cells that nearly touch)
 - ``overlap`` = mean Jaccard index of a track's masks in consecutive frames (the CTC's Ove)
 - ``mitosis_rate`` = divisions (mothers in ``man_track.txt``) per cell per frame
 - ``displacement`` = mean centroid step of a track per frame (voxels), with ``drift`` (mean step Z, Y, X)
@@ -34,13 +38,17 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cellinr.errors import InputError
+from cellinr.geometry.regions import label_interiors
 
 #: Measures compared between a real and a synthetic set, in report order.
 MEASURES = ("snr", "contrast_ratio", "het_inside", "het_between", "het_background", "density",
-            "cells_per_frame", "cell_size", "overlap", "mitosis_rate", "displacement")
+            "cells_per_frame", "cell_size", "neighbour_gap", "overlap", "mitosis_rate", "displacement")
 BACKGROUND_SCALE = 8.0
 #: Quantiles of the cells' relative contrast kept in the measures (``cell_contrast_quantiles``).
 QUANTILES = 33
+#: Size classes of ``cell_contrast_by_size`` (equal counts of cells), and the fewest cells a class needs.
+SIZE_CLASSES = 3
+SIZE_CLASS_MIN_CELLS = 30
 
 
 @dataclass
@@ -115,18 +123,36 @@ def read_frame(layout: CTCLayout, t: int, *, seg: bool = True) -> tuple[np.ndarr
     return image, masks, tra
 
 
-def _inner(labels: np.ndarray) -> np.ndarray:
-    """Cell voxels away from each cell's edge (boundaries between touching cells count as edges)."""
-    fg = labels > 0
-    edge = np.zeros_like(fg)
+def neighbour_gaps(labels: np.ndarray) -> np.ndarray:
+    """Per cell of one (Y, X) or (Z, Y, X) label image: the background voxels between it and the
+    nearest other cell (0: touching), for the cells that have a neighbour in the image.
+
+    One distance transform of the background gives every voxel its nearest cell and the distance to
+    it; where two face-adjacent voxels have different nearest cells, the gap between those two cells is
+    at most the sum of their distances, and the smallest such sum is taken (the Voronoi boundary).
+    """
+    labels = np.asarray(labels)
+    if not (labels > 0).any():
+        return np.zeros(0)
+    dist, index = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    near = labels[tuple(index)].astype(np.int64)
+    n = int(labels.max()) + 1
+    best = np.full(n, np.inf)
     for ax in range(labels.ndim):
         a = [slice(None)] * labels.ndim
         b = [slice(None)] * labels.ndim
         a[ax], b[ax] = slice(1, None), slice(None, -1)
-        diff = labels[tuple(a)] != labels[tuple(b)]
-        edge[tuple(a)] |= diff
-        edge[tuple(b)] |= diff
-    return ndi.binary_erosion(fg & ~edge) if fg.any() else fg
+        na, nb = near[tuple(a)], near[tuple(b)]
+        diff = na != nb
+        if not diff.any():
+            continue
+        gap = (dist[tuple(a)] + dist[tuple(b)])[diff]
+        np.minimum.at(best, na[diff], gap)
+        np.minimum.at(best, nb[diff], gap)
+    present = np.unique(labels)
+    present = present[present > 0]
+    gaps = best[present]
+    return gaps[np.isfinite(gaps)]
 
 
 def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
@@ -149,6 +175,8 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
     densities: list[float] = []
     counts: list[int] = []
     sizes: list[float] = []
+    cell_sizes: list[float] = []
+    gaps: list[float] = []
     jaccard: list[float] = []
     step_vectors: list[np.ndarray] = []
     tra_counts: list[int] = []
@@ -162,7 +190,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
             raise InputError(f"{layout.images[t]}: shape {image.shape} differs from frame 0 {shape}")
         if not layout.seg or t in layout.seg:  # CTC TRA masks may be markers: cells come from SEG
             img = image.astype(np.float64)
-            inner = _inner(masks)
+            inner = label_interiors(masks)
             fg = masks > 0
             bg = ~ndi.binary_dilation(fg, iterations=2) if fg.any() else np.ones_like(fg)
             fv, bv = img[inner], img[bg]
@@ -177,6 +205,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
                 means = np.asarray(ndi.mean(img, lab_in, ids))
                 var = np.asarray(ndi.variance(img, lab_in, ids))
                 cell_means.extend(means[ok].tolist())
+                cell_sizes.extend(np.bincount(masks.ravel().astype(np.int64))[ids[ok]].tolist())
                 cell_stds.extend(np.sqrt(np.maximum(var[ok], 0)).tolist())
             # smooth background per plane: normalised convolution over background pixels
             planes = img.reshape(-1, *img.shape[-2:])
@@ -194,6 +223,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
             counts.append(int(all_ids.size))
             if all_ids.size:
                 sizes.extend(np.bincount(masks.ravel().astype(np.int64))[all_ids].tolist())
+                gaps.extend(neighbour_gaps(masks).tolist())
         # tracks: overlap and motion between consecutive frames (same TRA label)
         tra_ids = np.unique(tra)
         tra_ids = tra_ids[tra_ids > 0]
@@ -236,6 +266,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
         "density": float(np.mean(densities)),
         "cells_per_frame": float(np.mean(counts)),
         "cell_size": float(np.mean(sizes)) if sizes else None,
+        "neighbour_gap": float(np.median(gaps)) if gaps else None,
         "overlap": float(np.mean(jaccard)) if jaccard else None,
         "mitosis_rate": float(divisions / cell_frames) if cell_frames and layout.frames > 1 else None,
         "displacement": float(np.mean(np.linalg.norm(steps, axis=1))) if steps is not None else None,
@@ -246,8 +277,31 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
         "cell_contrast_quantiles": (np.quantile((np.asarray(cell_means) - mu_b) / contrast,
                                                 np.linspace(0, 1, QUANTILES)).tolist()
                                     if len(cell_means) > 1 and contrast > 0 else None),
+        "cell_contrast_by_size": (contrast_by_size((np.asarray(cell_means) - mu_b) / contrast, cell_sizes)
+                                  if len(cell_means) > 1 and contrast > 0 else None),
     }
     return result
+
+
+def contrast_by_size(relative: np.ndarray, sizes, *, classes: int = SIZE_CLASSES,
+                     min_cells: int = SIZE_CLASS_MIN_CELLS) -> dict:
+    """The cells' relative contrast distribution per size class: ``{"sizes": [...], "quantiles": [[...]]}``.
+
+    Cells (one per cell and frame) are split into ``classes`` classes of equal count by their size in
+    voxels (fewer classes when a class would hold under ``min_cells``); each class gets its median size
+    and the :data:`QUANTILES` quantiles of its cells' contrast. In nuclear stains the brightest cells
+    are often the small, condensed ones (mitoses): a scene rendered from the pooled distribution gives
+    its full-size cells that brightness too, which shifts any global threshold (see
+    :func:`cellinr.scenes.export.peak_brightness`).
+    """
+    relative = np.asarray(relative, np.float64)
+    sizes = np.asarray(sizes, np.float64)
+    k = int(max(1, min(classes, len(relative) // max(min_cells, 1))))
+    order = np.argsort(sizes, kind="stable")
+    groups = np.array_split(order, k)
+    probs = np.linspace(0, 1, QUANTILES)
+    return {"sizes": [float(np.median(sizes[g])) for g in groups],
+            "quantiles": [np.quantile(relative[g], probs).tolist() for g in groups]}
 
 
 def quality_table(columns: dict[str, dict], *, reference: str | None = None) -> str:

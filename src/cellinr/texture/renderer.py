@@ -139,7 +139,7 @@ def cell_brightness(params: RenderParams, n_labels: int, rng: np.random.Generato
 
 def render(
     labels: np.ndarray, params: RenderParams | None = None, *, seed: int | np.random.Generator = 0,
-    frame_correlation: float = 0.9, brightness: np.ndarray | None = None,
+    frame_correlation: float = 0.9, brightness: np.ndarray | None = None, brightness_is_mean: bool = False,
 ) -> np.ndarray:
     """Render microscope-like images for instance labels.
 
@@ -157,6 +157,12 @@ def render(
     brightness : (L,) ndarray, optional
         Peak brightness of each label (index = label), e.g. from :func:`cell_brightness`, so that
         separate calls (the frames of a 3D+t sequence) keep each cell's brightness; drawn when None.
+    brightness_is_mean : bool
+        Take ``brightness`` as each cell's mean signal over its interior
+        (:func:`cellinr.geometry.regions.label_interiors`, through the PSF) rather than its peak: the
+        peak is divided by the cell's mean profile factor, which depends on its size and shape (small
+        cells lose more to edge dimming and blur). A brightness distribution measured on real cells'
+        means is then reproduced instead of being spread by the shapes.
 
     Returns
     -------
@@ -187,7 +193,8 @@ def render(
         if k > 0:  # AR(1) in time: unit variance, correlation a between frames
             texture = a * texture + b * _smooth_noise(rng, shape2, params.texture_scale)
         profile = (1.0 - params.edge_dimming) + params.edge_dimming * thickness_profile(lab)
-        cells = brightness[lab] * profile * np.maximum(1.0 + params.texture_contrast * texture, 0.0)
+        peak = _peak_for_mean(lab, profile, brightness, params.psf_sigma) if brightness_is_mean else brightness
+        cells = peak[lab] * profile * np.maximum(1.0 + params.texture_contrast * texture, 0.0)
         cells = np.where(lab > 0, cells, 0.0)
         if params.psf_sigma > 0:
             cells = ndi.gaussian_filter(cells, params.psf_sigma, mode="nearest")
@@ -199,6 +206,27 @@ def render(
         out[k] = clean
     out = to_dtype(out, params.dtype)
     return out[0] if single else out
+
+
+def _peak_for_mean(lab: np.ndarray, profile: np.ndarray, mean: np.ndarray, psf_sigma: float) -> np.ndarray:
+    """Per-label peak brightness that gives each label the mean signal ``mean`` over its interior."""
+    from cellinr.geometry.regions import label_interiors
+
+    shaped = np.where(lab > 0, profile, 0.0)
+    if psf_sigma > 0:
+        shaped = ndi.gaussian_filter(shaped, psf_sigma, mode="nearest")
+    inner = label_interiors(lab)
+    n = len(mean)
+    ids = np.arange(n)
+    # labels too thin to have an interior are averaged over all their pixels
+    where = np.where(inner, lab, 0)
+    counts = np.bincount(where.ravel(), minlength=n)[:n]
+    factor = np.bincount(where.ravel(), weights=shaped.ravel(), minlength=n)[:n]
+    all_counts = np.bincount(lab.ravel(), minlength=n)[:n]
+    all_factor = np.bincount(lab.ravel(), weights=shaped.ravel(), minlength=n)[:n]
+    factor = np.where(counts > 0, factor / np.maximum(counts, 1), all_factor / np.maximum(all_counts, 1))
+    factor = np.where(all_counts[ids] > 0, np.maximum(factor, 0.05), 1.0)
+    return mean / factor
 
 
 def estimate_render_params(image: np.ndarray, mask: np.ndarray) -> RenderParams:
