@@ -485,3 +485,69 @@ def test_brightness_follows_size_classes_and_is_a_mean():
             np.testing.assert_allclose(means, [100.0, 100.0], rtol=0.01)
         else:  # as peaks, both lose to the dimmed edge and the blur
             assert max(means) < 90.0
+
+
+def test_spacing_moves_close_neighbours_apart_and_leaves_far_ones():
+    from cellinr.scenes.placement import spacing_steps
+
+    field = Field((1, 60, 200), margin=10)
+    mask, off = crop_mask(_ball((1, 11, 11), (0, 5, 5), 5))
+    half = np.array([0, 5, 5])
+    a = Body(mask, off, half, np.array([0.0, 30.0, 40.0]))
+    b = Body(mask, off, half, np.array([0.0, 30.0, 53.0]))  # centres 13 apart: about 2 px of background
+    far = Body(mask, off, half, np.array([0.0, 30.0, 150.0]))
+    steps = spacing_steps(field, [a, b, None, far], spacing=8.0)
+    r = np.sqrt(a.size / np.pi)
+    short = 8.0 - (13.0 - 2 * r)
+    # half the shortfall per frame, shared: a goes left, b goes right, along X only
+    np.testing.assert_allclose(steps[0], [0, 0, -short / 4], atol=1e-9)
+    np.testing.assert_allclose(steps[1], [0, 0, short / 4], atol=1e-9)
+    assert not steps[2].any() and not steps[3].any()
+    assert not spacing_steps(field, [a, b], spacing=0.0).any()
+    # across the periodic seam the push follows the short way round
+    c = Body(mask, off, half, np.array([0.0, 30.0, 2.0]))
+    d = Body(mask, off, half, np.array([0.0, 30.0, 215.0]))  # 7 px the short way round (220 wide)
+    s = spacing_steps(field, [c, d], spacing=8.0)
+    assert s[0, 2] > 0 > s[1, 2]
+
+
+def test_spacing_keeps_scene_cells_further_apart(one_thread):
+    from cellinr.scenes.composer import Scene, SceneSpec
+    from cellinr.scenes.quality import neighbour_gaps
+
+    def last_gaps(spacing):
+        spec = SceneSpec(models=["deforming"], dims=(1, 96, 96), frames=5, cells=8, voxel_size=2.0, seed=4,
+                         motion={"drift": (0, 0, 0), "sigma": (0, 2.0, 2.0)}, spacing=spacing)
+        *_, last = Scene(spec).frames()
+        return neighbour_gaps(last.labels[0])
+
+    # the closest neighbours are the ones it moves (the others follow their random walks)
+    assert last_gaps(12.0).min() >= last_gaps(0.0).min() + 4
+    with pytest.raises(ParameterError, match="--spacing"):
+        SceneSpec(models=["deforming"], dims=(1, 96, 96), frames=4, cells=6, spacing=-2)
+
+
+def test_cells_can_start_undivided(one_thread):
+    from cellinr.scenes.composer import Scene, SceneSpec
+
+    def first_frame(start_undivided):
+        spec = SceneSpec(models=["dividing"], dims=(1, 128, 128), frames=1, cells=10, voxel_size=2.0, seed=0,
+                         start_undivided=start_undivided)
+        scene = Scene(spec)
+        return scene, next(iter(scene.frames()))
+
+    scene, _ = first_frame(False)
+    assert any(c.shape.n > 1 for c in scene.cells), "the model shows no divided phase to test with"
+    scene, frame = first_frame(True)
+    assert all(c.shape.n == 1 for c in scene.cells)
+
+
+def test_cycle_for_rate_with_undivided_starts():
+    from cellinr.scenes.calibration import cycle_for_rate
+
+    frames, rate, f = 20, 0.004, 0.45
+    cycle = cycle_for_rate(rate, 1.0, frames, undivided=f)
+    w = (frames - 1) * 2 / (cycle - 1)
+    assert w / (2 * f * frames) == pytest.approx(rate, rel=0.02)
+    # the uniform start needs a shorter cycle for the same rate (cells past the division count too)
+    assert cycle_for_rate(rate, 1.0, frames) < cycle

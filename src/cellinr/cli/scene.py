@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from cellinr.cli._common import (
     add_device,
     add_overwrite,
@@ -58,6 +60,12 @@ def register(subparsers) -> None:
     parser.add_argument("--clearance", type=float, metavar="VOXELS",
                         help="background voxels kept between any two cells (default 0: touching allowed; with "
                         "--like: estimated so that neighbouring cells are as far apart as in the real set)")
+    parser.add_argument("--spacing", type=float, default=0.0, metavar="VOXELS",
+                        help="background voxels that neighbours prefer: closer cells drift apart a little each "
+                        "frame, as nuclei kept apart by their cytoplasm (default 0: off)")
+    parser.add_argument("--start-undivided", action=argparse.BooleanOptionalAction, default=None,
+                        help="start cells of dividing models before their division, so that sisters appear only "
+                        "through divisions seen in the scene (default: off; on with --like when the models divide)")
     parser.add_argument("--latent", choices=LATENT_SAMPLERS,
                         help="code sampler (default: perturb, a learned code plus noise)")
     parser.add_argument("--sigma", type=float, help="noise scale of the code sampler")
@@ -80,6 +88,7 @@ def run(args) -> int:
         voxel_size=args.voxel_size, seed=args.seed, texture=args.texture, like=args.like,
         like_axes=args.like_axes, drift=args.drift, step_sigma=args.step_sigma, motion=args.motion,
         cycle_frames=args.cycle_frames, clearance=args.clearance,
+        spacing=args.spacing, start_undivided=args.start_undivided,
         latent=args.latent, sigma=args.sigma, difficulty=args.difficulty, pairs=not args.no_pairs, mip=args.mip,
         overwrite=args.overwrite, device=args.device,
     )

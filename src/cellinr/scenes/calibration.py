@@ -286,7 +286,7 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
     )
     from cellinr.scenes.lineage import clean_mask
 
-    sizes, divides = [], []
+    sizes, divides, undivided = [], [], []
     for k, name in enumerate(models):
         run, dev = load_for_evaluation(name, device)
         vox = run.voxel_size_um
@@ -306,20 +306,29 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
                 if n:
                     sizes.extend((np.bincount(comps.ravel())[1:] * unit).tolist())
             divides.append(float(sum(max(b - a, 0) for a, b in zip(counts, counts[1:]))))
+            first = next((j for j in range(1, len(counts)) if counts[j] > counts[j - 1]), None)
+            undivided.append(1.0 if first is None else (first - 0.5) / (len(counts) - 1))
     if not sizes:
         raise ParameterError(f"models {', '.join(models)}: the probe cells are empty")
-    return {"size_um": float(np.mean(sizes)), "divisions": float(np.mean(divides))}
+    return {"size_um": float(np.mean(sizes)), "divisions": float(np.mean(divides)),
+            "undivided_fraction": float(np.mean(undivided))}
 
 
-def cycle_for_rate(rate: float, divisions: float, frames: int) -> int:
+def cycle_for_rate(rate: float, divisions: float, frames: int, undivided: float | None = None) -> int:
     """``cycle_frames`` that gives ``rate`` divisions per cell and frame over ``frames`` frames.
 
     A cell's window of the sequence has width ``w = (frames - 1) dt``; its start is uniform over
     ``2 - w``, so a division at a given time falls in the window with probability ``w / (2 - w)``.
     With ``divisions`` per cell life: ``rate = divisions w / ((2 - w) frames)``, solved for ``w``.
+    With cells that start undivided (``undivided``: the fraction of the sequence before the first
+    division), the start is uniform over the ``2 undivided`` before it and each cell can divide once:
+    ``rate = w / (2 undivided frames)``.
     """
     rt = rate * frames
-    w = min(2.0 * rt / (divisions + rt), 1.999)
+    if undivided is not None and 0 < undivided < 1:
+        w = min(2.0 * undivided * rt, 1.999)
+    else:
+        w = min(2.0 * rt / (divisions + rt), 1.999)
     dt = w / max(frames - 1, 1)
     return int(max(2, round(2.0 / dt + 1)))
 
@@ -361,9 +370,15 @@ def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
         out["_auto_clearance"] = q.get("neighbour_gap") is not None
     else:
         out["clearance"] = float(given["clearance"])
+    # cells past their division would sit beside their sister all scene long; real daughters part
+    start_undivided = given.get("start_undivided")
+    if start_undivided is None:
+        start_undivided = probe["divisions"] > 0 and probe.get("undivided_fraction", 1.0) < 1.0
+    out["start_undivided"] = bool(start_undivided)
     rate = q.get("mitosis_rate")
     if given.get("cycle_frames") is None and rate and probe["divisions"] > 0 and frames > 1:
-        out["cycle_frames"] = cycle_for_rate(rate, probe["divisions"], frames)
+        out["cycle_frames"] = cycle_for_rate(rate, probe["divisions"], frames,
+                                             probe.get("undivided_fraction") if start_undivided else None)
     else:
         out["cycle_frames"] = given.get("cycle_frames")
     return out

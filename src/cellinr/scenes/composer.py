@@ -10,7 +10,7 @@ a cell lives through the whole training sequence in ``cycle_frames`` scene frame
 along Z (sampled ``PROJECTION_Z_STEP`` times more coarsely along Z, since only the projection is kept).
 
 Frame by frame: every cell moves (drift + random walk, or the motion its model learned:
-:mod:`cellinr.scenes.motion`) and, when it is
+:mod:`cellinr.scenes.motion`; with ``spacing``, neighbours closer than it also drift apart) and, when it is
 in or near the field of view, ages by one frame (cells far outside are dormant: they only move). Pairs
 that would overlap are pushed apart along the line between their centroids; a cell that still
 overlaps is held back: it keeps its previous position and shape for this frame (its clock pauses, as
@@ -41,6 +41,7 @@ from cellinr.scenes.placement import (
     check_density,
     crop_mask,
     push_apart,
+    spacing_steps,
     z_range,
 )
 
@@ -99,6 +100,14 @@ class SceneSpec:
     clearance: float = 0.0
     """Voxels of background kept between any two cells, to about half a voxel (0: touching allowed);
     rounded up to even."""
+    start_undivided: bool = False
+    """Draw each cell's starting phase among the phases where it is still one cell (models that divide):
+    daughters then appear only through divisions seen in the scene, instead of a population where
+    every cell past its model's division sits beside its sister for the whole scene."""
+    spacing: float = 0.0
+    """Voxels of background that neighbours prefer between them: closer ones drift apart a little
+    every frame, as nuclei that their cytoplasm keeps apart (0: off; a soft preference, where
+    ``clearance`` is a hard limit)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str):
@@ -134,6 +143,11 @@ class SceneSpec:
         if not np.isfinite(clearance) or clearance < 0:
             raise ParameterError(f"--clearance {self.clearance}: must be a non-negative number of voxels")
         self.clearance = clearance
+        spacing = float(self.spacing)
+        if not np.isfinite(spacing) or spacing < 0:
+            raise ParameterError(f"--spacing {self.spacing}: must be a non-negative number of voxels")
+        self.spacing = spacing
+        self.start_undivided = bool(self.start_undivided)
         if self.cycle_frames is not None and int(self.cycle_frames) < 2:
             raise ParameterError(f"--cycle-frames {self.cycle_frames}: must be at least 2")
         if isinstance(self.motion, dict):
@@ -155,7 +169,8 @@ class SceneSpec:
         return {"models": list(self.models), "dims": list(self.dims), "frames": self.frames, "cells": self.cells,
                 "density": self.density, "voxel_size": None if self.voxel_size is None else list(self.voxel_size),
                 "seed": self.seed, "motion": self.motion.to_dict(), "cycle_frames": self.cycle_frames,
-                "latent": self.latent, "sigma": self.sigma, "method": self.method, "clearance": self.clearance}
+                "latent": self.latent, "sigma": self.sigma, "method": self.method, "clearance": self.clearance,
+                "spacing": self.spacing, "start_undivided": self.start_undivided}
 
     def digest(self, extra: dict | None = None) -> str:
         """Hash of the spec (and ``extra``, e.g. the render parameters): a scene's identity on disk."""
@@ -325,6 +340,7 @@ class Scene:
         model = index % len(self.models)
         run = self.models[model].run
         t_hi = max(-1.0, 1.0 - self.dt * (spec.frames - 1))
+        fallback = None
         for _ in range(REDRAWS):
             latent = sample_latents(spec.latent, 1, codes=run.codes, sigma=spec.sigma, rng=rng)[0][0]
             rotation = random_rotation(torch_seed)
@@ -333,8 +349,13 @@ class Scene:
             cell = Cell(index, model, latent, rotation, t0, brightness_draw(spec.seed, index))
             cell.sdf = sequence_field(run, latent, rotation)
             cell.shape = self._shape(cell, 0)
-            if cell.shape.n:
+            if cell.shape.n and not (spec.start_undivided and cell.shape.n > 1):
                 return cell
+            if cell.shape.n:
+                fallback = cell
+        if fallback is not None:
+            log.debug("cell %d: %d draws were all divided at their first frame; kept the last", index, REDRAWS)
+            return fallback
         raise ParameterError(f"model {self.models[model].name}: {REDRAWS} drawn cells were empty at their first "
                              "frame; try another --latent sampler or --sigma")
 
@@ -403,6 +424,8 @@ class Scene:
                          dtype=np.float64).reshape(len(cells), 3)
             if spec.two_d:
                 d[:, 0] = 0.0
+        if spec.spacing > 0:
+            d = d + spacing_steps(fld, [c.body for c in cells], spec.spacing)
         for k, c in enumerate(cells):
             pos = fld.wrap((c.body.pos if c.body is not None else c.last_pos) + d[k])
             shape, age = c.shape, c.age

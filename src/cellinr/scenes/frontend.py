@@ -38,6 +38,8 @@ def scene(
     motion: str = "fixed",
     cycle_frames: int | None = None,
     clearance: float | None = None,
+    spacing: float = 0.0,
+    start_undivided: bool | None = None,
     latent: str | None = None,
     sigma: float | None = None,
     render_params=None,
@@ -67,6 +69,10 @@ def scene(
     cycle_frames : scene frames per training sequence of a model.
     clearance : voxels of background kept between any two cells (default 0: touching allowed; with
         ``like``, estimated so that the median gap between neighbouring cells is the real one).
+    spacing : voxels of background that neighbours prefer: closer ones drift apart a little each frame
+        (default 0: off).
+    start_undivided : start cells of dividing models before their division, so that sisters appear only
+        through divisions seen in the scene (default: off; on with ``like`` when the models divide).
     render_params : RenderParams, optional (estimated with ``like``; else the renderer's defaults).
     mip : for a 3D scene, also write 2D+t maximum projections and the masks of the cells they show.
     difficulty : also run the baseline (threshold + watershed + LAP tracking) and score it (CTC metrics).
@@ -113,7 +119,9 @@ def scene(
             probe = probe_models(models, two_d=two_d, seed=seed, latent=latent, sigma=sigma, device=device)
             kwargs = spec_from_calibration(cal, probe, {
                 "dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells, "density": density,
-                "motion": motion, "cycle_frames": cycle_frames, "clearance": clearance})
+                "motion": motion, "cycle_frames": cycle_frames, "clearance": clearance,
+                "start_undivided": start_undivided})
+            kwargs["spacing"] = spacing
             kwargs = refine_with_first_frame(kwargs, cal.quality, models=models, seed=seed, latent=latent,
                                              sigma=sigma, device=device)
             kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
@@ -126,7 +134,8 @@ def scene(
                 raise ParameterError("give --dims and --frames (or --like to take them from a real set)")
             kwargs = {"dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells,
                       "density": density, "motion": motion, "cycle_frames": cycle_frames,
-                      "clearance": clearance or 0.0}
+                      "clearance": clearance or 0.0, "spacing": spacing,
+                      "start_undivided": bool(start_undivided)}
         if kwargs.get("motion") is None:
             kwargs.pop("motion", None)
         spec = SceneSpec(models=models, seed=seed, latent=latent, sigma=sigma, **kwargs)
