@@ -80,6 +80,10 @@ def register(subparsers) -> None:
                         help="motion put back on the shape inside the cube: none (centred), learned (the path of "
                         "the training cell the code comes from), sampled (a random walk with the training cells' "
                         "drift and steps) (default: none)")
+    parser.add_argument("--no-topology-screen", dest="screen_topology", action="store_false",
+                        help="take every sequence's first code draw; by default a code whose sequence loses "
+                        "connected components over time (daughters fusing back, pieces vanishing) is redrawn, "
+                        "up to 8 times, after a check on a coarse grid")
     add_grid_options(parser)
     parser.set_defaults(func=run)
 
@@ -97,6 +101,7 @@ def run(args) -> int:
         mesh_format=args.mesh_format, reference_layout=args.reference_layout, method=args.method,
         device=args.device, overwrite=args.overwrite, max_memory_gb=args.max_memory_gb, chunk=args.chunk,
         precision=args.precision, min_fragment=args.min_fragment, from_fit=args.from_fit, shard=cli_shard(args.shard), trajectory=args.trajectory,
+        screen_topology=args.screen_topology,
     )
     print(f"{len(records)} sequences in {args.out}" + (f" (shard {args.shard})" if args.shard else ""))
     return 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,18 +100,61 @@ def _run(s: _Setup, jobs, out, *, kind, mesh_format, reference_layout, overwrite
     return run_jobs(s.run, jobs, out, spec, device=s.device, overwrite=overwrite, max_memory_gb=max_memory_gb)
 
 
+#: Codes drawn at most per sequence by the topology screen before the best one is kept.
+SCREEN_DRAWS = 8
+#: The screen evaluates a candidate on a cube of at most this edge and at most this many frames.
+SCREEN_SIZE, SCREEN_FRAMES = 64, 24
+
+
+def topology_screen(run, frames: int, device) -> Callable[[np.ndarray, np.ndarray | None], int]:
+    """A function ``(z, rotation) -> decreases``: how often the number of connected components of the
+    sequence drops from one frame to the next (0: divisions never fuse back, pieces never vanish).
+
+    The candidate is evaluated at the training size (at most :data:`SCREEN_SIZE`) on
+    ``min(frames, SCREEN_FRAMES)`` frames, with the default fragment filter, components counted with
+    26-connectivity as :func:`cellinr.evaluation.samplers.sequence_topology` does.
+    """
+    from scipy import ndimage as ndi
+
+    from cellinr.generation.frames import decode
+
+    size = int(min(run.training_size, SCREEN_SIZE))
+    count = int(min(frames, SCREEN_FRAMES))
+
+    def decreases(z: np.ndarray, rotation: np.ndarray | None) -> int:
+        sdf = decode(run, z, rotation, size=size, frames=count, device=device)
+        comps = [int(ndi.label(f <= 0, structure=np.ones((3, 3, 3), bool))[1]) for f in sdf]
+        return int(sum(b < a for a, b in zip(comps, comps[1:])))
+
+    return decreases
+
+
 def draw_code(codes: np.ndarray, *, seed: int, index: int, latent: str, sigma: float | None = None,
-              rotation: str = "random") -> tuple[np.ndarray, np.ndarray | None, dict]:
+              rotation: str = "random", screen: Callable | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """The latent code, rotation and sampler record of sequence ``index`` of :func:`generate` under ``seed``.
+
+    With ``screen`` (:func:`topology_screen`), codes are drawn from the same stream until one makes a
+    sequence whose number of components never decreases, at most :data:`SCREEN_DRAWS`; else the one
+    with the fewest decreases is kept. The record gives ``screen_draws`` and ``screen_decreases``.
 
     Returns
     -------
     (z (L,) float32, rotation (3, 3) float64 or None, info dict)
     """
     rng, torch_seed = sequence_rng(seed, index)
-    z, info = sample_latents(latent, 1, codes=codes, sigma=sigma, rng=rng)
     rot = random_rotation(torch_seed) if rotation == "random" else None
-    return z[0], rot, info[0]
+    best = None
+    for draw in range(1, (SCREEN_DRAWS if screen is not None else 1) + 1):
+        z, info = sample_latents(latent, 1, codes=codes, sigma=sigma, rng=rng)
+        if screen is None:
+            return z[0], rot, info[0]
+        drops = screen(z[0], rot)
+        if best is None or drops < best[2]:
+            best = (z[0], info[0], drops)
+        if drops == 0:
+            break
+    z, info, drops = best
+    return z, rot, {**info, "screen_draws": draw, "screen_decreases": drops}
 
 
 def sample_cell(
@@ -127,6 +170,7 @@ def sample_cell(
     frames: int | None = None,
     method: str = "fast",
     device: str = "auto",
+    screen_topology: bool = True,
 ) -> tuple[np.ndarray, dict]:
     """One new cell as an array, without files: sequence ``index`` of :func:`generate` with ``seed``.
 
@@ -146,13 +190,15 @@ def sample_cell(
         check_sampler(latent)
     if rotation not in ROTATION_MODES:
         raise ParameterError(f"--rotation {rotation!r}: choose one of {', '.join(ROTATION_MODES)}")
-    r, _ = load_for_evaluation(run, device)
+    r, dev = load_for_evaluation(run, device)
     grid = resolve_dims(r, size, dims)
     frames = check_frames(frames) or r.max_frames
     if latent is None:
         latent, run_sigma = default_sampler(r)
         sigma = sigma if sigma is not None else run_sigma
-    z, rot, info = draw_code(r.codes, seed=seed, index=index, latent=latent, sigma=sigma, rotation=rotation)
+    screen = topology_screen(r, frames, dev) if screen_topology else None
+    z, rot, info = draw_code(r.codes, seed=seed, index=index, latent=latent, sigma=sigma, rotation=rotation,
+                             screen=screen)
     sdf = decode(r, z, rot, dims=grid, frames=frames, method=method, device=device)
     return sdf, {"latent": z, "rotation": rot, **info, "spacing": r.output_spacing(grid),
                  "frame_interval": r.output_frame_interval(frames)}
@@ -184,6 +230,7 @@ def generate(
     from_fit: str | os.PathLike | None = None,
     shard: str | Shard | None = None,
     trajectory: str = "none",
+    screen_topology: bool = True,
 ) -> list[dict]:
     """Generate ``n`` new time-evolving cells from a trained run.
 
@@ -225,6 +272,9 @@ def generate(
         cell the code was drawn around (or the nearest one), or a random walk with the training cells'
         drift and step covariance. The cell moves inside the training cube; its path (microns) is in
         the sequence record. For motion across a field of view use :func:`cellinr.scene`.
+    screen_topology : redraw a code (from the same stream, up to :data:`SCREEN_DRAWS` times) whose
+        sequence loses connected components over time (daughters fusing back, pieces vanishing),
+        checked on a coarse grid (:func:`topology_screen`); False takes the first draw.
 
     Returns
     -------
@@ -248,8 +298,10 @@ def generate(
     check_trajectory(trajectory)
     codes = s.run.codes
     jobs = []
+    screen = topology_screen(s.run, frames, s.device) if screen_topology else None
     for i in range(int(n)):
-        z, rot, info = draw_code(codes, seed=seed, index=i, latent=latent, sigma=sigma, rotation=rotation)
+        z, rot, info = draw_code(codes, seed=seed, index=i, latent=latent, sigma=sigma, rotation=rotation,
+                                 screen=screen)
         path = None
         if trajectory != "none":
             source = info.get("source_index")
@@ -264,6 +316,8 @@ def generate(
                                 info={"index": i, **info}, path_um=path))
     _warn_if_leaving(s.run, jobs)
     extra = {"trajectory": trajectory} if trajectory != "none" else {}
+    if not screen_topology:
+        extra["screen_topology"] = False
     return _run(s, jobs, out, kind="generate", mesh_format=mesh_format, reference_layout=reference_layout,
                 overwrite=overwrite, max_memory_gb=max_memory_gb, seed=int(seed), latent_sampler=latent,
                 sigma=sigma, rotation_mode=rotation, frames_per_sequence=frames, prefix=prefix, **extra)
