@@ -551,3 +551,31 @@ def test_cycle_for_rate_with_undivided_starts():
     assert w / (2 * f * frames) == pytest.approx(rate, rel=0.02)
     # the uniform start needs a shorter cycle for the same rate (cells past the division count too)
     assert cycle_for_rate(rate, 1.0, frames) < cycle
+
+
+@pytest.mark.parametrize("dims", [(1, 96, 96), (8, 64, 64)])
+def test_refine_background_gives_the_real_het_background_on_the_first_frame(dims, one_thread):
+    from cellinr.scenes.calibration import refine_background
+    from cellinr.scenes.composer import Scene, SceneSpec
+    from cellinr.scenes.export import background_field, render_frame
+    from cellinr.scenes.quality import het_background_of
+    from cellinr.texture.renderer import RenderParams
+
+    spec = SceneSpec(models=["deforming"], dims=dims, frames=2, cells=4, voxel_size=2.0, seed=3)
+    params = RenderParams(background=100.0, foreground=200.0, background_variation=0.05, background_scale=16.0,
+                          psf_sigma=1.5, read_noise=4.0)
+    frame = next(iter(Scene(spec).frames()))
+    two_d = dims[0] == 1
+
+    def measured(p):
+        image = render_frame(frame.labels, frame.brightness, p, None, np.random.default_rng([spec.seed, 3, 0]),
+                             background_field(p, dims[1:], spec.seed))
+        return het_background_of(image[0] if two_d else image, frame.labels[0] if two_d else frame.labels)
+
+    before = measured(params)
+    for target in (0.5 * before, 2.0 * before):
+        tuned = refine_background(params, spec, {"het_background": target})
+        assert tuned.background_variation != params.background_variation
+        assert measured(tuned) == pytest.approx(target, rel=0.1)
+    # a target below what the cells and noise alone give: no field at all
+    assert refine_background(params, spec, {"het_background": 1e-6}).background_variation == 0.0

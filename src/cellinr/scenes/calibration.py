@@ -14,7 +14,8 @@ linked by overlap) the measures of :func:`cellinr.scenes.quality.dataset_quality
   whole set (:func:`tune_render`); the cells' brightness follows the real cells' distribution per
   size class (``cell_contrast_by_size``: small cells may be brighter, as mitoses are);
 - clearance: the background kept between cells, so that the median gap between neighbours is the
-  real one (:func:`refine_with_first_frame`);
+  real one (:func:`refine_with_first_frame`); the background's variation, so that the scene's own
+  first frame has the real ``het_background`` (:func:`refine_background`);
 - dims and frames: the real ones, unless given.
 """
 
@@ -153,10 +154,9 @@ def calibrate(ctc: str | os.PathLike) -> Calibration:
 def _plane_stats(image: np.ndarray, masks: np.ndarray) -> tuple[float, float, float, float, float]:
     """(mean F, mean B, std B, mean cell std, std of cell means) of one image, F and B as
     :func:`cellinr.scenes.quality.dataset_quality` defines them."""
-    from cellinr.geometry.regions import label_interiors
+    from cellinr.scenes.quality import background_regions
 
-    inner = label_interiors(masks)
-    bg = ~ndi.binary_dilation(masks > 0, iterations=2)
+    inner, bg = background_regions(masks)
     if not inner.any() or not bg.any():
         return 0.0, 0.0, 0.0, 0.0, 0.0
     img = image.astype(np.float64)
@@ -262,6 +262,45 @@ def refine_with_first_frame(spec_kwargs: dict, quality: dict, *, models, seed: i
              float(np.median(gaps)) if gaps.size else float("nan"), quality.get("neighbour_gap"),
              out.get("voxel_size"), out.get("density"), out.get("clearance"))
     return out
+
+
+def refine_background(params, spec, quality: dict, quantiles=None, *, device: str = "cpu"):
+    """Closed-loop correction of the background's variation on the scene's own first frame.
+
+    :func:`calibrate` sets the variation open-loop, from the real ``het_background`` times the real
+    contrast; but the measure also sees what the cells add to the background around them (blur, the
+    caps of cells out of the plane in 3D) and is relative to the scene's own contrast, so the scene's
+    value drifts with its cells' sizes and numbers. The first frame is rendered exactly as
+    :func:`cellinr.scenes.export.write_scene` will (same background field, same stream), its
+    ``het_background`` measured with and without the field, and the variation set so that the
+    field's share (the two add in variance) gives the real value. Returns new render parameters.
+    """
+    from cellinr.scenes.composer import Scene
+    from cellinr.scenes.export import background_field, render_frame
+    from cellinr.scenes.quality import het_background_of
+    from cellinr.texture.renderer import RenderParams
+
+    target = quality.get("het_background")
+    if not target or params.background <= 0:
+        return params
+    frame = next(iter(Scene(spec, device=device).frames()))
+    labels = frame.labels[0] if spec.two_d else frame.labels
+
+    def measure(variation: float) -> float | None:
+        p = RenderParams(**{**params.to_dict(), "background_variation": float(variation)})
+        image = render_frame(frame.labels, frame.brightness, p, None, np.random.default_rng([spec.seed, 3, frame.index]),
+                             background_field(p, spec.dims[1:], spec.seed), quantiles)
+        return het_background_of(image[0] if spec.two_d else image, labels)
+
+    v0 = params.background_variation if params.background_variation > 0 else 0.05
+    h0, rest = measure(v0), measure(0.0)
+    if h0 is None or rest is None:
+        return params
+    field = np.sqrt(max(h0**2 - rest**2, 1e-12))
+    v = float(np.clip(v0 * np.sqrt(max(target**2 - rest**2, 0.0)) / field, 0.0, 1.0))
+    log.info("like: first frame het_background %.4g (%.4g without the field; real %.4g): variation %.4g -> %.4g",
+             h0, rest, target, params.background_variation, v)
+    return RenderParams(**{**params.to_dict(), "background_variation": v})
 
 
 def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, sigma: float | None,

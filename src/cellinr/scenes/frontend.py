@@ -109,6 +109,7 @@ def scene(
                 calibrate,
                 like_to_ctc,
                 probe_models,
+                refine_background,
                 refine_with_first_frame,
                 spec_from_calibration,
             )
@@ -125,7 +126,6 @@ def scene(
             kwargs = refine_with_first_frame(kwargs, cal.quality, models=models, seed=seed, latent=latent,
                                              sigma=sigma, device=device)
             kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
-            render_params = render_params or cal.render
             quantiles = cal.quantiles
             like_info = {"source": [str(p) for p in like_paths], "probe": probe,
                          "estimated": {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in kwargs.items()}}
@@ -139,6 +139,9 @@ def scene(
         if kwargs.get("motion") is None:
             kwargs.pop("motion", None)
         spec = SceneSpec(models=models, seed=seed, latent=latent, sigma=sigma, **kwargs)
+        if real_ctc is not None and render_params is None:
+            render_params = (refine_background(cal.render, spec, cal.quality, quantiles, device=device)
+                             if texture == "render" else cal.render)
 
         def reports(folder: Path) -> dict:
             info = {}

@@ -155,6 +155,40 @@ def neighbour_gaps(labels: np.ndarray) -> np.ndarray:
     return gaps[np.isfinite(gaps)]
 
 
+def background_regions(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F, B) of the measures: the cells eroded by one voxel, and the outside of the cells dilated by two."""
+    fg = masks > 0
+    bg = ~ndi.binary_dilation(fg, iterations=2) if fg.any() else np.ones_like(fg)
+    return label_interiors(masks), bg
+
+
+def smooth_background_stds(image: np.ndarray, bg: np.ndarray) -> list[float]:
+    """Per (Y, X) plane, the standard deviation of the smooth background: a normalised convolution
+    (Gaussian, :data:`BACKGROUND_SCALE`) of the image over the background pixels ``bg``, read where the
+    background is at least a fifth of the kernel's weight."""
+    out = []
+    planes = np.asarray(image, np.float64).reshape(-1, *image.shape[-2:])
+    for p, bm in zip(planes, bg.reshape(-1, *bg.shape[-2:])):
+        if bm.sum() > 16:
+            num = ndi.gaussian_filter(np.where(bm, p, 0.0), BACKGROUND_SCALE)
+            den = ndi.gaussian_filter(bm.astype(float), BACKGROUND_SCALE)
+            sel = bm & (den > 0.2)
+            if sel.any():
+                out.append(float(np.std((num / np.maximum(den, 1e-6))[sel])))
+    return out
+
+
+def het_background_of(image: np.ndarray, masks: np.ndarray) -> float | None:
+    """``het_background`` of one image with its masks (as :func:`dataset_quality` measures a set)."""
+    inner, bg = background_regions(masks)
+    if not inner.any() or not bg.any():
+        return None
+    img = np.asarray(image, np.float64)
+    contrast = abs(float(img[inner].mean()) - float(img[bg].mean()))
+    stds = smooth_background_stds(img, bg)
+    return float(np.mean(stds)) / contrast if stds and contrast > 0 else None
+
+
 def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
     """Quality measures of the CTC sequence under ``root`` (see the module docstring).
 
@@ -190,9 +224,8 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
             raise InputError(f"{layout.images[t]}: shape {image.shape} differs from frame 0 {shape}")
         if not layout.seg or t in layout.seg:  # CTC TRA masks may be markers: cells come from SEG
             img = image.astype(np.float64)
-            inner = label_interiors(masks)
+            inner, bg = background_regions(masks)
             fg = masks > 0
-            bg = ~ndi.binary_dilation(fg, iterations=2) if fg.any() else np.ones_like(fg)
             fv, bv = img[inner], img[bg]
             f_sum, f_n = f_sum + fv.sum(), f_n + fv.size
             b_sum, b_sq, b_n = b_sum + bv.sum(), b_sq + (bv**2).sum(), b_n + bv.size
@@ -207,16 +240,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
                 cell_means.extend(means[ok].tolist())
                 cell_sizes.extend(np.bincount(masks.ravel().astype(np.int64))[ids[ok]].tolist())
                 cell_stds.extend(np.sqrt(np.maximum(var[ok], 0)).tolist())
-            # smooth background per plane: normalised convolution over background pixels
-            planes = img.reshape(-1, *img.shape[-2:])
-            bplanes = bg.reshape(-1, *bg.shape[-2:])
-            for p, bm in zip(planes, bplanes):
-                if bm.sum() > 16:
-                    num = ndi.gaussian_filter(np.where(bm, p, 0.0), BACKGROUND_SCALE)
-                    den = ndi.gaussian_filter(bm.astype(float), BACKGROUND_SCALE)
-                    sel = bm & (den > 0.2)
-                    if sel.any():
-                        bg_smooth_std.append(float(np.std((num / np.maximum(den, 1e-6))[sel])))
+            bg_smooth_std.extend(smooth_background_stds(img, bg))
             densities.append(float(fg.mean()))
             all_ids = np.unique(masks)
             all_ids = all_ids[all_ids > 0]
