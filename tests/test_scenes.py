@@ -579,3 +579,75 @@ def test_refine_background_gives_the_real_het_background_on_the_first_frame(dims
         assert measured(tuned) == pytest.approx(target, rel=0.1)
     # a target below what the cells and noise alone give: no field at all
     assert refine_background(params, spec, {"het_background": 1e-6}).background_variation == 0.0
+
+
+def test_voxel_solidity_of_known_shapes():
+    from skimage.measure import regionprops
+
+    from cellinr.geometry.regions import voxel_solidity
+
+    ball = _ball((41, 41, 41), (20, 20, 20), 15)
+    dumbbell = _ball((41, 41, 41), (20, 20, 12), 9) | _ball((41, 41, 41), (20, 20, 28), 9)
+    assert voxel_solidity(ball) > 0.93
+    assert voxel_solidity(dumbbell) < 0.85
+    for m in (ball, dumbbell, ball[20], dumbbell[20]):
+        assert voxel_solidity(m) == pytest.approx(regionprops(m.astype(np.uint8))[0].solidity)
+    assert voxel_solidity(dumbbell[20][None]) == pytest.approx(voxel_solidity(dumbbell[20]))  # singleton axis
+    assert voxel_solidity(np.zeros((5, 5), bool)) == 1.0 and voxel_solidity(np.eye(5, dtype=bool)[:1]) == 1.0
+
+
+def test_non_convex_share_counts_pinched_cells(tmp_path):
+    from cellinr.scenes.quality import dataset_quality
+
+    shape = (64, 64)
+    labels = np.zeros((3,) + shape, np.uint16)
+    for t in range(3):
+        labels[t][_ball(shape, (16, 16), 8)] = 1  # convex
+        labels[t][_ball(shape, (44, 38), 6) | _ball(shape, (44, 49), 6)] = 2  # two overlapping discs: a dumbbell
+    images = (100 + 100 * (labels > 0)).astype(np.uint16)
+    root = tmp_path / "toy"
+    write_ctc_sequence(root, 1, images, labels)
+    assert dataset_quality(root)["non_convex"] == pytest.approx(0.5)
+
+
+def test_pinch_speed_gives_the_share_it_was_solved_for():
+    from cellinr.scenes.calibration import MAX_PINCH_SPEED, pinch_speed_for
+
+    model = {"divisions": 1.0, "pinched_share": 0.25, "non_convex": 0.2}
+    k = pinch_speed_for(0.05, model)
+    p = model["pinched_share"]
+    shared = (p / k) / (1 - p + p / k)
+    assert model["non_convex"] * shared / p == pytest.approx(0.05)
+    assert pinch_speed_for(0.3, model) == 1.0  # already no more convex than the real cells
+    assert pinch_speed_for(0.0, model) == MAX_PINCH_SPEED
+    assert pinch_speed_for(0.05, {**model, "divisions": 0.0}) == 1.0  # a model that does not divide
+
+
+def test_cycle_for_rate_with_a_faster_pinch():
+    from cellinr.scenes.calibration import cycle_for_rate
+
+    frames, rate, f, pinch, k = 20, 0.004, 0.45, 0.1, 5.0
+    cycle = cycle_for_rate(rate, 1.0, frames, undivided=f, pinch=pinch, speed=k)
+    w = (frames - 1) * 2 / (cycle - 1)
+    assert w / (2 * (f - pinch * (1 - 1 / k)) * frames) == pytest.approx(rate, rel=0.02)
+    assert cycle > cycle_for_rate(rate, 1.0, frames, undivided=f)  # divisions come sooner: a longer cycle
+
+
+def test_pinch_speed_shortens_the_pinched_phase(one_thread):
+    from cellinr.scenes.composer import Scene, SceneSpec
+    from cellinr.scenes.quality import NON_CONVEX, solidities
+
+    def pinched_share(speed):
+        spec = SceneSpec(models=["dividing"], dims=(1, 192, 192), frames=8, cells=16, voxel_size=2.0, seed=2,
+                         start_undivided=True, cycle_frames=30, pinch_speed=speed)
+        values = [v for frame in Scene(spec).frames() for v in solidities(frame.labels[0])]
+        return float(np.mean(np.asarray(values) < NON_CONVEX)), len(values)
+
+    slow, n_slow = pinched_share(1.0)
+    fast, n_fast = pinched_share(10.0)
+    assert slow > 0.05, f"the model shows too few pinched cells to test with ({slow:.3f} of {n_slow})"
+    assert fast < 0.5 * slow, (slow, fast)
+    with pytest.raises(ParameterError, match="--pinch-speed"):
+        SceneSpec(models=["dividing"], dims=(1, 96, 96), frames=4, cells=6, pinch_speed=0.5)
+    with pytest.raises(ParameterError, match="--pinch-speed"):
+        SceneSpec(models=["dividing"], dims=(1, 96, 96), frames=4, cells=6, pinch_speed=[2.0, 3.0])

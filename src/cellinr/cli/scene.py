@@ -66,6 +66,11 @@ def register(subparsers) -> None:
     parser.add_argument("--start-undivided", action=argparse.BooleanOptionalAction, default=None,
                         help="start cells of dividing models before their division, so that sisters appear only "
                         "through divisions seen in the scene (default: off; on with --like when the models divide)")
+    parser.add_argument("--pinch-speed", type=float, nargs="+", metavar="K",
+                        help="run cells of dividing models K times faster through their pinch (one non-convex "
+                        "component before a division), as real mitosis is a short part of the cycle; one value "
+                        "or one per model (default 1; with --like: set so that the share of non-convex cells is "
+                        "the real one)")
     parser.add_argument("--latent", choices=LATENT_SAMPLERS,
                         help="code sampler (default: perturb, a learned code plus noise)")
     parser.add_argument("--sigma", type=float, help="noise scale of the code sampler")
@@ -89,6 +94,8 @@ def run(args) -> int:
         like_axes=args.like_axes, drift=args.drift, step_sigma=args.step_sigma, motion=args.motion,
         cycle_frames=args.cycle_frames, clearance=args.clearance,
         spacing=args.spacing, start_undivided=args.start_undivided,
+        pinch_speed=(None if args.pinch_speed is None
+                     else args.pinch_speed[0] if len(args.pinch_speed) == 1 else args.pinch_speed),
         latent=args.latent, sigma=args.sigma, difficulty=args.difficulty, pairs=not args.no_pairs, mip=args.mip,
         overwrite=args.overwrite, device=args.device,
     )

@@ -8,7 +8,9 @@ linked by overlap) the measures of :func:`cellinr.scenes.quality.dataset_quality
 - density: the real fraction of the field covered by cells;
 - motion per frame: the real mean centroid step (drift) and its spread per axis (random walk);
 - mitosis: ``cycle_frames`` such that the cells divide at the real rate per cell and frame (the probe
-  tells how often the models' cells divide in their sequence, :func:`cycle_for_rate`);
+  tells how often the models' cells divide in their sequence, :func:`cycle_for_rate`), and the pinch
+  speed of dividing models such that the share of non-convex cells is the real one (the probe tells
+  which part of a sequence its cells spend pinched, :func:`pinch_speed_for`);
 - intensities and noise: :func:`cellinr.texture.renderer.estimate_render_params` on one real frame
   (the plane with most cells in 3D: the renderer works plane by plane), tuned in closed loop to the
   whole set (:func:`tune_render`); the cells' brightness follows the real cells' distribution per
@@ -36,7 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Probe cells per model for sizes and division fractions, and the times they are evaluated at.
 PROBE_CELLS = 4
-PROBE_TIMES = tuple(np.linspace(-1.0, 1.0, 9).tolist())
+PROBE_TIMES = tuple(np.linspace(-1.0, 1.0, 17).tolist())
+#: Largest pinch speed ``like`` sets (a pinch then lasts about one frame in most scenes).
+MAX_PINCH_SPEED = 20.0
 
 
 @dataclass
@@ -305,12 +309,22 @@ def refine_background(params, spec, quality: dict, quantiles=None, *, device: st
 
 def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, sigma: float | None,
                  device: str = "cpu") -> dict:
-    """Mean cell size (um^3 in 3D, projected um^2 in 2D) and divisions per cell life, over the models.
+    """Cell size, divisions and pinched phase of the models' cells, measured on probe cells.
 
     Probe cells (``PROBE_CELLS`` per model, drawn like scene cells) are evaluated at each model's
-    training resolution at ``PROBE_TIMES`` over the sequence. The size is that of a connected component
-    (a divided cell is two cells, as in the ground truth); the divisions of a cell are the increases of
-    its number of components from one probe time to the next.
+    training resolution (coarser along Z in 2D, where only the projection is kept, as in a scene) at
+    ``PROBE_TIMES`` over the sequence. The size is that of a connected component (um^3 in 3D,
+    projected um^2 in 2D; a divided cell is two cells, as in the ground truth); the divisions of a cell
+    are the increases of its number of components from one probe time to the next. A cell is pinched
+    at a probe time when one of its components has a solidity below
+    :data:`cellinr.scenes.quality.NON_CONVEX` (as the scene's clock sees it, ``pinch_speed``).
+
+    Returns
+    -------
+    dict: ``size_um``, ``divisions`` (per cell life), ``undivided_fraction`` (of the sequence before
+    the first division), ``pinch_fraction`` (of the sequence spent pinched before it), and per model
+    (``models``) the same plus ``pinched_share`` (of the probe times at which a cell is pinched) and
+    ``non_convex`` (the share of non-convex components, as :func:`dataset_quality` counts cells).
     """
     from cellinr.generation.frames import (
         EvalOptions,
@@ -323,37 +337,77 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
         sample_latents,
         sequence_rng,
     )
+    from cellinr.scenes.composer import PROJECTION_Z_STEP
     from cellinr.scenes.lineage import clean_mask
+    from cellinr.scenes.quality import NON_CONVEX, solidities
 
-    sizes, divides, undivided = [], [], []
+    span = len(PROBE_TIMES) - 1
+    sizes, per_model = [], []
     for k, name in enumerate(models):
         run, dev = load_for_evaluation(name, device)
         vox = run.voxel_size_um
         if vox is None:
             raise ParameterError(f"{name}: the model does not record its voxel size; --like cannot match sizes")
         unit = vox[1] * vox[2] if two_d else float(np.prod(vox))
-        box = (run.training_size,) * 3
+        size = run.training_size
+        box = ((size - 1) // PROJECTION_Z_STEP + 1 if two_d else size, size, size)
+        divides, undivided, pinch = [], [], []
+        comps_seen = non_convex_comps = pinched_times = cell_times = 0
         for i in range(PROBE_CELLS):
             rng, tseed = sequence_rng(seed + 7919 * (k + 1), i)
             z = sample_latents(latent, 1, codes=run.codes, sigma=sigma, rng=rng)[0][0]
             f = sequence_field(run, z, random_rotation(tseed))
-            counts = []
+            counts, non_convex = [], []
             for t in PROBE_TIMES:
                 m = evaluate_frame(f, box, float(t), run.sdf_unit, EvalOptions(), dev).sdf <= 0
                 comps, n = clean_mask(m.any(axis=0, keepdims=True) if two_d else m)
                 counts.append(n)
+                non_convex.append(sum(v < NON_CONVEX for v in solidities(comps)) if n else 0)
                 if n:
                     sizes.extend((np.bincount(comps.ravel())[1:] * unit).tolist())
+            pinched = [nc > 0 for nc in non_convex]
+            comps_seen += sum(counts)
+            cell_times += sum(n > 0 for n in counts)
+            pinched_times += sum(pinched)
+            non_convex_comps += sum(non_convex)
             divides.append(float(sum(max(b - a, 0) for a, b in zip(counts, counts[1:]))))
             first = next((j for j in range(1, len(counts)) if counts[j] > counts[j - 1]), None)
-            undivided.append(1.0 if first is None else (first - 0.5) / (len(counts) - 1))
+            undivided.append(1.0 if first is None else (first - 0.5) / span)
+            pinch.append(sum(pinched[:first or 0]) / span)
+        per_model.append({"name": name, "divisions": float(np.mean(divides)),
+                          "undivided_fraction": float(np.mean(undivided)), "pinch_fraction": float(np.mean(pinch)),
+                          "pinched_share": pinched_times / max(cell_times, 1),
+                          "non_convex": non_convex_comps / max(comps_seen, 1)})
     if not sizes:
         raise ParameterError(f"models {', '.join(models)}: the probe cells are empty")
-    return {"size_um": float(np.mean(sizes)), "divisions": float(np.mean(divides)),
-            "undivided_fraction": float(np.mean(undivided))}
+    mean = {key: float(np.mean([m[key] for m in per_model]))
+            for key in ("divisions", "undivided_fraction", "pinch_fraction")}
+    return {"size_um": float(np.mean(sizes)), **mean, "models": per_model}
 
 
-def cycle_for_rate(rate: float, divisions: float, frames: int, undivided: float | None = None) -> int:
+def pinch_speed_for(real_non_convex: float, model: dict, *, limit: float = MAX_PINCH_SPEED) -> float:
+    """Pinch speed K of one model's cells such that its share of non-convex cells is ``real_non_convex``.
+
+    The probe's cells are pinched at a share ``p`` of their times (``pinched_share``), where a share
+    ``c`` of their components is non-convex (``non_convex``). Running through the pinches K times
+    faster makes the pinched share ``p' = (p / K) / (1 - p + p / K)`` and the non-convex share about
+    ``c p' / p``; K is solved for the real share. 1 for a model that does not divide (its cells may be
+    non-convex all their life, e.g. with protrusions) or is no less convex than the real cells; at most
+    ``limit``.
+    """
+    p, c = float(model.get("pinched_share", 0.0)), float(model.get("non_convex", 0.0))
+    if model.get("divisions", 0.0) <= 0 or p <= 0 or c <= 0:
+        return 1.0
+    target = min(max(float(real_non_convex), 0.0) * p / c, 1.0)
+    if target >= p:
+        return 1.0
+    if target <= 0:
+        return float(limit)
+    return float(np.clip(p * (1 - target) / (target * (1 - p)), 1.0, limit))
+
+
+def cycle_for_rate(rate: float, divisions: float, frames: int, undivided: float | None = None,
+                   pinch: float = 0.0, speed: float = 1.0) -> int:
     """``cycle_frames`` that gives ``rate`` divisions per cell and frame over ``frames`` frames.
 
     A cell's window of the sequence has width ``w = (frames - 1) dt``; its start is uniform over
@@ -361,11 +415,14 @@ def cycle_for_rate(rate: float, divisions: float, frames: int, undivided: float 
     With ``divisions`` per cell life: ``rate = divisions w / ((2 - w) frames)``, solved for ``w``.
     With cells that start undivided (``undivided``: the fraction of the sequence before the first
     division), the start is uniform over the ``2 undivided`` before it and each cell can divide once:
-    ``rate = w / (2 undivided frames)``.
+    ``rate = w / (2 undivided frames)``. A pinch of ``pinch`` of the sequence run through ``speed``
+    times faster (the scene also draws starts in a pinch less often by that factor) shortens the
+    time before the division to ``2 (undivided - pinch (1 - 1 / speed))``.
     """
     rt = rate * frames
     if undivided is not None and 0 < undivided < 1:
-        w = min(2.0 * undivided * rt, 1.999)
+        before = max(undivided - pinch * (1.0 - 1.0 / max(speed, 1.0)), 1e-3)
+        w = min(2.0 * before * rt, 1.999)
     else:
         w = min(2.0 * rt / (divisions + rt), 1.999)
     dt = w / max(frames - 1, 1)
@@ -414,10 +471,20 @@ def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
     if start_undivided is None:
         start_undivided = probe["divisions"] > 0 and probe.get("undivided_fraction", 1.0) < 1.0
     out["start_undivided"] = bool(start_undivided)
+    # learned divisions pinch for a large part of the sequence, real mitoses for a small one
+    speeds = [1.0] * len(probe.get("models", []))
+    if given.get("pinch_speed") is not None:
+        out["pinch_speed"] = given["pinch_speed"]
+    elif q.get("non_convex") is not None and speeds:
+        speeds = [pinch_speed_for(q["non_convex"], m) for m in probe["models"]]
+        out["pinch_speed"] = speeds[0] if len(set(speeds)) == 1 else speeds
+    given_speed = np.asarray(out.get("pinch_speed", 1.0), float).ravel()
+    speed = float(np.mean(given_speed)) if given_speed.size else 1.0
     rate = q.get("mitosis_rate")
     if given.get("cycle_frames") is None and rate and probe["divisions"] > 0 and frames > 1:
         out["cycle_frames"] = cycle_for_rate(rate, probe["divisions"], frames,
-                                             probe.get("undivided_fraction") if start_undivided else None)
+                                             probe.get("undivided_fraction") if start_undivided else None,
+                                             probe.get("pinch_fraction", 0.0), speed)
     else:
         out["cycle_frames"] = given.get("cycle_frames")
     return out

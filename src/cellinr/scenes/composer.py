@@ -2,8 +2,9 @@
 
 Each cell has its own model (round robin over ``models``), latent code, Haar-random rotation, time
 offset, brightness and position (from ``sequence_rng(seed, i)`` and :func:`brightness_draw`, so cell i depends only on the
-seed and i). Its shape at frame f is the model's field at time ``t = clip(t0 + age * dt, -1, 1)``,
-evaluated on the cell's own box at the scene's voxel size: a box of D voxels covers the training cube
+seed and i). Its shape at frame f is the model's field at time ``t``, which starts at ``t0`` and moves on
+by ``dt`` a frame (by ``pinch_speed * dt`` while the cell is pinched, a non-convex component before
+a division, so mitosis can be as short a part of the cycle as in real cells), evaluated on the cell's own box at the scene's voxel size: a box of D voxels covers the training cube
 when ``D = (training_size - 1) * training_voxel / scene_voxel + 1``. ``dt = 2 / (cycle_frames - 1)``:
 a cell lives through the whole training sequence in ``cycle_frames`` scene frames, and the offsets
 ``t0`` spread the cells over its phases. In a 2D scene (Z == 1) each cell is its 3D mask projected
@@ -32,6 +33,7 @@ import numpy as np
 from cellinr.errors import ParameterError
 from cellinr.scenes.lineage import CellLineage, NodeCounter, TrackBook, clean_mask
 from cellinr.scenes.motion import LearnedMotion, MotionParams, steps
+from cellinr.scenes.quality import NON_CONVEX, solidities
 from cellinr.scenes.placement import (
     PUSH_ROUNDS,
     Body,
@@ -108,6 +110,12 @@ class SceneSpec:
     """Voxels of background that neighbours prefer between them: closer ones drift apart a little
     every frame, as nuclei that their cytoplasm keeps apart (0: off; a soft preference, where
     ``clearance`` is a hard limit)."""
+    pinch_speed: float | Sequence[float] = 1.0
+    """How many times faster than the rest of its life a cell runs through its pinched phases (a
+    component of solidity below :data:`cellinr.scenes.quality.NON_CONVEX`, the constriction before a
+    division): real mitosis takes a small part of a cell cycle, a learned dividing sequence often a
+    large one. One value, or one per model (1: the model's own time; meant for models that divide,
+    since cells of other models can be non-convex all their life)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str):
@@ -148,6 +156,11 @@ class SceneSpec:
             raise ParameterError(f"--spacing {self.spacing}: must be a non-negative number of voxels")
         self.spacing = spacing
         self.start_undivided = bool(self.start_undivided)
+        speeds = np.asarray(self.pinch_speed, float).ravel()
+        if speeds.size not in (1, len(self.models)) or not np.all(np.isfinite(speeds)) or speeds.min() < 1:
+            raise ParameterError(f"--pinch-speed {self.pinch_speed}: give one value >= 1, or one per model "
+                                 f"({len(self.models)})")
+        self.pinch_speed = float(speeds[0]) if speeds.size == 1 else [float(v) for v in speeds]
         if self.cycle_frames is not None and int(self.cycle_frames) < 2:
             raise ParameterError(f"--cycle-frames {self.cycle_frames}: must be at least 2")
         if isinstance(self.motion, dict):
@@ -170,7 +183,12 @@ class SceneSpec:
                 "density": self.density, "voxel_size": None if self.voxel_size is None else list(self.voxel_size),
                 "seed": self.seed, "motion": self.motion.to_dict(), "cycle_frames": self.cycle_frames,
                 "latent": self.latent, "sigma": self.sigma, "method": self.method, "clearance": self.clearance,
-                "spacing": self.spacing, "start_undivided": self.start_undivided}
+                "spacing": self.spacing, "start_undivided": self.start_undivided,
+                **({"pinch_speed": self.pinch_speed} if self.pinch_speed != 1.0 else {})}
+
+    def speed_of(self, model: int) -> float:
+        """Pinch speed of the cells of model ``model`` (index into :attr:`models`)."""
+        return float(self.pinch_speed if np.isscalar(self.pinch_speed) else self.pinch_speed[model])
 
     def digest(self, extra: dict | None = None) -> str:
         """Hash of the spec (and ``extra``, e.g. the render parameters): a scene's identity on disk."""
@@ -194,6 +212,16 @@ class _Shape:
     comps: np.ndarray
     offset: np.ndarray
     n: int
+    solidity: float | None = None
+    """Lowest solidity of the components (computed when first asked)."""
+
+    def pinched(self) -> bool:
+        """Whether a component is non-convex: in a cell that divides, one constricting before its split."""
+        if self.n == 0:
+            return False
+        if self.solidity is None:
+            self.solidity = min(solidities(self.comps))
+        return self.solidity < NON_CONVEX
 
 
 @dataclass
@@ -210,9 +238,13 @@ class Cell:
     ``foreground * exp(cell_cv * z)`` or maps it through a brightness distribution."""
     sdf: object = None
     age: int = 0
+    ahead: float = 0.0
+    """Model time gained by running through pinches faster (``pinch_speed``): the current shape's time
+    is ``t0 + age * dt + ahead``."""
     shape: _Shape | None = None
     body: Body | None = None
-    pending: tuple[int, _Shape] | None = None
+    pending: tuple[float, _Shape] | None = None
+    """The shape last evaluated for a frame the cell was held back from (model time, shape)."""
     last_pos: np.ndarray | None = None
     lineage: CellLineage = field(default_factory=CellLineage)
 
@@ -296,15 +328,24 @@ class Scene:
         self.field_seconds = 0.0
 
     # -- cells --------------------------------------------------------------------------------
-    def _time(self, cell: Cell, age: int) -> float:
-        return float(np.clip(cell.t0 + age * self.dt, -1.0, 1.0))
+    def _next_ahead(self, cell: Cell) -> float:
+        """``ahead`` one frame on from the cell's current shape: faster while it pinches."""
+        speed = self.spec.speed_of(cell.model)
+        if speed > 1 and cell.shape is not None and cell.shape.pinched():
+            # every pinch, also one whose division would come after the sequence: all are mitoses
+            return cell.ahead + (speed - 1.0) * self.dt
+        return cell.ahead
 
-    def _shape(self, cell: Cell, age: int) -> _Shape:
+    def _time(self, cell: Cell, age: int, ahead: float) -> float:
+        return float(np.clip(cell.t0 + age * self.dt + ahead, -1.0, 1.0))
+
+    def _shape(self, cell: Cell, t: float) -> _Shape:
         from cellinr.generation.frames import evaluate_frame
 
         m = self.models[cell.model]
         start = time.perf_counter()
-        sdf = evaluate_frame(cell.sdf, m.box, self._time(cell, age), m.run.sdf_unit, self.opts, m.device).sdf
+        sdf = evaluate_frame(cell.sdf, m.box, t, m.run.sdf_unit, self.opts,
+                             m.device).sdf
         self.field_seconds += time.perf_counter() - start
         self.evaluations += 1
         mask = sdf <= 0
@@ -348,7 +389,12 @@ class Scene:
             t0 = float(rng.uniform(-1.0, t_hi)) if t_hi > -1.0 else -1.0
             cell = Cell(index, model, latent, rotation, t0, brightness_draw(spec.seed, index))
             cell.sdf = sequence_field(run, latent, rotation)
-            cell.shape = self._shape(cell, 0)
+            cell.shape = self._shape(cell, self._time(cell, 0, 0.0))
+            speed = spec.speed_of(model)
+            # a pinch run through K times faster is found at a start K times less often
+            if speed > 1 and cell.shape.pinched() and rng.random() >= 1.0 / speed:
+                fallback = fallback or cell
+                continue
             if cell.shape.n and not (spec.start_undivided and cell.shape.n > 1):
                 return cell
             if cell.shape.n:
@@ -414,7 +460,7 @@ class Scene:
         """Move and age every cell to frame ``f`` without overlap; returns how many were held back."""
         spec, fld = self.spec, self.field
         cells = self.cells
-        prev = [(c.body, c.shape, c.age) for c in cells]
+        prev = [(c.body, c.shape, c.age, c.ahead) for c in cells]
         rng = np.random.default_rng([spec.seed, _MOTION, f])
         if self.motions is None:
             d = steps(spec.motion, len(cells), rng, two_d=spec.two_d)
@@ -428,15 +474,16 @@ class Scene:
             d = d + spacing_steps(fld, [c.body for c in cells], spec.spacing)
         for k, c in enumerate(cells):
             pos = fld.wrap((c.body.pos if c.body is not None else c.last_pos) + d[k])
-            shape, age = c.shape, c.age
+            shape, age, ahead = c.shape, c.age, c.ahead
             if self._active(c, pos):
-                age = c.age + 1
-                if c.pending is not None and c.pending[0] == age:
+                age, ahead = c.age + 1, self._next_ahead(c)
+                t = self._time(c, age, ahead)
+                if c.pending is not None and c.pending[0] == t:
                     shape = c.pending[1]
                 else:
-                    shape = self._shape(c, age)
-                    c.pending = (age, shape)
-            c.shape, c.age = shape, age
+                    shape = self._shape(c, t)
+                    c.pending = (t, shape)
+            c.shape, c.age, c.ahead = shape, age, ahead
             body = self._body(c, shape, pos)
             if body is not None:
                 lo, hi = z_range(fld, body)
@@ -466,7 +513,7 @@ class Scene:
                     if k not in held:
                         held.add(k)
                         c = cells[k]
-                        c.body, c.shape, c.age = prev[k]
+                        c.body, c.shape, c.age, c.ahead = prev[k]
                         if c.body is not None:
                             c.last_pos = c.body.pos
                         bodies[k] = c.body

@@ -40,6 +40,7 @@ def scene(
     clearance: float | None = None,
     spacing: float = 0.0,
     start_undivided: bool | None = None,
+    pinch_speed: float | Sequence[float] | None = None,
     latent: str | None = None,
     sigma: float | None = None,
     render_params=None,
@@ -73,6 +74,8 @@ def scene(
         (default 0: off).
     start_undivided : start cells of dividing models before their division, so that sisters appear only
         through divisions seen in the scene (default: off; on with ``like`` when the models divide).
+    pinch_speed : how many times faster cells run through their pinch before a division, one value or
+        one per model (default 1; with ``like``, set so that the share of non-convex cells is the real one).
     render_params : RenderParams, optional (estimated with ``like``; else the renderer's defaults).
     mip : for a 3D scene, also write 2D+t maximum projections and the masks of the cells they show.
     difficulty : also run the baseline (threshold + watershed + LAP tracking) and score it (CTC metrics).
@@ -121,7 +124,7 @@ def scene(
             kwargs = spec_from_calibration(cal, probe, {
                 "dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells, "density": density,
                 "motion": motion, "cycle_frames": cycle_frames, "clearance": clearance,
-                "start_undivided": start_undivided})
+                "start_undivided": start_undivided, "pinch_speed": pinch_speed})
             kwargs["spacing"] = spacing
             kwargs = refine_with_first_frame(kwargs, cal.quality, models=models, seed=seed, latent=latent,
                                              sigma=sigma, device=device)
@@ -135,7 +138,8 @@ def scene(
             kwargs = {"dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells,
                       "density": density, "motion": motion, "cycle_frames": cycle_frames,
                       "clearance": clearance or 0.0, "spacing": spacing,
-                      "start_undivided": bool(start_undivided)}
+                      "start_undivided": bool(start_undivided),
+                      "pinch_speed": 1.0 if pinch_speed is None else pinch_speed}
         if kwargs.get("motion") is None:
             kwargs.pop("motion", None)
         spec = SceneSpec(models=models, seed=seed, latent=latent, sigma=sigma, **kwargs)

@@ -17,6 +17,10 @@ with F the cell voxels (each cell eroded by one voxel, so edges do not count) an
   nearest other cell in its frame (not one of the CTC's descriptors: it tells how crowded the cells
   are at a given density; nuclei kept apart by their cytoplasm have large gaps, randomly placed cells
   small ones, and watershed baselines merge or split cells that nearly touch)
+- ``non_convex`` = fraction of cells whose solidity (voxels over convex-hull voxels, as scikit-image
+  counts it) is below 0.9 (not one of the CTC's descriptors: a cell pinching before its division, or
+  two touching cells under one label, is non-convex; watershed baselines split such cells). Measured
+  on at most ``SHAPE_FRAMES`` frames spread over the sequence, to bound the cost of 3D hulls.
 - ``overlap`` = mean Jaccard index of a track's masks in consecutive frames (the CTC's Ove)
 - ``mitosis_rate`` = divisions (mothers in ``man_track.txt``) per cell per frame
 - ``displacement`` = mean centroid step of a track per frame (voxels), with ``drift`` (mean step Z, Y, X)
@@ -38,17 +42,20 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from cellinr.errors import InputError
-from cellinr.geometry.regions import label_interiors
+from cellinr.geometry.regions import label_interiors, voxel_solidity
 
 #: Measures compared between a real and a synthetic set, in report order.
 MEASURES = ("snr", "contrast_ratio", "het_inside", "het_between", "het_background", "density",
-            "cells_per_frame", "cell_size", "neighbour_gap", "overlap", "mitosis_rate", "displacement")
+            "cells_per_frame", "cell_size", "neighbour_gap", "non_convex", "overlap", "mitosis_rate", "displacement")
 BACKGROUND_SCALE = 8.0
 #: Quantiles of the cells' relative contrast kept in the measures (``cell_contrast_quantiles``).
 QUANTILES = 33
 #: Size classes of ``cell_contrast_by_size`` (equal counts of cells), and the fewest cells a class needs.
 SIZE_CLASSES = 3
 SIZE_CLASS_MIN_CELLS = 30
+#: Solidity below which a cell counts as non-convex, and the most frames whose cells are measured.
+NON_CONVEX = 0.9
+SHAPE_FRAMES = 12
 
 
 @dataclass
@@ -189,6 +196,12 @@ def het_background_of(image: np.ndarray, masks: np.ndarray) -> float | None:
     return float(np.mean(stds)) / contrast if stds and contrast > 0 else None
 
 
+def solidities(labels: np.ndarray) -> list[float]:
+    """Solidity of every labelled cell in one frame (:func:`cellinr.geometry.regions.voxel_solidity`)."""
+    boxes = ndi.find_objects(np.asarray(labels).astype(np.int64))
+    return [voxel_solidity(labels[box] == k) for k, box in enumerate(boxes, 1) if box is not None]
+
+
 def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
     """Quality measures of the CTC sequence under ``root`` (see the module docstring).
 
@@ -214,6 +227,9 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
     jaccard: list[float] = []
     step_vectors: list[np.ndarray] = []
     tra_counts: list[int] = []
+    solid: list[float] = []
+    seg_frames = sorted(layout.seg) if layout.seg else list(range(layout.frames))
+    shape_frames = {seg_frames[int(i)] for i in np.unique(np.linspace(0, len(seg_frames) - 1, SHAPE_FRAMES).round())}
     prev_tra = prev_cent = None
     shape = None
     for t in range(layout.frames):
@@ -248,6 +264,8 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
             if all_ids.size:
                 sizes.extend(np.bincount(masks.ravel().astype(np.int64))[all_ids].tolist())
                 gaps.extend(neighbour_gaps(masks).tolist())
+                if t in shape_frames:
+                    solid.extend(solidities(masks))
         # tracks: overlap and motion between consecutive frames (same TRA label)
         tra_ids = np.unique(tra)
         tra_ids = tra_ids[tra_ids > 0]
@@ -291,6 +309,7 @@ def dataset_quality(root: str | os.PathLike, *, sequence: str = "01") -> dict:
         "cells_per_frame": float(np.mean(counts)),
         "cell_size": float(np.mean(sizes)) if sizes else None,
         "neighbour_gap": float(np.median(gaps)) if gaps else None,
+        "non_convex": float(np.mean(np.asarray(solid) < NON_CONVEX)) if solid else None,
         "overlap": float(np.mean(jaccard)) if jaccard else None,
         "mitosis_rate": float(divisions / cell_frames) if cell_frames and layout.frames > 1 else None,
         "displacement": float(np.mean(np.linalg.norm(steps, axis=1))) if steps is not None else None,
