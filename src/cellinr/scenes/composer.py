@@ -114,8 +114,9 @@ class SceneSpec:
     """How many times faster than the rest of its life a cell runs through its pinched phases (a
     component of solidity below :data:`cellinr.scenes.quality.NON_CONVEX`, the constriction before a
     division): real mitosis takes a small part of a cell cycle, a learned dividing sequence often a
-    large one. One value, or one per model (1: the model's own time; meant for models that divide,
-    since cells of other models can be non-convex all their life)."""
+    large one. With K > 1, codes whose sequence ends in a pinch are redrawn (the cell would stay pinched
+    once its clock got there). One value, or one per model (1: the model's own time; meant for models
+    that divide, since cells of other models can be non-convex all their life)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str):
@@ -393,6 +394,10 @@ class Scene:
             speed = spec.speed_of(model)
             # a pinch run through K times faster is found at a start K times less often
             if speed > 1 and cell.shape.pinched() and rng.random() >= 1.0 / speed:
+                fallback = fallback or cell
+                continue
+            # a sequence that ends in a pinch would leave the cell pinched once its faster clock gets there
+            if speed > 1 and self._shape(cell, 1.0).pinched():
                 fallback = fallback or cell
                 continue
             if cell.shape.n and not (spec.start_undivided and cell.shape.n > 1):
