@@ -472,14 +472,12 @@ def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
         start_undivided = probe["divisions"] > 0 and probe.get("undivided_fraction", 1.0) < 1.0
     out["start_undivided"] = bool(start_undivided)
     # learned divisions pinch for a large part of the sequence, real mitoses for a small one
-    speeds = [1.0] * len(probe.get("models", []))
     if given.get("pinch_speed") is not None:
         out["pinch_speed"] = given["pinch_speed"]
-    elif q.get("non_convex") is not None and speeds:
+    elif q.get("non_convex") is not None and probe.get("models"):
         speeds = [pinch_speed_for(q["non_convex"], m) for m in probe["models"]]
         out["pinch_speed"] = speeds[0] if len(set(speeds)) == 1 else speeds
-    given_speed = np.asarray(out.get("pinch_speed", 1.0), float).ravel()
-    speed = float(np.mean(given_speed)) if given_speed.size else 1.0
+    speed = float(np.mean(out.get("pinch_speed", 1.0)))
     rate = q.get("mitosis_rate")
     if given.get("cycle_frames") is None and rate and probe["divisions"] > 0 and frames > 1:
         out["cycle_frames"] = cycle_for_rate(rate, probe["divisions"], frames,

@@ -4,7 +4,8 @@ Each cell has its own model (round robin over ``models``), latent code, Haar-ran
 offset, brightness and position (from ``sequence_rng(seed, i)`` and :func:`brightness_draw`, so cell i depends only on the
 seed and i). Its shape at frame f is the model's field at time ``t``, which starts at ``t0`` and moves on
 by ``dt`` a frame (by ``pinch_speed * dt`` while the cell is pinched, a non-convex component before
-a division, so mitosis can be as short a part of the cycle as in real cells), evaluated on the cell's own box at the scene's voxel size: a box of D voxels covers the training cube
+a division, so mitosis can be as short a part of the cycle as in real cells), evaluated on the cell's
+own box at the scene's voxel size: a box of D voxels covers the training cube
 when ``D = (training_size - 1) * training_voxel / scene_voxel + 1``. ``dt = 2 / (cycle_frames - 1)``:
 a cell lives through the whole training sequence in ``cycle_frames`` scene frames, and the offsets
 ``t0`` spread the cells over its phases. In a 2D scene (Z == 1) each cell is its 3D mask projected
@@ -345,8 +346,7 @@ class Scene:
 
         m = self.models[cell.model]
         start = time.perf_counter()
-        sdf = evaluate_frame(cell.sdf, m.box, t, m.run.sdf_unit, self.opts,
-                             m.device).sdf
+        sdf = evaluate_frame(cell.sdf, m.box, t, m.run.sdf_unit, self.opts, m.device).sdf
         self.field_seconds += time.perf_counter() - start
         self.evaluations += 1
         mask = sdf <= 0
@@ -396,16 +396,17 @@ class Scene:
             if speed > 1 and cell.shape.pinched() and rng.random() >= 1.0 / speed:
                 fallback = fallback or cell
                 continue
-            # a sequence that ends in a pinch would leave the cell pinched once its faster clock gets there
+            if not cell.shape.n or (spec.start_undivided and cell.shape.n > 1):
+                fallback = cell if cell.shape.n else fallback
+                continue
+            # a sequence that ends in a pinch would leave the cell pinched once its faster clock got
+            # there (checked last: it costs one more evaluation)
             if speed > 1 and self._shape(cell, 1.0).pinched():
                 fallback = fallback or cell
                 continue
-            if cell.shape.n and not (spec.start_undivided and cell.shape.n > 1):
-                return cell
-            if cell.shape.n:
-                fallback = cell
+            return cell
         if fallback is not None:
-            log.debug("cell %d: %d draws were all divided at their first frame; kept the last", index, REDRAWS)
+            log.debug("cell %d: %d draws were all divided or pinched; kept one", index, REDRAWS)
             return fallback
         raise ParameterError(f"model {self.models[model].name}: {REDRAWS} drawn cells were empty at their first "
                              "frame; try another --latent sampler or --sigma")
