@@ -6,7 +6,7 @@ import torch
 
 from cellinr.geometry.orientation import principal_frame
 from cellinr.nn.rotation import random_rotations
-from cellinr.training.fit_procedure import FitOptions, _loss, descriptor, point_pool
+from cellinr.training.fit_procedure import MAX_SCALE, FitOptions, _loss, descriptor, point_pool, size_scale
 
 N = 20
 
@@ -69,6 +69,36 @@ def test_loss_per_candidate_is_the_training_objective():
         field = dec.field(z[k], rot[k])
         want = sdf_l1(field(pts), target, 1.0) + reg * code_regulariser(z[k])
         torch.testing.assert_close(loss[k], want)
+
+
+def test_size_scale_only_for_cells_out_of_the_codes_sizes():
+    volumes = [1.0, 2.0, 4.0]
+    assert size_scale(1.0, volumes) == 1.0 and size_scale(4.0, volumes) == 1.0 and size_scale(3.0, volumes) == 1.0
+    assert size_scale(16.0, volumes) == pytest.approx(2.0)  # to the median volume 2: (16 / 2) ** (1 / 3)
+    assert size_scale(0.25, volumes) == pytest.approx(0.5)
+    assert size_scale(1e6, volumes) == MAX_SCALE and size_scale(1e-9, volumes) == 1 / MAX_SCALE
+    assert size_scale(0.0, volumes) == 1.0 and size_scale(5.0, []) == 1.0  # nothing to compare
+
+
+def test_scaled_field_and_loss_are_the_shape_made_larger():
+    from cellinr.model.config import preset
+    from cellinr.nn.decoder import AutoDecoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        dec = AutoDecoder.from_config(preset("tiny").model)
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 8, generator=gen)
+    pts = torch.rand(40, 4, generator=gen) * 2 - 1
+    rot = random_rotations(2, torch.Generator().manual_seed(1))
+    s = 1.7
+    with torch.no_grad():
+        for k in range(2):
+            small = torch.cat([pts[:, :3] / s, pts[:, 3:]], 1)
+            torch.testing.assert_close(dec.field(z[k], rot[k], s)(pts), s * dec.field(z[k], rot[k])(small))
+        target = torch.zeros(40)
+        want = torch.stack([(dec.field(z[k], rot[k], s)(pts).clamp(-1, 1)).abs().mean() for k in range(2)])
+        torch.testing.assert_close(_loss(dec, z, rot, pts, target, 0.0, torch.full((2,), float(np.log(s)))), want)
 
 
 def test_default_options():

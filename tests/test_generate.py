@@ -372,6 +372,29 @@ def test_fit_recovers_a_large_rotation_up_to_the_shapes_symmetry(tiny_run, tmp_p
     assert turned[0]["dice"] > 0.98
 
 
+def test_fit_scales_a_cell_larger_than_every_training_cell(tiny_run, tmp_path):
+    """Code 1's shape 1.5 times larger: 3.4 times the volume of the largest learned shape, out of the codes'
+    reach; the fit brings it to their median size (about 1.5) and reconstruct --from-fit draws it there."""
+    from cellinr.geometry.grid import time_coords
+    from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
+
+    run = load_run(tiny_run)
+    field = run.decoder.field(run.latents[1], None, 1.5)
+    frames = [evaluate_dense(field, (24, 24, 24), t=t).sdf for t in time_coords(2)]
+    (tmp_path / "d").mkdir()
+    write_sequence(tmp_path / "d/big.h5", frames, n_frames=2, shape=(24, 24, 24))
+    write_manifest(tmp_path / "d", new_manifest(size=24, clamp=CLAMP * 23 / (SIZE - 1), sequences=[
+        {"name": "big", "file": "big.h5", "frames": 2, "shape": [24, 24, 24]}]))
+    plain = fit(tiny_run, tmp_path / "d", tmp_path / "f0", scale=False, device="cpu")
+    scaled = fit(tiny_run, tmp_path / "d", tmp_path / "f1", device="cpu")
+    assert "scale" not in plain[0] and scaled[0]["scale"] == pytest.approx(1.5, rel=0.1)
+    assert np.load(tmp_path / "f1/scales.npy")[0] == pytest.approx(scaled[0]["scale"])
+    assert scaled[0]["dice"] > 0.95 and scaled[0]["dice"] > plain[0]["dice"] + 0.03
+    again = reconstruct(tiny_run, tmp_path / "re", size=24, frames=2, device="cpu", from_fit=tmp_path / "f1")
+    assert again[0]["scale"] == pytest.approx(scaled[0]["scale"])
+    np.testing.assert_array_equal(read_tiff(tmp_path / "re/big.tif").data, read_tiff(tmp_path / "f1/big.tif").data)
+
+
 def test_cli_reconstruct_interpolate_fit(tiny_run, tmp_path, capsys):
     assert main(["reconstruct", str(tiny_run), "--out", str(tmp_path / "r"), "--size", "16", "--frames", "2",
                  "--formats", "tiff,mesh", "--mesh-format", "stl", "--device", "cpu"]) == 0

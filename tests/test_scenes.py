@@ -17,6 +17,7 @@ from cellinr.io.ctc import (
     read_man_track,
     write_ctc_sequence,
 )
+from cellinr.scenes.calibration import PROBE_TIMES
 from cellinr.scenes.lineage import CellLineage, NodeCounter, TrackBook, clean_mask
 from cellinr.scenes.placement import Body, Field, Occupancy, crop_mask, place_initial
 
@@ -542,15 +543,68 @@ def test_cells_can_start_undivided(one_thread):
     assert all(c.shape.n == 1 for c in scene.cells)
 
 
-def test_cycle_for_rate_with_undivided_starts():
-    from cellinr.scenes.calibration import cycle_for_rate
+def _dividing_timeline(first: int, pinch: int = 0) -> dict:
+    """A probe timeline: one component until probe time ``first``, then two; pinched just before."""
+    n = len(PROBE_TIMES)
+    return {"counts": [1] * first + [2] * (n - first),
+            "pinched": [first - pinch <= i < first for i in range(n)]}
 
-    frames, rate, f = 20, 0.004, 0.45
-    cycle = cycle_for_rate(rate, 1.0, frames, undivided=f)
-    w = (frames - 1) * 2 / (cycle - 1)
-    assert w / (2 * f * frames) == pytest.approx(rate, rel=0.02)
-    # the uniform start needs a shorter cycle for the same rate (cells past the division count too)
-    assert cycle_for_rate(rate, 1.0, frames) < cycle
+
+@pytest.mark.parametrize("start_undivided", [False, True])
+def test_simulated_divisions_match_the_expected_rate(start_undivided):
+    from cellinr.scenes.calibration import simulated_divisions
+
+    first, frames, cycle = 10, 12, 60
+    span = len(PROBE_TIMES) - 1
+    tau = -1.0 + (first - 0.5) * 2.0 / span  # the nearest probe time is the divided one from here on
+    dt = 2.0 / (cycle - 1)
+    t_hi = 1.0 - dt * (frames - 1)
+    # the expectation over uniform starts, on a fine grid of starts (the divided ones redrawn)
+    t0 = np.linspace(-1.0, min(tau, t_hi) if start_undivided else t_hi, 200_001)[:-1]
+    times = t0[:, None] + dt * np.arange(frames)
+    expected = np.mean((t0 < tau) & (times[:, -1] >= tau)) / np.mean((1 + (times >= tau)).sum(axis=1))
+    d, c = simulated_divisions([_dividing_timeline(first)], cycle, frames, start_undivided=start_undivided,
+                               cells=40_000)
+    assert d / c == pytest.approx(expected, rel=0.05)
+
+
+def test_spec_from_calibration_sets_spacing_and_the_cycle_of_the_real_rate():
+    from cellinr.scenes.calibration import Calibration, simulated_divisions, spec_from_calibration
+    from cellinr.texture.renderer import RenderParams
+
+    timelines = [_dividing_timeline(f, pinch=2) for f in (5, 8, 11, 14)]
+    quality = {"density": 0.2, "cell_size": 400.0, "neighbour_gap": 9.0, "mitosis_rate": 0.006,
+               "non_convex": 0.02, "drift": [0.0, 0.1, 0.2], "step_sigma": [0.0, 1.0, 1.0]}
+    cal = Calibration("real", quality, RenderParams(), (1, 128, 128), 20)
+    model = {"name": "m", "divisions": 1.0, "undivided_fraction": 0.6, "pinched_share": 0.15, "non_convex": 0.1,
+             "timelines": timelines}
+    probe = {"size_um": 300.0, "divisions": 1.0, "undivided_fraction": 0.6, "models": [model]}
+    none = dict.fromkeys(("dims", "frames", "voxel_size", "cells", "density", "motion", "cycle_frames", "clearance",
+                          "start_undivided", "pinch_speed", "spacing"))
+    out = spec_from_calibration(cal, probe, none)
+    assert out["spacing"] == 9.0 and out["start_undivided"] and out["pinch_speed"] > 1
+    d, c = simulated_divisions(timelines, out["cycle_frames"], 20, speed=out["pinch_speed"], start_undivided=True)
+    assert d / c == pytest.approx(0.006, rel=0.05)
+    given = spec_from_calibration(cal, probe, {**none, "spacing": 0.0, "cycle_frames": 77})
+    assert given["spacing"] == 0.0 and given["cycle_frames"] == 77
+
+
+def test_cycle_for_rate_hits_the_rate_and_a_faster_pinch_lengthens_it():
+    from cellinr.scenes.calibration import cycle_for_rate, simulated_divisions
+
+    timelines = [_dividing_timeline(f, pinch=3) for f in (6, 9, 12, 15)] + [
+        {"counts": [1] * len(PROBE_TIMES), "pinched": [False] * len(PROBE_TIMES)}]  # one never divides
+    frames, rate = 20, 0.004
+
+    def cycle(speed, r=rate):
+        return cycle_for_rate(r, [{"timelines": timelines, "speed": speed}], frames, start_undivided=True)
+
+    slow, fast = cycle(1.0), cycle(5.0)
+    for speed, c in ((1.0, slow), (5.0, fast)):
+        d, n = simulated_divisions(timelines, c, frames, speed=speed, start_undivided=True)
+        assert d / n == pytest.approx(rate, rel=0.05)
+    assert fast > slow  # fewer starts in a pinch, divisions come sooner: a longer cycle for the same rate
+    assert cycle(1.0, 2 * rate) < slow  # more divisions: a shorter cycle
 
 
 @pytest.mark.parametrize("dims", [(1, 96, 96), (8, 64, 64)])
@@ -621,16 +675,6 @@ def test_pinch_speed_gives_the_share_it_was_solved_for():
     assert pinch_speed_for(0.3, model) == 1.0  # already no more convex than the real cells
     assert pinch_speed_for(0.0, model) == MAX_PINCH_SPEED
     assert pinch_speed_for(0.05, {**model, "divisions": 0.0}) == 1.0  # a model that does not divide
-
-
-def test_cycle_for_rate_with_a_faster_pinch():
-    from cellinr.scenes.calibration import cycle_for_rate
-
-    frames, rate, f, pinch, k = 20, 0.004, 0.45, 0.1, 5.0
-    cycle = cycle_for_rate(rate, 1.0, frames, undivided=f, pinch=pinch, speed=k)
-    w = (frames - 1) * 2 / (cycle - 1)
-    assert w / (2 * (f - pinch * (1 - 1 / k)) * frames) == pytest.approx(rate, rel=0.02)
-    assert cycle > cycle_for_rate(rate, 1.0, frames, undivided=f)  # divisions come sooner: a longer cycle
 
 
 def test_pinch_speed_shortens_the_pinched_phase(one_thread):

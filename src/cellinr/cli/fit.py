@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from cellinr.cli._common import (
     add_device,
     add_overwrite,
@@ -37,6 +39,9 @@ def register(subparsers) -> None:
                         f" of it (default: {_DEFAULTS.lr:g})")
     parser.add_argument("--rotations", action="store_true",
                         help="also fit one rotation per sequence (started from principal-axes hypotheses)")
+    parser.add_argument("--scale", action=argparse.BooleanOptionalAction, default=True,
+                        help="fit a cell larger (smaller) than all the training cells at the scale that gives it "
+                        "their median size; cells within their sizes are not scaled (default: on)")
     parser.add_argument("--method", default=METHODS[0], choices=METHODS,
                         help="grid evaluation for the Dice (default: fast)")
     parser.add_argument("--formats", default="tiff",
@@ -54,7 +59,8 @@ def run(args) -> int:
     from cellinr.training.fitting import fit
 
     results = fit(
-        args.run_dir, args.dataset_dir, args.out, steps=args.steps, rotations=args.rotations, points=args.points,
+        args.run_dir, args.dataset_dir, args.out, steps=args.steps, rotations=args.rotations, scale=args.scale,
+        points=args.points,
         lr=args.lr, seed=args.seed, device=args.device, overwrite=args.overwrite, method=args.method,
         formats=args.formats, mesh_format=args.mesh_format,
     )

@@ -60,9 +60,10 @@ def register(subparsers) -> None:
     parser.add_argument("--clearance", type=float, metavar="VOXELS",
                         help="background voxels kept between any two cells (default 0: touching allowed; with "
                         "--like: estimated so that neighbouring cells are as far apart as in the real set)")
-    parser.add_argument("--spacing", type=float, default=0.0, metavar="VOXELS",
+    parser.add_argument("--spacing", type=float, default=None, metavar="VOXELS",
                         help="background voxels that neighbours prefer: closer cells drift apart a little each "
-                        "frame, as nuclei kept apart by their cytoplasm (default 0: off)")
+                        "frame, as nuclei kept apart by their cytoplasm (default 0: off; with --like: the real median gap "
+                        "between neighbouring cells)")
     parser.add_argument("--start-undivided", action=argparse.BooleanOptionalAction, default=None,
                         help="start cells of dividing models before their division, so that sisters appear only "
                         "through divisions seen in the scene (default: off; on with --like when the models divide)")

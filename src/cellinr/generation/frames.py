@@ -205,8 +205,8 @@ def evaluate_frame(field, dims: tuple[int, int, int], t: float, unit: float, opt
     return FrameRenderer(field, dims, unit, opts, device).frame(t).as_result()
 
 
-def sequence_field(run, latent, rotation=None):
-    """The SDF function ``(N, 4) xyzt -> (N,)`` of one code (and rotation) of ``run``, without gradients."""
+def sequence_field(run, latent, rotation=None, scale: float = 1.0):
+    """The SDF function ``(N, 4) xyzt -> (N,)`` of one code (and rotation, scale) of ``run``, without gradients."""
     import torch
 
     dev = run.decoder.output.weight.device
@@ -214,8 +214,10 @@ def sequence_field(run, latent, rotation=None):
     rot = None if rotation is None else torch.as_tensor(np.asarray(rotation, np.float32), device=dev)
     if not torch.isfinite(latent).all() or (rot is not None and not torch.isfinite(rot).all()):
         raise ParameterError("the latent code or rotation contains NaN or infinite values")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ParameterError(f"scale {scale}: must be a positive finite number")
     with torch.no_grad():
-        return run.decoder.field(latent, rot)
+        return run.decoder.field(latent, rot, scale)
 
 
 def decode(

@@ -379,7 +379,7 @@ def reconstruct(
                 if trajectory == "learned" else None)
         jobs.append(SequenceJob(name=safe_name(r.names[i]), latent=codes[i], rotation=rots[i], frames=n_frames,
                                 info={"index": int(i), "sequence": r.names[i], "sampler": "learned"},
-                                timing_index=int(i), path_um=path))
+                                timing_index=int(i), path_um=path, scale=r.scale_of(int(i))))
     _warn_if_leaving(r, jobs)
     extra = {"trajectory": trajectory} if trajectory != "none" else {}
     return _run(s, jobs, out, kind="reconstruct", mesh_format=mesh_format, reference_layout=reference_layout,

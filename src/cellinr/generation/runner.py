@@ -81,6 +81,8 @@ class SequenceJob:
     """Training sequence whose duration the output spans (None: the longest)."""
     path_um: np.ndarray | None = None
     """(frames, 3) displacement (Z, Y, X microns) the cell moves along, or None (it stays centred)."""
+    scale: float = 1.0
+    """Size of the cell relative to the code's shape (a fitted scale, :func:`cellinr.training.fitting.fit`)."""
 
 
 def parse_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
@@ -158,7 +160,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
 
     dims, opts, common = spec.dims, spec.opts, spec.options
     interval = run.output_frame_interval(job.frames, job.timing_index)
-    field_fn = sequence_field(run, job.latent, job.rotation)
+    field_fn = sequence_field(run, job.latent, job.rotation, job.scale)
     times = time_coords(job.frames)
     if job.path_um is not None:
         from cellinr.generation.trajectories import microns_per_unit, moving_field
@@ -201,6 +203,7 @@ def render_sequence(run, job: SequenceJob, out: Path, spec: JobSpec, *, device, 
         "time_coords": [float(x) for x in times],
         "latent": [float(x) for x in np.asarray(job.latent, np.float32)],
         "rotation": None if job.rotation is None else np.asarray(job.rotation, np.float64).tolist(),
+        **({"scale": float(job.scale)} if job.scale != 1.0 else {}),
         "trajectory_um": None if job.path_um is None else np.round(np.asarray(job.path_um, np.float64), 6).tolist(),
         "voxel_fraction_inside": inside / (job.frames * float(np.prod(dims))),
         "queries": int(queries),

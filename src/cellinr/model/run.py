@@ -69,6 +69,8 @@ class Run:
     model_hash: str = ""
     version: str = ""
     info: dict = field(default_factory=dict)
+    scales: list[float] | None = None
+    """Per sequence, the size relative to its code's shape (fitted sequences, :func:`apply_fit`); None: 1."""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -81,7 +83,11 @@ class Run:
 
     def field(self, index: int):
         """The SDF function of training sequence ``index`` (see ``AutoDecoder.field``)."""
-        return self.decoder.field(self.latents[index], self.rotations[index])
+        return self.decoder.field(self.latents[index], self.rotations[index], self.scale_of(index))
+
+    def scale_of(self, index: int) -> float:
+        """Size of sequence ``index`` relative to its code's shape (1 but for fitted cells out of the codes' sizes)."""
+        return 1.0 if self.scales is None else float(self.scales[index])
 
     # -- derived quantities ------------------------------------------------------------------
     @property
@@ -339,8 +345,9 @@ def apply_fit(run: Run, fit_dir: str | os.PathLike) -> Run:
     """The run with its learned codes replaced by the codes that ``cellinr fit`` found for new sequences.
 
     ``fit_dir`` holds ``fit.json`` (names, frame counts, the run's model hash) and
-    ``latents.safetensors`` ("latents" (N, L), "rotations" (N, 3, 3)), as a run folder does. The
-    result generates, reconstructs and interpolates the fitted sequences with the run's network.
+    ``latents.safetensors`` ("latents" (N, L), "rotations" (N, 3, 3), and "scales" (N,) from fits
+    that scaled cells), as a run folder does. The result generates, reconstructs and interpolates the
+    fitted sequences with the run's network (reconstruct at their fitted scales).
 
     Raises
     ------
@@ -371,7 +378,15 @@ def apply_fit(run: Run, fit_dir: str | os.PathLike) -> Run:
             or rotations.shape != (len(names), 3, 3) or len(frames) != len(names)):
         raise RunError(f"{fit_dir}: inconsistent fit ({len(names)} names, {len(frames)} frame counts, latents "
                        f"{None if latents is None else tuple(latents.shape)})")
+    scales = tensors.get("scales")
+    if scales is not None:
+        from cellinr._util.schema import finite_array
+
+        finite_array(scales, f"{fit_dir / LATENTS_FILE}: tensor 'scales'", error=RunError)
+        if scales.shape != (len(names),) or bool((scales <= 0).any()):
+            raise RunError(f"{fit_dir / LATENTS_FILE}: tensor 'scales' must hold {len(names)} positive values")
     device = run.latents.device
     return dataclasses.replace(run, latents=latents.to(device), rotations=rotations.to(device), names=names,
                                frames=frames, info={**{k: v for k, v in run.info.items() if k != "augment"},
-                                                    "fit": str(fit_dir.resolve())})
+                                                    "fit": str(fit_dir.resolve())},
+                               scales=None if scales is None else [float(v) for v in scales])

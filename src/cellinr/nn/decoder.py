@@ -253,23 +253,30 @@ class AutoDecoder(nn.Module):
         return self.evaluate(xyzt, terms)
 
     def field(
-        self, latent: torch.Tensor, rotation: torch.Tensor | None = None
+        self, latent: torch.Tensor, rotation: torch.Tensor | None = None, scale: float = 1.0
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The SDF of one sequence as a function of (N, 4) points (x, y, z, t) -> (N,).
 
         The latent part of every layer that receives z is computed here, once. ``rotation``
-        (3, 3) is applied to the query coordinates first: f(z, R x, t), i.e. ``xyz @ R.T``.
+        (3, 3) is applied to the query coordinates first: f(z, R x, t), i.e. ``xyz @ R.T``; with
+        ``scale`` s the shape is s times larger and its SDF stays a distance: ``s f(z, R x / s, t)``.
         Gradients flow (to ``latent`` too) under the caller's grad mode.
         """
         ref = self.output.weight
         latent = latent.to(device=ref.device, dtype=ref.dtype).reshape(self.latent_dim)
         terms = self.latent_terms(latent)
         rot_t = None if rotation is None else rotation.to(device=ref.device, dtype=ref.dtype).T
+        scale = float(scale)
+        if rot_t is not None and scale != 1.0:
+            rot_t = rot_t / scale
+        elif scale != 1.0:
+            rot_t = torch.eye(3, device=ref.device, dtype=ref.dtype) / scale
 
         def sdf(xyzt: torch.Tensor) -> torch.Tensor:
             if rot_t is not None:
                 xyzt = torch.cat([xyzt[..., :3] @ rot_t, xyzt[..., 3:]], dim=-1)
-            return self.evaluate(xyzt, terms)
+            out = self.evaluate(xyzt, terms)
+            return out * scale if scale != 1.0 else out
 
         return sdf
 

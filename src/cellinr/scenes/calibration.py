@@ -8,7 +8,7 @@ linked by overlap) the measures of :func:`cellinr.scenes.quality.dataset_quality
 - density: the real fraction of the field covered by cells;
 - motion per frame: the real mean centroid step (drift) and its spread per axis (random walk);
 - mitosis: ``cycle_frames`` such that the cells divide at the real rate per cell and frame (the probe
-  tells how often the models' cells divide in their sequence, :func:`cycle_for_rate`), and the pinch
+  runs the scene's clock on the models' probe cells, :func:`cycle_for_rate`), and the pinch
   speed of dividing models such that the share of non-convex cells is the real one (the probe tells
   which part of a sequence its cells spend pinched, :func:`pinch_speed_for`);
 - intensities and noise: :func:`cellinr.texture.renderer.estimate_render_params` on one real frame
@@ -36,8 +36,14 @@ from cellinr.errors import InputError, ParameterError
 
 log = logging.getLogger(__name__)
 
-#: Probe cells per model for sizes and division fractions, and the times they are evaluated at.
+#: Probe cells per model for sizes and division fractions, and the times they are evaluated at; a model
+#: whose first probe cells divide gets ``PROBE_CELLS_DIVIDING`` (its division times vary from code to
+#: code, and the mitosis calibration runs the scene's clock on them).
 PROBE_CELLS = 4
+PROBE_CELLS_DIVIDING = 12
+#: Cells that :func:`cycle_for_rate` runs through the scene's clock, and the longest cycle it sets.
+SIMULATED_CELLS = 4000
+MAX_CYCLE = 100_000
 PROBE_TIMES = tuple(np.linspace(-1.0, 1.0, 17).tolist())
 #: Largest pinch speed ``like`` sets (a pinch then lasts about one frame in most scenes).
 MAX_PINCH_SPEED = 20.0
@@ -311,7 +317,8 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
                  device: str = "cpu") -> dict:
     """Cell size, divisions and pinched phase of the models' cells, measured on probe cells.
 
-    Probe cells (``PROBE_CELLS`` per model, drawn like scene cells) are evaluated at each model's
+    Probe cells (``PROBE_CELLS`` per model, ``PROBE_CELLS_DIVIDING`` for a model whose first ones
+    divide; drawn like scene cells) are evaluated at each model's
     training resolution (coarser along Z in 2D, where only the projection is kept, as in a scene) at
     ``PROBE_TIMES`` over the sequence. The size is that of a connected component (um^3 in 3D,
     projected um^2 in 2D; a divided cell is two cells, as in the ground truth); the divisions of a cell
@@ -322,9 +329,10 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
     Returns
     -------
     dict: ``size_um``, ``divisions`` (per cell life), ``undivided_fraction`` (of the sequence before
-    the first division), ``pinch_fraction`` (of the sequence spent pinched before it), and per model
-    (``models``) the same plus ``pinched_share`` (of the probe times at which a cell is pinched) and
-    ``non_convex`` (the share of non-convex components, as :func:`dataset_quality` counts cells).
+    the first division), and per model (``models``) the same plus ``pinched_share`` (of the probe
+    times at which a cell is pinched), ``non_convex`` (the share of non-convex components, as
+    :func:`dataset_quality` counts cells) and ``timelines`` (per probe cell, its number of components
+    and pinched flags at the probe times, for :func:`cycle_for_rate`).
     """
     from cellinr.generation.frames import (
         EvalOptions,
@@ -351,9 +359,11 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
         unit = vox[1] * vox[2] if two_d else float(np.prod(vox))
         size = run.training_size
         box = ((size - 1) // PROJECTION_Z_STEP + 1 if two_d else size, size, size)
-        divides, undivided, pinch = [], [], []
+        divides, undivided, timelines = [], [], []
         comps_seen = non_convex_comps = pinched_times = cell_times = 0
-        for i in range(PROBE_CELLS):
+        for i in range(PROBE_CELLS_DIVIDING):
+            if i == PROBE_CELLS and not any(divides):
+                break
             rng, tseed = sequence_rng(seed + 7919 * (k + 1), i)
             z = sample_latents(latent, 1, codes=run.codes, sigma=sigma, rng=rng)[0][0]
             f = sequence_field(run, z, random_rotation(tseed))
@@ -365,7 +375,8 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
                 non_convex.append(sum(v < NON_CONVEX for v in solidities(comps)) if n else 0)
                 if n:
                     sizes.extend((np.bincount(comps.ravel())[1:] * unit).tolist())
-            pinched = [nc > 0 for nc in non_convex]
+            pinched = [bool(nc > 0) for nc in non_convex]
+            timelines.append({"counts": [int(n) for n in counts], "pinched": pinched})
             comps_seen += sum(counts)
             cell_times += sum(n > 0 for n in counts)
             pinched_times += sum(pinched)
@@ -373,15 +384,14 @@ def probe_models(models: Sequence[str], *, two_d: bool, seed: int, latent: str, 
             divides.append(float(sum(max(b - a, 0) for a, b in zip(counts, counts[1:]))))
             first = next((j for j in range(1, len(counts)) if counts[j] > counts[j - 1]), None)
             undivided.append(1.0 if first is None else (first - 0.5) / span)
-            pinch.append(sum(pinched[:first or 0]) / span)
         per_model.append({"name": name, "divisions": float(np.mean(divides)),
-                          "undivided_fraction": float(np.mean(undivided)), "pinch_fraction": float(np.mean(pinch)),
+                          "undivided_fraction": float(np.mean(undivided)),
                           "pinched_share": pinched_times / max(cell_times, 1),
-                          "non_convex": non_convex_comps / max(comps_seen, 1)})
+                          "non_convex": non_convex_comps / max(comps_seen, 1), "timelines": timelines})
     if not sizes:
         raise ParameterError(f"models {', '.join(models)}: the probe cells are empty")
     mean = {key: float(np.mean([m[key] for m in per_model]))
-            for key in ("divisions", "undivided_fraction", "pinch_fraction")}
+            for key in ("divisions", "undivided_fraction")}
     return {"size_um": float(np.mean(sizes)), **mean, "models": per_model}
 
 
@@ -406,27 +416,99 @@ def pinch_speed_for(real_non_convex: float, model: dict, *, limit: float = MAX_P
     return float(np.clip(p * (1 - target) / (target * (1 - p)), 1.0, limit))
 
 
-def cycle_for_rate(rate: float, divisions: float, frames: int, undivided: float | None = None,
-                   pinch: float = 0.0, speed: float = 1.0) -> int:
+def simulated_divisions(timelines: Sequence[dict], cycle: int, frames: int, *, speed: float = 1.0,
+                        start_undivided: bool = False, cells: int = SIMULATED_CELLS,
+                        seed: int = 0) -> tuple[int, int]:
+    """(divisions, cell frames) of ``cells`` cells run through a scene's clock on probe timelines.
+
+    A timeline (:func:`probe_models`) is a probe cell's number of components (``counts``) and pinched
+    flags (``pinched``) at :data:`PROBE_TIMES`; a cell's state at model time ``t`` is that of the
+    nearest probe time. Cells are drawn as :class:`cellinr.scenes.composer.Scene` draws them: a
+    uniform start over the sequence less the scene's window, a start in a pinch kept with probability
+    ``1 / speed``, empty starts (and divided ones with ``start_undivided``) redrawn, with ``speed > 1``
+    codes that end in a pinch redrawn, and after ``REDRAWS`` draws the redrawn one the scene keeps.
+    Each then runs ``frames`` frames of ``dt = 2 / (cycle - 1)`` (``speed dt`` while pinched).
+    Divisions are increases of the number of components from one frame to the next; cell frames
+    count components, as :func:`cellinr.scenes.quality.dataset_quality` counts cells. Placement,
+    crowding and the borders are left out.
+    """
+    from cellinr.scenes.composer import REDRAWS
+
+    counts = np.asarray([tl["counts"] for tl in timelines], np.int64)
+    pinched = np.asarray([tl["pinched"] for tl in timelines], bool)
+    span = counts.shape[1] - 1
+    rng = np.random.default_rng([seed, cycle, frames])
+    dt = 2.0 / max(cycle - 1, 1)
+    t_hi = max(-1.0, 1.0 - dt * (frames - 1))
+    fast = speed > 1
+
+    def at(t):
+        return np.rint((np.clip(t, -1.0, 1.0) + 1.0) / 2.0 * span).astype(np.int64)
+
+    code = np.zeros(cells, np.int64)
+    start = np.zeros(cells)
+    kept = np.zeros(cells, bool)
+    spare_code, spare_start, spare = code.copy(), start.copy(), kept.copy()
+    for _ in range(REDRAWS):
+        c = rng.integers(len(counts), size=cells)
+        t = rng.uniform(-1.0, t_hi, cells) if t_hi > -1.0 else np.full(cells, -1.0)
+        i = at(t)
+        n0 = counts[c, i]
+        # the scene's checks, in its order
+        in_pinch = fast & pinched[c, i] & (rng.random(cells) >= 1.0 / speed)
+        bad_start = ~in_pinch & ((n0 == 0) | (start_undivided & (n0 > 1)))
+        ends_pinched = ~in_pinch & ~bad_start & fast & pinched[c, span]
+        ok = ~kept & ~(in_pinch | bad_start | ends_pinched)
+        code[ok], start[ok], kept[ok] = c[ok], t[ok], True
+        first = ~kept & ~spare & (in_pinch | ends_pinched)
+        latest = ~kept & bad_start & (n0 > 0)
+        for sel in (first, latest):
+            spare_code[sel], spare_start[sel], spare[sel] = c[sel], t[sel], True
+    use = ~kept & spare
+    code[use], start[use], kept[use] = spare_code[use], spare_start[use], True
+    code, t = code[kept], start[kept]
+    prev = counts[code, at(t)]
+    divisions, cell_frames = 0, int(prev.sum())
+    for _ in range(1, frames):
+        t = t + dt + ((speed - 1.0) * dt * pinched[code, at(t)] if fast else 0.0)
+        now = counts[code, at(t)]
+        divisions += int(np.maximum(now - prev, 0).sum())
+        cell_frames += int(now.sum())
+        prev = now
+    return divisions, cell_frames
+
+
+def cycle_for_rate(rate: float, models: Sequence[dict], frames: int, *, start_undivided: bool = False,
+                   seed: int = 0) -> int:
     """``cycle_frames`` that gives ``rate`` divisions per cell and frame over ``frames`` frames.
 
-    A cell's window of the sequence has width ``w = (frames - 1) dt``; its start is uniform over
-    ``2 - w``, so a division at a given time falls in the window with probability ``w / (2 - w)``.
-    With ``divisions`` per cell life: ``rate = divisions w / ((2 - w) frames)``, solved for ``w``.
-    With cells that start undivided (``undivided``: the fraction of the sequence before the first
-    division), the start is uniform over the ``2 undivided`` before it and each cell can divide once:
-    ``rate = w / (2 undivided frames)``. A pinch of ``pinch`` of the sequence run through ``speed``
-    times faster (the scene also draws starts in a pinch less often by that factor) shortens the
-    time before the division to ``2 (undivided - pinch (1 - 1 / speed))``.
+    ``models``: per model of the scene (its cells take the models in turn), ``timelines`` from the
+    probe and ``speed`` (its pinch speed). The rate is that of :func:`simulated_divisions` (the same
+    random numbers for every cycle, so that it falls with the cycle), and the cycle is found by
+    bisection between 2 and ``MAX_CYCLE`` frames, to the nearest frame.
     """
-    rt = rate * frames
-    if undivided is not None and 0 < undivided < 1:
-        before = max(undivided - pinch * (1.0 - 1.0 / max(speed, 1.0)), 1e-3)
-        w = min(2.0 * before * rt, 1.999)
-    else:
-        w = min(2.0 * rt / (divisions + rt), 1.999)
-    dt = w / max(frames - 1, 1)
-    return int(max(2, round(2.0 / dt + 1)))
+    def simulated(cycle: int) -> float:
+        d = c = 0
+        for k, m in enumerate(models):
+            dk, ck = simulated_divisions(m["timelines"], cycle, frames, speed=m.get("speed", 1.0),
+                                         start_undivided=start_undivided,
+                                         cells=SIMULATED_CELLS // len(models), seed=seed + k)
+            d, c = d + dk, c + ck
+        return d / c if c else 0.0
+
+    lo, hi = 2, MAX_CYCLE
+    if simulated(lo) <= rate:
+        return lo
+    if simulated(hi) >= rate:
+        return hi
+    while hi - lo > 1:
+        mid = int(round(np.sqrt(lo * hi)))
+        mid = min(max(mid, lo + 1), hi - 1)
+        if simulated(mid) > rate:
+            lo = mid
+        else:
+            hi = mid
+    return lo if abs(simulated(lo) - rate) <= abs(simulated(hi) - rate) else hi
 
 
 def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
@@ -466,6 +548,13 @@ def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
         out["_auto_clearance"] = q.get("neighbour_gap") is not None
     else:
         out["clearance"] = float(given["clearance"])
+    # real neighbours keep apart (nuclei in their cytoplasm, daughters after a mitosis): without a
+    # preferred gap, random walks and divisions close the gaps the first frame was given
+    if given.get("spacing") is None:
+        out["spacing"] = float(q["neighbour_gap"]) if q.get("neighbour_gap") else 0.0
+        out["_auto_spacing"] = True
+    else:
+        out["spacing"] = float(given["spacing"])
     # cells past their division would sit beside their sister all scene long; real daughters part
     start_undivided = given.get("start_undivided")
     if start_undivided is None:
@@ -477,12 +566,13 @@ def spec_from_calibration(cal: Calibration, probe: dict, given: dict) -> dict:
     elif q.get("non_convex") is not None and probe.get("models"):
         speeds = [pinch_speed_for(q["non_convex"], m) for m in probe["models"]]
         out["pinch_speed"] = speeds[0] if len(set(speeds)) == 1 else speeds
-    speed = float(np.mean(out.get("pinch_speed", 1.0)))
     rate = q.get("mitosis_rate")
-    if given.get("cycle_frames") is None and rate and probe["divisions"] > 0 and frames > 1:
-        out["cycle_frames"] = cycle_for_rate(rate, probe["divisions"], frames,
-                                             probe.get("undivided_fraction") if start_undivided else None,
-                                             probe.get("pinch_fraction", 0.0), speed)
+    if (given.get("cycle_frames") is None and rate and probe["divisions"] > 0 and frames > 1
+            and all(m.get("timelines") for m in probe.get("models", []))):
+        speeds = np.broadcast_to(np.asarray(out.get("pinch_speed", 1.0), float), (len(probe["models"]),))
+        out["cycle_frames"] = cycle_for_rate(
+            rate, [{"timelines": m["timelines"], "speed": float(k)} for m, k in zip(probe["models"], speeds)],
+            frames, start_undivided=out["start_undivided"])
     else:
         out["cycle_frames"] = given.get("cycle_frames")
     return out

@@ -38,7 +38,7 @@ def scene(
     motion: str = "fixed",
     cycle_frames: int | None = None,
     clearance: float | None = None,
-    spacing: float = 0.0,
+    spacing: float | None = None,
     start_undivided: bool | None = None,
     pinch_speed: float | Sequence[float] | None = None,
     latent: str | None = None,
@@ -71,7 +71,7 @@ def scene(
     clearance : voxels of background kept between any two cells (default 0: touching allowed; with
         ``like``, estimated so that the median gap between neighbouring cells is the real one).
     spacing : voxels of background that neighbours prefer: closer ones drift apart a little each frame
-        (default 0: off).
+        (default 0: off; with ``like``, the real median gap between neighbouring cells).
     start_undivided : start cells of dividing models before their division, so that sisters appear only
         through divisions seen in the scene (default: off; on with ``like`` when the models divide).
     pinch_speed : how many times faster cells run through their pinch before a division, one value or
@@ -124,8 +124,7 @@ def scene(
             kwargs = spec_from_calibration(cal, probe, {
                 "dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells, "density": density,
                 "motion": motion, "cycle_frames": cycle_frames, "clearance": clearance,
-                "start_undivided": start_undivided, "pinch_speed": pinch_speed})
-            kwargs["spacing"] = spacing
+                "start_undivided": start_undivided, "pinch_speed": pinch_speed, "spacing": spacing})
             kwargs = refine_with_first_frame(kwargs, cal.quality, models=models, seed=seed, latent=latent,
                                              sigma=sigma, device=device)
             kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
@@ -137,7 +136,7 @@ def scene(
                 raise ParameterError("give --dims and --frames (or --like to take them from a real set)")
             kwargs = {"dims": dims, "frames": frames, "voxel_size": voxel_size, "cells": cells,
                       "density": density, "motion": motion, "cycle_frames": cycle_frames,
-                      "clearance": clearance or 0.0, "spacing": spacing,
+                      "clearance": clearance or 0.0, "spacing": spacing or 0.0,
                       "start_undivided": bool(start_undivided),
                       "pinch_speed": 1.0 if pinch_speed is None else pinch_speed}
         if kwargs.get("motion") is None:

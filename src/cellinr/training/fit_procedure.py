@@ -201,36 +201,66 @@ def descriptor(eigenvalues, volume: float) -> np.ndarray:
 
 
 def _loss(decoder, codes: torch.Tensor, rots: torch.Tensor | None, xyzt: torch.Tensor, target: torch.Tensor,
-          reg: float) -> torch.Tensor:
-    """(G,) loss per candidate: codes (G, L), rots (G, 3, 3) or None, shared points (n, 4), targets (n,)."""
+          reg: float, log_scales: torch.Tensor | None = None) -> torch.Tensor:
+    """(G,) loss per candidate: codes (G, L), rots (G, 3, 3) or None, log-scales (G,) or None, shared
+    points (n, 4), targets (n,). A scale s makes the shape s times larger: ``s f(z, R p / s)``."""
     import torch
 
     g = codes.shape[0]
     pts = xyzt[None].expand(g, *xyzt.shape)
-    if rots is not None:
-        pts = torch.cat([pts[..., :3] @ rots.transpose(1, 2), pts[..., 3:]], -1)
-    pred = decoder.forward_frames(codes, pts).float().clamp(-1, 1)
-    return (pred - target[None]).abs().mean(1) + reg * codes.float().norm(dim=1)
+    xyz = pts[..., :3] if rots is None else pts[..., :3] @ rots.transpose(1, 2)
+    if log_scales is not None:
+        xyz = xyz / log_scales.exp()[:, None, None]
+    if rots is not None or log_scales is not None:
+        pts = torch.cat([xyz, pts[..., 3:]], -1)
+    pred = decoder.forward_frames(codes, pts).float()
+    if log_scales is not None:
+        pred = pred * log_scales.exp().float()[:, None]
+    return (pred.clamp(-1, 1) - target[None]).abs().mean(1) + reg * codes.float().norm(dim=1)
 
 
-def _batched_loss(decoder, codes, rots, xyzt, target, reg, batch: int = 256):
+def _batched_loss(decoder, codes, rots, xyzt, target, reg, log_scales=None, batch: int = 256):
     import torch
 
     out = []
     with torch.no_grad():
         for s in range(0, codes.shape[0], batch):
-            out.append(_loss(decoder, codes[s:s + batch], None if rots is None else rots[s:s + batch], xyzt,
-                             target, reg))
+            part = slice(s, s + batch)
+            out.append(_loss(decoder, codes[part], None if rots is None else rots[part], xyzt, target, reg,
+                             None if log_scales is None else log_scales[part]))
     return torch.cat(out)
 
 
+#: Largest factor between a cell's size and the training cells' that ``scale`` makes up for.
+MAX_SCALE = 4.0
+
+
+def size_scale(volume: float, code_volumes) -> float:
+    """The scale at which a cell of ``volume`` is fitted: 1 within the learned codes' sizes.
+
+    A cell larger than the largest code's shape or smaller than the smallest is out of reach of the
+    codes; it is fitted at the linear factor that gives it the codes' median volume (where they lie
+    densest; at most ``MAX_SCALE`` either way). Cells within the codes' sizes keep 1: a free scale
+    would trade with the code (the code-norm regulariser prefers a small code scaled up, a generic
+    blob).
+    """
+    v = np.asarray([x for x in code_volumes if x > 0], float)
+    if not v.size or volume <= 0 or v.min() <= volume <= v.max():
+        return 1.0
+    return float(np.clip((volume / np.median(v)) ** (1 / 3), 1 / MAX_SCALE, MAX_SCALE))
+
+
 def starts(decoder, pool: Pool, codes: torch.Tensor, opts: FitOptions, *, rotations: bool, gen,
-           frames_of_codes: list | None = None, reg: float = 0.0):
-    """The ``opts.candidates`` best (code, rotation) starts by the loss on ``probe_points`` pool points.
+           frames_of_codes: list | None = None, reg: float = 0.0, scale: bool = False):
+    """The ``opts.candidates`` best (code, rotation, scale) starts by the loss on ``probe_points`` pool points.
+
+    With ``scale``, a cell out of the learned codes' sizes (:func:`size_scale`) also gets every start
+    at that scale (the rotation hypotheses built with the code nearest to the data brought to it); the
+    starts at scale 1 stay, so a cell just beyond the codes' sizes can still be fitted unscaled.
 
     Returns
     -------
-    codes (G, L), rotations (G, 3, 3) or None, and a dict describing the search.
+    codes (G, L), rotations (G, 3, 3) or None, log-scales (G,) or None, and a dict describing the search.
     """
     import torch
 
@@ -241,40 +271,55 @@ def starts(decoder, pool: Pool, codes: torch.Tensor, opts: FitOptions, *, rotati
     pick = torch.randint(len(pool.target), (opts.probe_points,), generator=gen).to(pool.target.device)
     xyzt, target = pool.xyzt[pick], pool.target[pick]
     info: dict = {}
-    if not rotations:
-        loss = _batched_loss(decoder, cand, None, xyzt, target, reg)
-        best = torch.argsort(loss)[: opts.candidates]
-        info["n_starts"] = len(cand)
-        return cand[best], None, info
-    if pool.frame is None:  # nothing inside: no orientation to find
-        hyp = torch.eye(3, device=codes.device)[None]
-        j0 = 0
-    else:
-        if frames_of_codes is None:
-            frames_of_codes = code_frames(decoder, cand)
-        # stage 1: every rotation hypothesis with the code whose invariant descriptor is nearest, few points
-        d_data = descriptor(pool.frame[1], pool.volume)
-        d_codes = np.stack([descriptor(f[1], v) for f, v in frames_of_codes[: len(cand)]])
-        j0 = int(np.argmin(np.linalg.norm(d_codes - d_data, axis=1)))
-        hyp = torch.as_tensor(orient.candidate_rotations(frames_of_codes[j0][0], pool.frame, rel_tol=opts.rel_tol,
-                                                         n_spin=opts.n_spin, n_grid=opts.n_grid),
-                              dtype=torch.float32, device=codes.device)
-        info["kind"] = orient.degeneracy(pool.frame[1], opts.rel_tol)
-    few = slice(0, opts.score_points)
-    loss1 = _batched_loss(decoder, cand[j0].expand(len(hyp), -1), hyp, xyzt[few], target[few], reg)
-    keep = hyp[torch.argsort(loss1)[: opts.rotation_keep]]
-    # stage 2: the kept rotations with every candidate code, on all probe points
-    cc = cand.repeat_interleave(len(keep), 0)
-    rr = keep.repeat(len(cand), 1, 1)
-    loss = _batched_loss(decoder, cc, rr, xyzt, target, reg)
+    if (rotations or scale) and frames_of_codes is None and pool.frame is not None:
+        frames_of_codes = code_frames(decoder, cand)
+    factors = [1.0]
+    if scale and pool.frame is not None:
+        factor = size_scale(pool.volume, [v for _, v in frames_of_codes[: len(codes)]])
+        if factor != 1.0:
+            factors.append(factor)
+            info["scale"] = factor
+    cc, rr, sc = [], [], []
+    for factor in factors:
+        ls = torch.full((len(cand),), math.log(factor), dtype=torch.float32, device=codes.device)
+        if not rotations:
+            cc.append(cand), sc.append(ls)
+            continue
+        if pool.frame is None:  # nothing inside: no orientation to find
+            hyp = torch.eye(3, device=codes.device)[None]
+            j0 = 0
+        else:
+            # stage 1: every rotation hypothesis with the code whose invariant descriptor is nearest, few points
+            d_data = descriptor(pool.frame[1], pool.volume) / factor  # lengths: the data at the codes' scale
+            d_codes = np.stack([descriptor(f[1], v) for f, v in frames_of_codes[: len(cand)]])
+            j0 = int(np.argmin(np.linalg.norm(d_codes - d_data, axis=1)))
+            hyp = torch.as_tensor(orient.candidate_rotations(frames_of_codes[j0][0], pool.frame,
+                                                             rel_tol=opts.rel_tol, n_spin=opts.n_spin,
+                                                             n_grid=opts.n_grid),
+                                  dtype=torch.float32, device=codes.device)
+            info["kind"] = orient.degeneracy(pool.frame[1], opts.rel_tol)
+        few = slice(0, opts.score_points)
+        loss1 = _batched_loss(decoder, cand[j0].expand(len(hyp), -1), hyp, xyzt[few], target[few], reg,
+                              ls[j0].expand(len(hyp)))
+        keep = hyp[torch.argsort(loss1)[: opts.rotation_keep]]
+        info["n_hypotheses"] = info.get("n_hypotheses", 0) + len(hyp)
+        # stage 2: the kept rotations with every candidate code, on all probe points
+        cc.append(cand.repeat_interleave(len(keep), 0))
+        rr.append(keep.repeat(len(cand), 1, 1))
+        sc.append(ls.repeat_interleave(len(keep), 0))
+    cc, sc = torch.cat(cc), torch.cat(sc)
+    rr = torch.cat(rr) if rotations else None
+    scaled = sc if len(factors) > 1 else None
+    loss = _batched_loss(decoder, cc, rr, xyzt, target, reg, scaled)
     best = torch.argsort(loss)[: opts.candidates]
-    info.update(n_hypotheses=len(hyp), n_starts=len(cc))
-    return cc[best], rr[best], info
+    info["n_starts"] = len(cc)
+    return cc[best], None if rr is None else rr[best], None if scaled is None else scaled[best], info
 
 
 def _optimise(decoder, z0, r0, pool: Pool, *, steps: int, points: tuple[int, int], lr: float, lr_end: float,
-              rotation_lr: float, reg: float, gen):
-    """Adam on G candidates at once (independent: the summed loss has separate gradients)."""
+              rotation_lr: float, reg: float, gen, log_scales=None):
+    """Adam on G candidates at once (independent: the summed loss has separate gradients); the
+    log-scales (G,), if given, stay fixed."""
     import torch
 
     from cellinr.nn.rotation import matrix_to_quaternion, quaternion_to_matrix
@@ -292,7 +337,7 @@ def _optimise(decoder, z0, r0, pool: Pool, *, steps: int, points: tuple[int, int
         n = round(n0 * (n1 / n0) ** (k / max(1, steps - 1)))
         pick = torch.randint(len(pool.target), (n,), generator=gen).to(pool.target.device)
         rot = None if q is None else quaternion_to_matrix(q)
-        loss = _loss(decoder, z, rot, pool.xyzt[pick], pool.target[pick], reg).sum()
+        loss = _loss(decoder, z, rot, pool.xyzt[pick], pool.target[pick], reg, log_scales).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -305,9 +350,9 @@ def _optimise(decoder, z0, r0, pool: Pool, *, steps: int, points: tuple[int, int
 
 
 def fit_sequence(decoder, pool: Pool, codes: torch.Tensor, opts: FitOptions | None = None, *,
-                 rotations: bool = False, reg: float = 1e-4, frames_of_codes: list | None = None,
-                 seed: int = 0) -> dict:
-    """Fit one code (and rotation) to ``pool`` (:func:`point_pool`); the decoder is not changed.
+                 rotations: bool = False, scale: bool = False, reg: float = 1e-4,
+                 frames_of_codes: list | None = None, seed: int = 0) -> dict:
+    """Fit one code (and rotation, scale) to ``pool`` (:func:`point_pool`); the decoder is not changed.
 
     Parameters
     ----------
@@ -316,6 +361,8 @@ def fit_sequence(decoder, pool: Pool, codes: torch.Tensor, opts: FitOptions | No
     codes : (N, L) learned codes (start candidates), on the decoder's device
     opts : the procedure's parameters (default :class:`FitOptions`)
     rotations : also fit a rotation R (the network sees ``f(z, R p)``)
+    scale : fit a cell larger (smaller) than all the learned codes' shapes at a scale s
+        (``s f(z, R p / s)``, :func:`size_scale`); cells within their sizes are fitted as without
     reg : lambda of ``lambda * ||z||``
     frames_of_codes : :func:`code_frames` of ``[codes; mean]`` (computed once per run by the caller;
         computed here when needed and not given)
@@ -323,8 +370,8 @@ def fit_sequence(decoder, pool: Pool, codes: torch.Tensor, opts: FitOptions | No
 
     Returns
     -------
-    dict: ``code`` (L,), ``rotation`` (3, 3) or None, ``loss`` (on the evaluation batch),
-    ``seconds`` (wall time), ``starts`` (information on the candidate starts).
+    dict: ``code`` (L,), ``rotation`` (3, 3) or None, ``scale`` (float; 1 without ``scale``), ``loss``
+    (on the evaluation batch), ``seconds`` (wall time), ``starts`` (information on the candidate starts).
     """
     import torch
 
@@ -333,17 +380,17 @@ def fit_sequence(decoder, pool: Pool, codes: torch.Tensor, opts: FitOptions | No
     opts = opts or FitOptions()
     gen = torch.Generator().manual_seed(int(seed))
     t0 = time.perf_counter()
-    if opts.init == "mean" and not rotations:
-        z0, r0, info = codes.mean(0, keepdim=True), None, {"n_starts": 1}
+    if opts.init == "mean" and not rotations and not scale:
+        z0, r0, s0, info = codes.mean(0, keepdim=True), None, None, {"n_starts": 1}
     else:
-        z0, r0, info = starts(decoder, pool, codes, opts, rotations=rotations, gen=gen,
-                              frames_of_codes=frames_of_codes, reg=reg)
+        z0, r0, s0, info = starts(decoder, pool, codes, opts, rotations=rotations, gen=gen,
+                                  frames_of_codes=frames_of_codes, reg=reg, scale=scale)
     evaluate = torch.randint(len(pool.target), (min(opts.eval_points, len(pool.target)),),
                              generator=gen).to(pool.target.device)
     if len(z0) > 1 and opts.probe_steps > 0:
         z0, r0 = _optimise(decoder, z0, r0, pool, steps=opts.probe_steps, points=(opts.probe_points,) * 2,
-                           lr=opts.lr, lr_end=1.0, rotation_lr=opts.rotation_lr, reg=reg, gen=gen)
-        loss = _batched_loss(decoder, z0, r0, pool.xyzt[evaluate], pool.target[evaluate], reg)
+                           lr=opts.lr, lr_end=1.0, rotation_lr=opts.rotation_lr, reg=reg, gen=gen, log_scales=s0)
+        loss = _batched_loss(decoder, z0, r0, pool.xyzt[evaluate], pool.target[evaluate], reg, s0)
         j = int(torch.argmin(loss))
         if r0 is not None:
             # a symmetric shape fits equally well in several orientations: prefer the smallest rotation
@@ -351,11 +398,13 @@ def fit_sequence(decoder, pool: Pool, codes: torch.Tensor, opts: FitOptions | No
             angles = torch.stack([rotation_angle(r0[k]) for k in tied])
             j = int(tied[int(torch.argmin(angles))])
         info["probe_losses"] = [round(float(v), 5) for v in loss]
-        z0, r0 = z0[j:j + 1], None if r0 is None else r0[j:j + 1]
+        pick = slice(j, j + 1)
     else:
-        z0, r0 = z0[:1], None if r0 is None else r0[:1]
-    z, rot = _optimise(decoder, z0, r0, pool, steps=opts.steps, points=opts.points, lr=opts.lr, lr_end=opts.lr_end,
-                       rotation_lr=opts.rotation_lr, reg=reg, gen=gen)
-    final = float(_batched_loss(decoder, z, rot, pool.xyzt[evaluate], pool.target[evaluate], reg)[0])
-    return {"code": z[0], "rotation": None if rot is None else rot[0], "loss": final,
+        pick = slice(0, 1)
+    z0, r0, s0 = z0[pick], None if r0 is None else r0[pick], None if s0 is None else s0[pick]
+    z, rot = _optimise(decoder, z0, r0, pool, steps=opts.steps, points=opts.points, lr=opts.lr,
+                       lr_end=opts.lr_end, rotation_lr=opts.rotation_lr, reg=reg, gen=gen, log_scales=s0)
+    final = float(_batched_loss(decoder, z, rot, pool.xyzt[evaluate], pool.target[evaluate], reg, s0)[0])
+    return {"code": z[0], "rotation": None if rot is None else rot[0],
+            "scale": 1.0 if s0 is None else float(s0[0].exp()), "loss": final,
             "seconds": time.perf_counter() - t0, "starts": info}

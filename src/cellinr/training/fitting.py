@@ -78,6 +78,7 @@ def fit(
     *,
     steps: int = DEFAULTS.steps,
     rotations: bool = False,
+    scale: bool = True,
     points: int | Sequence[int] = DEFAULTS.points,
     lr: float = DEFAULTS.lr,
     rotation_lr: float = DEFAULTS.rotation_lr,
@@ -104,10 +105,14 @@ def fit(
     dataset : prepared SDF data set folder (:class:`cellinr.io.sdf_dataset.SDFDataset`)
     out : output folder: per sequence the files of ``formats`` and ``<name>.json``
         (:mod:`cellinr.generation.runner`), and ``latents.safetensors``, ``codes.npy`` (N, L),
-        ``rotations.npy`` (N, 3, 3), ``dice.csv`` and ``fit.json`` (written last)
+        ``rotations.npy`` (N, 3, 3), ``scales.npy`` (N,), ``dice.csv`` and ``fit.json`` (written last)
     steps : main optimisation steps per sequence (after the probe of the starts)
     rotations : also optimise a rotation per sequence (a unit quaternion started from principal-axes
         hypotheses)
+    scale : fit a cell larger than all the learned codes' shapes (or smaller) at the scale s that gives
+        it their median volume (:func:`cellinr.training.fit_procedure.size_scale`): the fitted cell is
+        ``s f(z, R p / s)``, s in the results and ``scales.npy``; cells within the codes' sizes keep
+        s = 1 (default on)
     points : points per step: one number, or (first step, last step) of a geometric ramp; drawn from
         a pool of ``pool_per_frame`` points per frame, read once
     lr, rotation_lr : initial Adam learning rates of the code and of the rotation (cosine-annealed to
@@ -182,33 +187,36 @@ def fit(
     for p in decoder.parameters():
         p.requires_grad_(False)
     frames_of_codes = None
-    if rotations and init == "best":  # the principal frames of the candidates' shapes, once for all sequences
+    if (rotations or scale) and init == "best":  # the candidates' principal frames and volumes, once for all
         frames_of_codes = code_frames(decoder, torch.cat([codes, codes.mean(0, keepdim=True)]))
-    results, fitted_codes, fitted_rots = [], [], []
+    results, fitted_codes, fitted_rots, fitted_scales = [], [], [], []
     for index, info in enumerate(tqdm(ds.sequences, desc="fit", unit="seq", disable=None)):
         pool = point_pool(ds.iter_frames(index), info.frames, per_frame=procedure.pool_per_frame,
                           scheme=sampling.scheme, near_fraction=near_fraction, near_threshold=sampling.near_threshold,
                           band=sampling.band, ratio=ratio, rng=np.random.default_rng([int(seed), index]))
         pool.xyzt, pool.target = pool.xyzt.to(dev), pool.target.to(dev)
-        res = fit_sequence(decoder, pool, codes, procedure, rotations=rotations, reg=regularization,
+        res = fit_sequence(decoder, pool, codes, procedure, rotations=rotations, scale=scale, reg=regularization,
                            frames_of_codes=frames_of_codes,
                            seed=int(np.random.SeedSequence([int(seed), index]).generate_state(1)[0]))
         z, rot = res["code"], res["rotation"]
         log.debug("%s: fitted in %.1f s, starts %s", info.name, res["seconds"], res["starts"])
         fitted_codes.append(z.cpu().numpy())
         fitted_rots.append(np.eye(3) if rot is None else rot.cpu().numpy())
-        results.append({"name": info.name, "frames": int(info.frames), "loss": res["loss"]})
+        fitted_scales.append(float(res["scale"]))
+        results.append({"name": info.name, "frames": int(info.frames), "loss": res["loss"],
+                        **({"scale": float(res["scale"])} if scale else {})})
 
     # the fitted sequences, rendered by the writers of reconstruct; the Dice is measured on the masks
     dims = tuple(int(d) for d in ds.sequences[0].shape)
     jobs = [SequenceJob(name=safe_name(r["name"]), latent=fitted_codes[i].astype(np.float32),
-                        rotation=fitted_rots[i] if rotations else None, frames=r["frames"],
+                        rotation=fitted_rots[i] if rotations else None, frames=r["frames"], scale=fitted_scales[i],
                         info={"index": i, "sequence": r["name"], "sampler": "fitted", "loss": r["loss"]},
                         timing_index=i)
             for i, r in enumerate(results)]
     grid_run = _on_dataset_grid(run, ds, dims, [r["frames"] for r in results])
     options = common_options(grid_run, dims, formats, mesh_format, False, opts, job="fit",
                              dataset=str(Path(dataset).resolve()), steps=int(steps), rotations=bool(rotations),
+                             **({"scale": True} if scale else {}),
                              points=list(points), lr=float(lr), seed=int(seed), init=init,
                              regularization=float(regularization), candidates=int(candidates),
                              probe_steps=int(probe_steps))
@@ -224,9 +232,11 @@ def fit(
     codes_out = np.stack(fitted_codes).astype(np.float32)
     rots_out = np.stack(fitted_rots).astype(np.float32)
     with atomic_path(out / LATENTS_FILE) as tmp:
-        save_file({"latents": torch.from_numpy(codes_out), "rotations": torch.from_numpy(rots_out)}, str(tmp),
+        save_file({"latents": torch.from_numpy(codes_out), "rotations": torch.from_numpy(rots_out),
+                   "scales": torch.from_numpy(np.asarray(fitted_scales, np.float32))}, str(tmp),
                   metadata={"format": FIT_FORMAT})
-    for name, array in (("codes.npy", codes_out), ("rotations.npy", rots_out)):
+    for name, array in (("codes.npy", codes_out), ("rotations.npy", rots_out),
+                        ("scales.npy", np.asarray(fitted_scales, np.float32))):
         with atomic_path(out / name) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, array)
@@ -235,7 +245,7 @@ def fit(
     atomic_write_text(out / FIT_FILE, json.dumps({
         "format": FIT_FORMAT, "run": str(Path(run.path).resolve()) if getattr(run, "path", None) else None,
         "model_hash": getattr(run, "model_hash", None), "dataset": str(Path(dataset).resolve()),
-        "steps": int(steps), "rotations": bool(rotations), "points": list(points), "lr": lr, "seed": int(seed),
+        "steps": int(steps), "rotations": bool(rotations), "scale": bool(scale), "points": list(points), "lr": lr, "seed": int(seed),
         "init": init, "regularization": float(regularization), "candidates": int(candidates),
         "probe_steps": int(probe_steps), "pool_per_frame": int(pool_per_frame), "names": [r["name"] for r in results], "frames": [r["frames"] for r in results],
         "formats": list(formats), "dims": list(dims), "results": results,
