@@ -23,7 +23,8 @@ Parts (``--parts``, each writes ``OUT/<part>.json`` and is skipped when that exi
 ``filopodial``  8 sequences x 20 frames at 128^3, new vs relu, ``--budget-min`` each (30 min target)
 ``kinds``       deforming, dividing, filopodial: 8 x 10 at 64^3, new / old / plain, ``--kind-budget-min``
 ``moving``      deforming cells drifting by more than their diameter, prepared with the defaults
-``real``        the Platynereis nuclei (train on 30, fit 6) and the cells3d nuclei (train on 16, fit 4)
+``real``        the Platynereis nuclei (train on 30, fit 6) and the cells3d nuclei (train on 16, fit 4);
+                fit with and without the scale start; ``--real-runs`` fits with existing runs instead
 ``samplers``    the latent samplers of the ``new`` runs vs held-out simulated sequences
 
     python bench/bench_fidelity.py --out bench_out/fidelity --threads 2 [--parts filopodial,kinds]
@@ -271,12 +272,32 @@ def _split_labels(path: Path, work: Path, n_test: int, seed: int = 0) -> tuple[P
     return out[0], out[1]
 
 
+def _fit_both(run, ds_test: Path, work: Path, tag: str) -> dict:
+    """Fit the held-out cells with ``run``: with the scale start (the default) and without it."""
+    from cellinr.training.fitting import fit
+
+    row = {}
+    for key, scale in (("", True), ("_no_scale", False)):
+        t0 = time.process_time()
+        fitted = fit(run, ds_test, work / f"{tag}_fit{key}", device="cpu", overwrite=True, scale=scale)
+        row.update({f"fit_dice{key}": float(np.mean([r["dice"] for r in fitted])),
+                    f"fit_dice_min{key}": float(min(r["dice"] for r in fitted)),
+                    f"fit_dice_per_cell{key}": [round(r["dice"], 4) for r in fitted],
+                    f"fit_cpu_s_per_cell{key}": (time.process_time() - t0) / max(len(fitted), 1)})
+        if scale:
+            row["fit_scales"] = [round(r.get("scale", 1.0), 3) for r in fitted]
+    row["fit_sequences"] = len(row["fit_dice_per_cell"])
+    return row
+
+
 def part_real(work: Path, args) -> dict:
     from cellinr.data.preparation import prepare
-    from cellinr.training.fitting import fit
+    from cellinr.generation.frames import load_for_evaluation
+    from cellinr.io.sdf_dataset import SDFDataset
 
     if not REAL.is_dir():
         return {"skipped": f"{REAL} not found"}
+    given = dict(pair.split("=", 1) for pair in args.real_runs.split(",") if pair.strip())
     out = {}
     for name, file, spacing, n_test, size in (
             ("platynereis", "platynereis_nuclei_labels.tif", (1.0, 1.0, 1.0), 6, 64),
@@ -284,12 +305,21 @@ def part_real(work: Path, args) -> dict:
         if name not in args.real_sets.split(","):
             continue
         train_tif, test_tif = _split_labels(REAL / file, work, n_test)
+        if name in given:  # an existing run (e.g. the bundled model): fit its held-out cells only
+            run = given[name]
+            ds_test = work / f"ds_{name}_test_for_{Path(run).name}"
+            if not (ds_test / "manifest.json").is_file():
+                prepare(test_tif, ds_test, size=size, spacing=spacing, overwrite=True, progress=False,
+                        preview=False, voxel_size=load_for_evaluation(run, "cpu")[0].voxel_size_um)
+            row = {"run": run, **_fit_both(run, ds_test, work, f"{name}_given")}
+            print(f"real {name} with {run}: fit Dice {row['fit_dice']:.3f} (min {row['fit_dice_min']:.3f}; "
+                  f"without the scale start {row['fit_dice_no_scale']:.3f}, min {row['fit_dice_min_no_scale']:.3f})",
+                  flush=True)
+            out[f"{name}_given"] = row
+            continue
         ds_train, ds_test = work / f"ds_{name}_train", work / f"ds_{name}_test"
         if not (ds_train / "manifest.json").is_file():
-            prepare(train_tif, ds_train, size=size, spacing=spacing, overwrite=True, progress=False, preview=False,
-                    )
-        from cellinr.io.sdf_dataset import SDFDataset
-
+            prepare(train_tif, ds_train, size=size, spacing=spacing, overwrite=True, progress=False, preview=False)
         vox = SDFDataset(ds_train).voxel_size_um
         if not (ds_test / "manifest.json").is_file():
             prepare(test_tif, ds_test, size=size, spacing=spacing, voxel_size=vox, overwrite=True, progress=False,
@@ -298,18 +328,11 @@ def part_real(work: Path, args) -> dict:
             run = work / f"{name}_{recipe}"
             facts = train_budgeted(ds_train, run, recipe, args.real_budget_min * 60)
             recon = evaluate(run, ds_train, radius_vox=_radius(size, args))["mean"]
-            t0 = time.process_time()
-            fitted = fit(run, ds_test, work / f"{name}_{recipe}_fit", device="cpu", overwrite=True)
-            fit_cpu = time.process_time() - t0
             row = {**facts, "reconstruction_dice": recon["dice"], "reconstruction_dice_min": recon["dice_min"],
-                   "train_sequences": len(SDFDataset(ds_train)), "fit_sequences": len(fitted),
-                   "fit_dice": float(np.mean([r["dice"] for r in fitted])),
-                   "fit_dice_min": float(min(r["dice"] for r in fitted)),
-                   "fit_dice_per_cell": [round(r["dice"], 4) for r in fitted],
-                   "fit_cpu_s_per_cell": fit_cpu / max(len(fitted), 1)}
+                   "train_sequences": len(SDFDataset(ds_train)), **_fit_both(run, ds_test, work, f"{name}_{recipe}")}
             print(f"real {name} {recipe}: reconstruction Dice {row['reconstruction_dice']:.3f} (min "
-                  f"{row['reconstruction_dice_min']:.3f}), fit Dice {row['fit_dice']:.3f} (min {row['fit_dice_min']:.3f}), "
-                  f"{facts['epochs']} epochs", flush=True)
+                  f"{row['reconstruction_dice_min']:.3f}), fit Dice {row['fit_dice']:.3f} (min {row['fit_dice_min']:.3f}; "
+                  f"without the scale start {row['fit_dice_no_scale']:.3f}), {facts['epochs']} epochs", flush=True)
             out[f"{name}_{recipe}" if recipe != "new" else name] = row
     return out
 
@@ -355,6 +378,9 @@ def main(argv=None) -> int:
     p.add_argument("--real-sets", default="platynereis,cells3d", help="real data sets of the real part")
     p.add_argument("--real-budget-min", type=float, default=10.0, help="training budget of the real-nuclei runs")
     p.add_argument("--real-recipes", default="new,aug4", help="recipes of the real part (equal budgets)")
+    p.add_argument("--real-runs", default="",
+                   help="real part: SET=RUN,... fits the held-out cells of SET with an existing run (a folder or a "
+                   "bundled name, e.g. platynereis=platynereis) instead of training the recipes")
     p.add_argument("--thin-radius", type=float, default=4.0, help="opening radius in voxels at 128^3")
     p.add_argument("--sampler-kinds", default="deforming,dividing,filopodial",
                    help="models compared in the samplers part (filopodial is at 128^3 x 20 frames: slow on CPU)")
