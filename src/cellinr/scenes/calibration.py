@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 #: code, and the mitosis calibration runs the scene's clock on them).
 PROBE_CELLS = 4
 PROBE_CELLS_DIVIDING = 12
+PROBE_TIMES = tuple(np.linspace(-1.0, 1.0, 17).tolist())
 #: Cells that :func:`cycle_for_rate` runs through the scene's clock, and the longest cycle it sets.
 SIMULATED_CELLS = 4000
 MAX_CYCLE = 100_000
-PROBE_TIMES = tuple(np.linspace(-1.0, 1.0, 17).tolist())
 #: Largest pinch speed ``like`` sets (a pinch then lasts about one frame in most scenes).
 MAX_PINCH_SPEED = 20.0
 
