@@ -865,3 +865,15 @@ def test_permission_denied(inputs, tmp_path):
     finally:
         locked.chmod(0o755)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_prepare_takes_a_runs_isotropic_voxel_triple_and_refuses_an_anisotropic_one(tmp_path):
+    from cellinr.data.preparation import prepare
+    from cellinr.errors import ParameterError
+    from cellinr.io.units import isotropic_voxel
+
+    assert isotropic_voxel((0.5, 0.5, 0.5)) == 0.5 and isotropic_voxel(np.array([2.0, 2.0, 2.0])) == 2.0
+    assert isotropic_voxel(0.7) == 0.7 and isotropic_voxel(None) is None
+    with pytest.raises(ParameterError, match="voxel_size: data sets are prepared on isotropic voxels"):
+        prepare(tmp_path / "missing.tif", tmp_path / "out", voxel_size=(1.0, 0.5, 0.5))
+    assert not (tmp_path / "out").exists()

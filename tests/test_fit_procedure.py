@@ -18,6 +18,15 @@ def _ellipsoid(t, n=N):
     return np.clip((np.sqrt((x / r[0]) ** 2 + (y / r[1]) ** 2 + (z / r[2]) ** 2) - 1) * 0.3, -1, 1).astype(np.float32)
 
 
+def _tiny_decoder():
+    from cellinr.model.config import preset
+    from cellinr.nn.decoder import AutoDecoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return AutoDecoder.from_config(preset("tiny").model)
+
+
 def test_point_pool_draws_points_and_the_principal_frame():
     frames = [_ellipsoid(t) for t in range(3)]
     pool = point_pool(iter(frames), 3, per_frame=500, near_fraction=0.7, near_threshold=0.3,
@@ -49,13 +58,9 @@ def test_descriptor_is_rotation_invariant():
 
 
 def test_loss_per_candidate_is_the_training_objective():
-    from cellinr.model.config import preset
-    from cellinr.nn.decoder import AutoDecoder
     from cellinr.training.loss import code_regulariser, sdf_l1
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        dec = AutoDecoder.from_config(preset("tiny").model)
+    dec = _tiny_decoder()
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(3, 8, generator=gen)
     pts = torch.rand(50, 4, generator=gen) * 2 - 1
@@ -81,12 +86,7 @@ def test_size_scale_only_for_cells_out_of_the_codes_sizes():
 
 
 def test_scaled_field_and_loss_are_the_shape_made_larger():
-    from cellinr.model.config import preset
-    from cellinr.nn.decoder import AutoDecoder
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        dec = AutoDecoder.from_config(preset("tiny").model)
+    dec = _tiny_decoder()
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(2, 8, generator=gen)
     pts = torch.rand(40, 4, generator=gen) * 2 - 1

@@ -325,20 +325,25 @@ def test_fit_recovers_codes_of_unseen_sequences(tiny_run, tmp_path):
         generate(other, tmp_path / "gen2", n=1, size=12, device="cpu", from_fit=tmp_path / "fit")
 
 
-def test_fit_recovers_a_rotation(tiny_run, tmp_path):
-    from scipy.spatial.transform import Rotation
-
+def _one_sequence_dataset(folder, name, field):
+    """A prepared data set of one 2-frame sequence on a 24^3 grid: ``field`` sampled densely (run units)."""
     from cellinr.geometry.grid import time_coords
     from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
+
+    frames = [evaluate_dense(field, (24, 24, 24), t=t).sdf for t in time_coords(2)]
+    folder.mkdir()
+    write_sequence(folder / f"{name}.h5", frames, n_frames=2, shape=(24, 24, 24))
+    write_manifest(folder, new_manifest(size=24, clamp=CLAMP * 23 / (SIZE - 1), sequences=[
+        {"name": name, "file": f"{name}.h5", "frames": 2, "shape": [24, 24, 24]}]))
+
+
+def test_fit_recovers_a_rotation(tiny_run, tmp_path):
+    from scipy.spatial.transform import Rotation
 
     run = load_run(tiny_run)
     rot = Rotation.from_rotvec(0.35 * np.array([1.0, 1.0, 0.0]) / np.sqrt(2)).as_matrix()
     field = run.decoder.field(run.latents[0], torch.tensor(rot, dtype=torch.float32))
-    frames = [evaluate_dense(field, (24, 24, 24), t=t).sdf for t in time_coords(2)]
-    (tmp_path / "d").mkdir()
-    write_sequence(tmp_path / "d/rot.h5", frames, n_frames=2, shape=(24, 24, 24))
-    write_manifest(tmp_path / "d", new_manifest(size=24, clamp=CLAMP * 23 / (SIZE - 1), sequences=[
-        {"name": "rot", "file": "rot.h5", "frames": 2, "shape": [24, 24, 24]}]))
+    _one_sequence_dataset(tmp_path / "d", "rot", field)
     plain = fit(tiny_run, tmp_path / "d", tmp_path / "f0", steps=100, points=2048, lr=1e-2, device="cpu")
     turned = fit(tiny_run, tmp_path / "d", tmp_path / "f1", steps=100, points=2048, lr=1e-2, rotations=True,
                  rotation_lr=2e-2, device="cpu")
@@ -352,17 +357,10 @@ def test_fit_recovers_a_large_rotation_up_to_the_shapes_symmetry(tiny_run, tmp_p
     away from the identity, where a start at the identity stays; the principal-axes hypotheses find it."""
     from scipy.spatial.transform import Rotation
 
-    from cellinr.geometry.grid import time_coords
-    from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
-
     run = load_run(tiny_run)
     rot = Rotation.from_rotvec(np.radians(120) * np.ones(3) / np.sqrt(3)).as_matrix()
     field = run.decoder.field(run.latents[0], torch.tensor(rot, dtype=torch.float32))
-    frames = [evaluate_dense(field, (24, 24, 24), t=t).sdf for t in time_coords(2)]
-    (tmp_path / "d").mkdir()
-    write_sequence(tmp_path / "d/rot.h5", frames, n_frames=2, shape=(24, 24, 24))
-    write_manifest(tmp_path / "d", new_manifest(size=24, clamp=CLAMP * 23 / (SIZE - 1), sequences=[
-        {"name": "rot", "file": "rot.h5", "frames": 2, "shape": [24, 24, 24]}]))
+    _one_sequence_dataset(tmp_path / "d", "rot", field)
     turned = fit(tiny_run, tmp_path / "d", tmp_path / "f", rotations=True, device="cpu")
     got = np.load(tmp_path / "f/rotations.npy")[0].astype(np.float64)
     # f(z, S R p) = f(z, R p) for the half turns S about the ellipsoid's axes (and the identity)
@@ -375,16 +373,9 @@ def test_fit_recovers_a_large_rotation_up_to_the_shapes_symmetry(tiny_run, tmp_p
 def test_fit_scales_a_cell_larger_than_every_training_cell(tiny_run, tmp_path):
     """Code 1's shape 1.5 times larger: 3.4 times the volume of the largest learned shape, out of the codes'
     reach; the fit brings it to their median size (about 1.5) and reconstruct --from-fit draws it there."""
-    from cellinr.geometry.grid import time_coords
-    from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
-
     run = load_run(tiny_run)
     field = run.decoder.field(run.latents[1], None, 1.5)
-    frames = [evaluate_dense(field, (24, 24, 24), t=t).sdf for t in time_coords(2)]
-    (tmp_path / "d").mkdir()
-    write_sequence(tmp_path / "d/big.h5", frames, n_frames=2, shape=(24, 24, 24))
-    write_manifest(tmp_path / "d", new_manifest(size=24, clamp=CLAMP * 23 / (SIZE - 1), sequences=[
-        {"name": "big", "file": "big.h5", "frames": 2, "shape": [24, 24, 24]}]))
+    _one_sequence_dataset(tmp_path / "d", "big", field)
     plain = fit(tiny_run, tmp_path / "d", tmp_path / "f0", scale=False, device="cpu")
     scaled = fit(tiny_run, tmp_path / "d", tmp_path / "f1", device="cpu")
     assert "scale" not in plain[0] and scaled[0]["scale"] == pytest.approx(1.5, rel=0.1)

@@ -107,17 +107,6 @@ def _input_stem(path: Path) -> str:
     return path.stem or name
 
 
-def _isotropic(voxel_size):
-    """One voxel size in microns from a number or (Z, Y, X) equal values (a run's ``voxel_size_um``)."""
-    if voxel_size is None or np.ndim(voxel_size) == 0:
-        return voxel_size
-    values = np.asarray(voxel_size, float).ravel()
-    if values.size == 0 or not np.allclose(values, values[0], rtol=1e-6):
-        raise ParameterError(f"voxel_size: data sets are prepared on isotropic voxels; give one value in microns, "
-                             f"got {list(values)}")
-    return float(values[0])
-
-
 def _validate(size, clamp, voxel_size, scale, track, center, min_voxels, divisions="lineage") -> None:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise ParameterError(f"size: cube edge must be an integer >= 16 voxels, got {size!r}")
@@ -527,9 +516,9 @@ def prepare(
     from cellinr.io.ctc import find_ctc_sequences
     from cellinr.io.sdf_dataset import new_manifest, write_manifest
     from cellinr.io.sources import expand_inputs, open_source
-    from cellinr.io.units import parse_frame_interval, parse_spacing
+    from cellinr.io.units import isotropic_voxel, parse_frame_interval, parse_spacing
 
-    voxel_size = _isotropic(voxel_size)
+    voxel_size = isotropic_voxel(voxel_size)
     _validate(size, clamp, voxel_size, scale, track, center, min_voxels, divisions)
     lap = None
     if track == "lap":

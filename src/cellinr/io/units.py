@@ -21,6 +21,17 @@ TIME_UNITS_TO_MIN = {
 }
 
 
+def isotropic_voxel(voxel_size):
+    """One voxel size in microns from a number or equal (Z, Y, X) values (a run's ``voxel_size_um``)."""
+    if voxel_size is None or isinstance(voxel_size, str) or not hasattr(voxel_size, "__iter__"):
+        return voxel_size
+    values = [float(v) for v in voxel_size]
+    if not values or any(not math.isclose(v, values[0], rel_tol=1e-6) for v in values):
+        raise ParameterError(f"voxel_size: data sets are prepared on isotropic voxels; give one value in microns, "
+                             f"got {values}")
+    return values[0]
+
+
 def parse_spacing(
     spacing: Sequence[float] | float | None,
     *,

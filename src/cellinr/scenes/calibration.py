@@ -487,14 +487,19 @@ def cycle_for_rate(rate: float, models: Sequence[dict], frames: int, *, start_un
     random numbers for every cycle, so that it falls with the cycle), and the cycle is found by
     bisection between 2 and ``MAX_CYCLE`` frames, to the nearest frame.
     """
+    seen: dict[int, float] = {}
+
     def simulated(cycle: int) -> float:
+        if cycle in seen:
+            return seen[cycle]
         d = c = 0
         for k, m in enumerate(models):
             dk, ck = simulated_divisions(m["timelines"], cycle, frames, speed=m.get("speed", 1.0),
                                          start_undivided=start_undivided,
                                          cells=SIMULATED_CELLS // len(models), seed=seed + k)
             d, c = d + dk, c + ck
-        return d / c if c else 0.0
+        seen[cycle] = d / c if c else 0.0
+        return seen[cycle]
 
     lo, hi = 2, MAX_CYCLE
     if simulated(lo) <= rate:
