@@ -384,6 +384,10 @@ def test_fit_scales_a_cell_larger_than_every_training_cell(tiny_run, tmp_path):
     again = reconstruct(tiny_run, tmp_path / "re", size=24, frames=2, device="cpu", from_fit=tmp_path / "f1")
     assert again[0]["scale"] == pytest.approx(scaled[0]["scale"])
     np.testing.assert_array_equal(read_tiff(tmp_path / "re/big.tif").data, read_tiff(tmp_path / "f1/big.tif").data)
+    # new cells drawn around the fitted one keep its size
+    gen = generate(tiny_run, tmp_path / "gen", n=1, size=24, frames=2, latent="perturb", sigma=1e-6,
+                   rotation="none", device="cpu", from_fit=tmp_path / "f1")
+    assert gen[0]["scale"] == pytest.approx(scaled[0]["scale"])
 
 
 def test_cli_reconstruct_interpolate_fit(tiny_run, tmp_path, capsys):

@@ -312,8 +312,10 @@ def generate(
             path = job_path(s.run, trajectory, frames=frames, index=int(source), rng=path_rng, rotation=rot)
             info = {**info, "trajectory": trajectory,
                     **({"trajectory_source_index": int(source)} if trajectory == "learned" else {})}
+        # a code drawn around a fitted cell's keeps that cell's size (fits that scaled cells)
+        scale = s.run.scale_of(int(info["source_index"])) if info.get("source_index") is not None else 1.0
         jobs.append(SequenceJob(name=f"{prefix}{i:04d}", latent=z, rotation=rot, frames=frames,
-                                info={"index": i, **info}, path_um=path))
+                                info={"index": i, **info}, path_um=path, scale=scale))
     _warn_if_leaving(s.run, jobs)
     extra = {"trajectory": trajectory} if trajectory != "none" else {}
     if not screen_topology:
@@ -454,8 +456,9 @@ def interpolate(
             z = manifold_point(r.decoder, codes[ia], codes[ib], a, times=time_coords(frames), seed=j,
                                device=s.device)
         rot = slerp_rotation(rots[ia], rots[ib], a) if rotation == "learned" else None
+        scale = r.scale_of(ia) ** (1.0 - a) * r.scale_of(ib) ** a  # geometric: 1 unless the fit scaled them
         jobs.append(SequenceJob(name=f"step_{j:03d}", latent=z.astype(np.float32), rotation=rot, frames=frames,
-                                info={"index": j, "alpha": a, "path": path}))
+                                info={"index": j, "alpha": a, "path": path}, scale=scale))
     return _run(s, jobs, out, kind="interpolate", mesh_format=mesh_format, reference_layout=False,
                 overwrite=overwrite, max_memory_gb=max_memory_gb, start=r.names[ia], end=r.names[ib],
                 steps=int(steps), rotation_mode=rotation, frames_per_sequence=frames, path=path)

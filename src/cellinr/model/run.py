@@ -347,7 +347,7 @@ def apply_fit(run: Run, fit_dir: str | os.PathLike) -> Run:
     ``fit_dir`` holds ``fit.json`` (names, frame counts, the run's model hash) and
     ``latents.safetensors`` ("latents" (N, L), "rotations" (N, 3, 3), and "scales" (N,) from fits
     that scaled cells), as a run folder does. The result generates, reconstructs and interpolates the
-    fitted sequences with the run's network (reconstruct at their fitted scales).
+    fitted sequences with the run's network (at their fitted scales).
 
     Raises
     ------
