@@ -12,11 +12,15 @@ on this machine (the learning-rate schedule scaled to the epochs):
             concatenated to the input only, the reference point sampling, plain L1
 ``aug2``, ``aug4``  ``new`` with 2 / 4 augmented copies per sequence (``train.augment``; the real part)
 ``aug4h``   ``aug4`` with the originals trained in half of the epochs (``train.augment_original_share: 0.5``)
+``smooth``  the ``small-smooth`` preset: ``new`` plus the eikonal term (``train.eikonal_weight``)
+``aug4s``   ``smooth`` with 4 augmented copies per sequence
 
 Scores per frame against the data set's masks (SDF <= 0), each training sequence decoded on its own
 grid at its own frames: Dice, thin-part Dice (mask minus its opening by a ball of ``--thin-radius``
 voxels at 128^3, scaled with the grid), protrusion Dice (the thin part without the body's rims) and
-whether the number of connected components matches the truth.
+whether the number of connected components matches the truth. The kinds part also scores realism:
+the 1-NN accuracy of the reconstructed sequences against their own truth masks on the shape
+descriptors (``recon_one_nn``; 0.5: indistinguishable), which is the floor of every sampler's 1-NN.
 
 Parts (``--parts``, each writes ``OUT/<part>.json`` and is skipped when that exists):
 
@@ -54,7 +58,9 @@ RECIPES = {"new": ("small", _IDENTITY), "relu": ("small", {"model": {"activation
            "far0.5": ("small", {"train": {"rotation_init": "identity", "far_weight": 0.5}}),
            "aug2": ("small", {"train": {"rotation_init": "identity", "augment": 2}}),
            "aug4": ("small", {"train": {"rotation_init": "identity", "augment": 4}}),
-           "aug4h": ("small", {"train": {"rotation_init": "identity", "augment": 4, "augment_original_share": 0.5}})}
+           "aug4h": ("small", {"train": {"rotation_init": "identity", "augment": 4, "augment_original_share": 0.5}}),
+           "smooth": ("small-smooth", _IDENTITY),
+           "aug4s": ("small-smooth", {"train": {"rotation_init": "identity", "augment": 4}})}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -112,8 +118,20 @@ def scored(name: str, facts: dict, scores: dict) -> dict:
     """One run's timing facts and mean scores, printed as soon as they are known."""
     row = {**facts, **scores}
     print(f"{name}: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("dice", "thin_dice", "protrusion_dice", "components_ok",
-                                                                  "epochs", "train_loop_s") if k in row), flush=True)
+                                                                  "recon_one_nn", "epochs", "train_loop_s") if k in row), flush=True)
     return row
+
+
+def reconstruction_realism(run_dir: Path, truth: Path, work: Path) -> float:
+    """1-NN accuracy of a run's reconstructed sequences against their truth masks (shape descriptors)."""
+    from cellinr.generation.frontends import reconstruct
+    from cellinr.measurement.comparison import compare
+
+    rec = work / f"recon_{run_dir.name}"
+    reconstruct(run_dir, rec, device="cpu", overwrite=True)
+    report = compare(truth, rec, work / f"realism_{run_dir.name}", names=("truth", "reconstruction"), figures=False,
+                     overwrite=True, timing="physical")
+    return float(json.loads((report / "metrics.json").read_text(encoding="utf-8"))["multivariate"]["one_nn_accuracy"])
 
 
 def components(mask: np.ndarray) -> int:
@@ -200,7 +218,9 @@ def part_kinds(work: Path, args) -> dict:
         for recipe in recipes.split(","):
             run = work / f"{kind}64_{recipe}"
             facts = train_budgeted(ds, run, recipe, args.kind_budget_min * 60)
-            out[f"{kind}/{recipe}"] = scored(f"{kind}/{recipe}", facts, evaluate(run, ds, radius_vox=_radius(64, args))["mean"])
+            scores = {**evaluate(run, ds, radius_vox=_radius(64, args))["mean"],
+                      "recon_one_nn": reconstruction_realism(run, work / f"sim_{kind}_8x10_64_from0", work)}
+            out[f"{kind}/{recipe}"] = scored(f"{kind}/{recipe}", facts, scores)
     return out
 
 
@@ -373,7 +393,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budget-min", type=float, default=28.0, help="training budget of the 128^3 filopodial runs")
     p.add_argument("--kind-budget-min", type=float, default=8.0, help="training budget of each 64^3 run")
-    p.add_argument("--kind-recipes", default="deforming:new,old,plain;dividing:new,old,plain;filopodial:new,old,plain",
+    p.add_argument("--kind-recipes", default="deforming:new,smooth,old,plain;dividing:new,smooth,old,plain;filopodial:new,smooth,old,plain",
                    help="kind:recipe,recipe;... trained in the kinds part")
     p.add_argument("--real-sets", default="platynereis,cells3d", help="real data sets of the real part")
     p.add_argument("--real-budget-min", type=float, default=10.0, help="training budget of the real-nuclei runs")

@@ -11,7 +11,7 @@ from cellinr.data.cubes import mask_to_sdf
 from cellinr.geometry.regions import opening, thin_part
 from cellinr.model.config import preset
 from cellinr.nn.decoder import AutoDecoder
-from cellinr.training.loss import sdf_l1
+from cellinr.training.loss import eikonal_term, sdf_l1
 from cellinr.training.sampling import sample_frame, thin_parameters, thin_region
 from cellinr.training.shape import train
 
@@ -78,6 +78,22 @@ def test_hinge_truncation_keeps_gradients():
     assert (pred.grad * 4).tolist() == [1.0, -1.0, 1.0, 0.0]  # "both" gives no gradient for the first two
 
 
+def test_eikonal_term_is_zero_for_a_distance_and_counts_only_the_band():
+    a = 32.0 * 2.0 / 63  # voxel_gradient of a 64^3 grid with a 32-voxel clamp
+    voxel_gradient = torch.full((3,), a)
+    xyz = (torch.rand(1, 200, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1).requires_grad_(True)
+    target = torch.full((1, 200), 0.05)
+    target[0, :50] = 0.5  # outside the band: left out
+    for slope, expected in ((1.0, 0.0), (2.0, 1.0), (0.5, 0.5)):
+        xyz.grad = None
+        pred = slope / a * (xyz - 0.1).norm(dim=-1)  # a distance scaled by ``slope`` in voxels per voxel
+        assert float(eikonal_term(pred, xyz, target, voxel_gradient, 0.1)) == pytest.approx(expected, abs=1e-5)
+    pred = 3.0 / a * (xyz - 0.1).norm(dim=-1)
+    pred = torch.where(torch.arange(200) < 50, 10.0 / a * xyz[..., 0], pred)  # wrong slope outside the band only
+    assert float(eikonal_term(pred, xyz, target, voxel_gradient, 0.1)) == pytest.approx(2.0, abs=1e-5)
+    assert float(eikonal_term(pred, xyz, target, voxel_gradient, None)) > 2.0
+
+
 def test_bf16_hidden_close_to_fp32():
     torch.manual_seed(0)
     dec = AutoDecoder(16, [64, 64, 64], [2], True, coord_freq=10.0)
@@ -95,7 +111,7 @@ def test_train_with_all_ingredients_resumes_exactly(tmp_path):
            "sampling": {"fraction": 0.05, "near_fraction": 0.6, "thin_fraction": 0.2, "thin_radius": 1.5,
                         "thin_dilate": 1.0, "resample_every": 2},
            "train": {"epochs": 4, "checkpoint_every": 1, "clamp": 0.3, "clamp_mode": "hinge",
-                     "precision": "bf16-hidden"}}
+                     "precision": "bf16-hidden", "eikonal_weight": 0.1, "eikonal_points": 64}}
     full = train(ds, tmp_path / "full", preset="tiny", config=cfg, seed=1, progress=False)
     part = train(ds, tmp_path / "part", preset="tiny", config={**cfg, "train": {**cfg["train"], "epochs": 3}},
                  seed=1, progress=False)
@@ -103,3 +119,39 @@ def test_train_with_all_ingredients_resumes_exactly(tmp_path):
     a, b = _params(full), _params(part)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def _gradient_deviation(run_dir, size, clamp_vox, band):
+    """Mean | |grad f| - 1 | (voxels per voxel) of the one frame of sequence 0 (time 0) on the grid points inside the band."""
+    from cellinr.model.run import load_run
+    from cellinr.training.sampling import index_to_coords
+
+    run = load_run(run_dir)
+    xyz = index_to_coords(torch.arange(size**3), (size,) * 3).requires_grad_(True)
+    pred = run.field(0)(torch.cat([xyz, torch.zeros(size**3, 1)], dim=1))
+    (grad,) = torch.autograd.grad(pred.sum(), xyz)
+    norm = (grad * clamp_vox * 2.0 / (size - 1)).norm(dim=1)
+    inside = pred.detach().abs() < band
+    return float((norm - 1).abs()[inside].mean())
+
+
+def test_eikonal_weight_makes_the_field_a_distance(tmp_path):
+    from cellinr.io.sdf_dataset import new_manifest, write_manifest, write_sequence
+
+    c = np.arange(20) - 9.5
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    sphere = (np.clip(np.sqrt(x**2 + y**2 + z**2) - 5.0, -6.0, 6.0) / 6.0).astype(np.float32)  # a true distance
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    write_sequence(ds / "ball.h5", [sphere], n_frames=1, shape=(20,) * 3)
+    write_manifest(ds, new_manifest(size=20, clamp=6.0, voxel_size_um=0.5, scale_um_per_unit=3.0,
+                                    sequences=[{"name": "ball", "file": "ball.h5", "frames": 1, "shape": [20] * 3}]))
+    cfg = {"sampling": {"fraction": 0.3}, "model": {"coord_freq": 10.0},
+           "train": {"epochs": 30, "clamp": 0.5, "clamp_mode": "hinge", "lr_step_net": 30, "lr_step_codes": 30,
+                     "checkpoint_every": 30}}
+    deviation = {}
+    for weight in (0.0, 2.0):
+        run = train(ds, tmp_path / f"w{weight}", preset="tiny", progress=False,
+                    config={**cfg, "train": {**cfg["train"], "eikonal_weight": weight, "eikonal_points": 512}})
+        deviation[weight] = _gradient_deviation(run, 20, 6.0, 0.5)
+    assert deviation[2.0] < 0.75 * deviation[0.0], deviation  # 0.34 vs 0.54 when written

@@ -22,6 +22,11 @@ Presets (:data:`PRESETS`):
     the SIREN rule over the fan-in L + 4 gives 0.44); 16,384 points per frame, 60 % near the cell,
     20 % from its thin parts (``sampling.thin_fraction``); an L1 loss truncated at +-0.1 with a hinge
     beyond (``train.clamp_mode: hinge``); 100 epochs, learning rates 5e-4 / 2e-3 halved every 34.
+``small-smooth``
+    ``small`` plus the eikonal term (``train.eikonal_weight: 0.02``, ``|grad f| = 1`` inside the
+    clamp band), for cells without thin protrusions (nuclei, smooth deforming or dividing cells): it
+    removes the dents and bumps of a voxel or two that a sine network leaves on smooth surfaces, at
+    about 30 % more time per epoch; on filopodia it costs thin-part Dice (bench/bench_fidelity.py).
 ``small-v1``
     The CPU preset of cellinr 0.1, the baseline of the benchmarks: the same network with the
     SIREN first-layer rule, 5 % of the grid per frame with the reference scheme, plain L1, 200 epochs.
@@ -161,6 +166,13 @@ class TrainConfig:
     far_weight: float = 0.0
     """``hinge`` only: weight of an L1 term towards the true SDF beyond the clamp band, so the far
     field keeps its real distance as a margin (no floaters far from the cell); 0: the pure hinge."""
+    eikonal_weight: float = 0.0
+    """Weight of the eikonal term ``mean | |grad f| - 1 |`` (gradient in voxels of the prepared grid)
+    on points inside the clamp band, where the target is a true distance: it penalises the ripples
+    a sine network leaves between its samples (dents and bumps of a voxel or two on smooth cells)
+    at about twice the cost per step on the points it uses; 0: off (the reference objective)."""
+    eikonal_points: int = 2048
+    """Points per frame (an evenly spaced subset of the frame's samples) that get the eikonal term."""
     code_reg: float = 1e-4
     """Weight lambda of the latent regulariser lambda * mean ||z||."""
     code_reg_warmup: int = 100
@@ -249,6 +261,13 @@ def _small() -> Config:
     )
 
 
+def _small_smooth() -> Config:
+    cfg = _small()
+    cfg.train.eikonal_weight = 0.02
+    cfg.preset = "small-smooth"
+    return cfg
+
+
 def _small_v1() -> Config:
     return Config(
         model=ModelConfig(latent_dim=64, hidden=[96, 96, 128, 96, 96], latent_in=[3], omega_0=30.0),
@@ -284,7 +303,7 @@ def _tiny() -> Config:
 
 #: Named presets: name -> factory returning a fresh Config.
 PRESETS: dict[str, typing.Callable[[], Config]] = {
-    "reference": _reference, "small": _small, "small-v1": _small_v1, "large": _large, "tiny": _tiny,
+    "reference": _reference, "small": _small, "small-smooth": _small_smooth, "small-v1": _small_v1, "large": _large, "tiny": _tiny,
 }
 
 
@@ -341,6 +360,7 @@ def validate(config: Config) -> Config:
     non_negative = {
         "train.epochs": t.epochs, "train.code_reg": t.code_reg, "train.code_reg_warmup": t.code_reg_warmup,
         "train.rotation_epochs": t.rotation_epochs, "sampling.cache_gb": s.cache_gb, "train.far_weight": t.far_weight,
+        "train.eikonal_weight": t.eikonal_weight,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -362,6 +382,7 @@ def validate(config: Config) -> Config:
     if not 0 <= s.thin_fraction <= 1 - s.near_fraction:
         raise ConfigError(f"config key sampling.thin_fraction: must be in [0, 1 - near_fraction], got {s.thin_fraction}")
     for key, value in (("sampling.thin_radius", s.thin_radius), ("sampling.points_per_frame", s.points_per_frame),
+                       ("train.eikonal_points", t.eikonal_points),
                        ("model.omega_first", m.omega_first), ("model.coord_freq", m.coord_freq),
                        ("model.time_freq", m.time_freq)):
         if value is not None and not value > 0:

@@ -36,6 +36,22 @@ def sdf_l1(pred: torch.Tensor, target: torch.Tensor, clamp: float | None = None,
     return torch.where(target.abs() < clamp, (pred - target).abs(), beyond).mean()
 
 
+def eikonal_term(pred: torch.Tensor, xyz: torch.Tensor, target: torch.Tensor, voxel_gradient: torch.Tensor,
+                 band: float | None) -> torch.Tensor:
+    """Mean ``| |grad f| - 1 |`` over the points whose target lies inside the band ``|target| < band``.
+
+    ``pred`` (..., n) must be computed from ``xyz`` (..., n, 3) with ``xyz.requires_grad``; the
+    gradient is taken with ``create_graph`` so the term trains the network. ``voxel_gradient`` (3,)
+    turns the gradient in normalised coordinates and SDF units into SDF voxels per voxel (a true
+    distance has norm 1); ``band`` None: every point.
+    """
+    (grad,) = torch.autograd.grad(pred.float().sum(), xyz, create_graph=True)
+    norm = (grad.float() * voxel_gradient).norm(dim=-1)
+    inside = torch.ones_like(target, dtype=torch.bool) if band is None else target.abs() < band
+    weight = inside.to(norm.dtype)
+    return ((norm - 1.0).abs() * weight).sum() / weight.sum().clamp(min=1.0)
+
+
 def code_regulariser(codes: torch.Tensor) -> torch.Tensor:
     """Mean Euclidean norm of the codes, ``codes`` (..., L) -> scalar."""
     return codes.float().reshape(-1, codes.shape[-1]).norm(dim=1).mean()

@@ -42,7 +42,7 @@ from cellinr.training import checkpoint as ckpt
 from cellinr.training import dataset_checks as checks
 from cellinr.training import distributed as dist_utils
 from cellinr.training.augmentation import augmentation
-from cellinr.training.loss import code_regulariser, regulariser_weight, sdf_l1
+from cellinr.training.loss import code_regulariser, eikonal_term, regulariser_weight, sdf_l1
 from cellinr.training.sampling import PointPool, index_to_coords
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,8 @@ def train(
         of the authors' ``sdf_vid`` files, prepared once into the user's cache (and reused from there; see
         :func:`cellinr.data.reference_data.prepare_reference_folder`).
     out : run folder to create (or to continue with ``resume``).
-    preset : ``reference``, ``small`` (default for new runs) or ``tiny`` (cellinr.model.config.PRESETS).
+    preset : ``reference``, ``small`` (default for new runs), ``small-smooth``, ``small-v1``, ``large`` or ``tiny``
+        (cellinr.model.config.PRESETS).
     config : a Config, a nested dict or a YAML file; its keys override the preset.
     epochs, activation, rotations, augment : override ``train.epochs``, ``model.activation``,
         ``train.rotations``, ``train.augment`` (augmented copies per sequence).
@@ -370,6 +371,11 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
     if compiled:
         compiled = _compile_decoder(model.decoder, device, pool.points_per_frame)
     shape = pool.shape
+    # d(coordinate)/d(voxel) per axis (x, y, z) times the clamp (voxels per SDF unit): the factor
+    # that makes the gradient of a true distance norm 1
+    voxel_gradient = torch.tensor([float(dataset.manifest["clamp"]) * 2.0 / max(n - 1, 1) for n in shape[::-1]],
+                                  device=device)
+    eik_stride = max(1, pool.points_per_frame // max(1, int(tc.eikonal_points)))
     if info.is_main:
         log.info(
             "training %d sequences, %d frames, %d points per frame, %d steps per epoch, pool %.1f MB",
@@ -420,6 +426,12 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                     l1 = sdf_l1(pred, target[j:j + 1], tc.clamp, tc.clamp_mode, tc.far_weight)
                     reg = reg_weight * code_regulariser(codes)
                     loss = (l1 + reg) / global_frames
+                    if tc.eikonal_weight:
+                        sub = xyz[j:j + 1, ::eik_stride].detach().requires_grad_(True)
+                        with autocast(), _eager(model.decoder):  # compiled graphs have no double backward
+                            pred_sub, _ = model(seq_t[j:j + 1], times_t[j:j + 1], sub)
+                        eik = eikonal_term(pred_sub, sub, target[j:j + 1, ::eik_stride], voxel_gradient, tc.clamp)
+                        loss = loss + tc.eikonal_weight * eik / global_frames
                     return dist_utils.FrameTerms(
                         loss=scaler.scale(loss) if scaler is not None else loss, codes=codes, seq=int(seq[j]),
                         logged=torch.stack([l1 + reg, l1, reg]) / global_frames,
@@ -496,6 +508,18 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
         finish_run(work, final)
     dist_utils.barrier(info)
     return final
+
+
+@contextlib.contextmanager
+def _eager(decoder):
+    """The decoder's uncompiled ``evaluate`` inside the block (:func:`_compile_decoder` sets the compiled
+    one on the instance; the class's method is the eager one)."""
+    compiled = decoder.__dict__.pop("evaluate", None)
+    try:
+        yield
+    finally:
+        if compiled is not None:
+            decoder.evaluate = compiled
 
 
 def _compile_decoder(decoder, device, points_per_frame: int) -> bool:
