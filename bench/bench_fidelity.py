@@ -13,7 +13,7 @@ on this machine (the learning-rate schedule scaled to the epochs):
 ``aug2``, ``aug4``  ``new`` with 2 / 4 augmented copies per sequence (``train.augment``; the real part)
 ``aug4h``   ``aug4`` with the originals trained in half of the epochs (``train.augment_original_share: 0.5``)
 ``smooth``  the ``small-smooth`` preset: ``new`` plus the eikonal term (``train.eikonal_weight``)
-``aug4s``   ``smooth`` with 4 augmented copies per sequence
+``aug4hs``  ``aug4h`` with the eikonal term of ``smooth``
 
 Scores per frame against the data set's masks (SDF <= 0), each training sequence decoded on its own
 grid at its own frames: Dice, thin-part Dice (mask minus its opening by a ball of ``--thin-radius``
@@ -60,7 +60,8 @@ RECIPES = {"new": ("small", _IDENTITY), "relu": ("small", {"model": {"activation
            "aug4": ("small", {"train": {"rotation_init": "identity", "augment": 4}}),
            "aug4h": ("small", {"train": {"rotation_init": "identity", "augment": 4, "augment_original_share": 0.5}}),
            "smooth": ("small-smooth", _IDENTITY),
-           "aug4s": ("small-smooth", {"train": {"rotation_init": "identity", "augment": 4}})}
+           "aug4hs": ("small-smooth", {"train": {"rotation_init": "identity", "augment": 4,
+                                                 "augment_original_share": 0.5}})}
 
 
 def _merge(a: dict, b: dict) -> dict:
