@@ -118,8 +118,8 @@ def train_budgeted(ds: Path, out: Path, recipe: str, budget_s: float, *, seed: i
 def scored(name: str, facts: dict, scores: dict) -> dict:
     """One run's timing facts and mean scores, printed as soon as they are known."""
     row = {**facts, **scores}
-    print(f"{name}: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("dice", "thin_dice", "protrusion_dice", "components_ok",
-                                                                  "recon_one_nn", "epochs", "train_loop_s") if k in row), flush=True)
+    keys = ("dice", "thin_dice", "protrusion_dice", "components_ok", "recon_one_nn", "epochs", "train_loop_s")
+    print(f"{name}: " + ", ".join(f"{k} {row[k]:.4g}" for k in keys if k in row), flush=True)
     return row
 
 
@@ -188,13 +188,18 @@ def simulated_dataset(work: Path, kind: str, *, sequences: int, frames: int, siz
     ds = work / f"ds_{kind}_{sequences}x{frames}_{size}_from{first}"
     if (ds / "manifest.json").is_file():
         return ds
-    sim = work / f"sim_{kind}_{sequences}x{frames}_{size}_from{first}"
+    sim = simulated_masks(work, kind, sequences=sequences, frames=frames, size=size, first=first)
     sim.mkdir(parents=True, exist_ok=True)
     for i in range(first, first + sequences):
         seq = simulate_sequence(kind, i, frames=frames, size=size, seed=seed)
         write_tiff(sim / f"{kind}_{i:03d}.tif", seq.masks, axes="TZYX", spacing=seq.spacing)
     prepare(sorted(sim.glob("*.tif")), ds, size=size, overwrite=True, progress=False, preview=False)
     return ds
+
+
+def simulated_masks(work: Path, kind: str, *, sequences: int, frames: int, size: int, first: int = 0) -> Path:
+    """The folder of the simulator's own masks behind :func:`simulated_dataset` (the truth of its runs)."""
+    return work / f"sim_{kind}_{sequences}x{frames}_{size}_from{first}"
 
 
 def _radius(size: int, args) -> float:
@@ -219,8 +224,9 @@ def part_kinds(work: Path, args) -> dict:
         for recipe in recipes.split(","):
             run = work / f"{kind}64_{recipe}"
             facts = train_budgeted(ds, run, recipe, args.kind_budget_min * 60)
+            truth = simulated_masks(work, kind, sequences=8, frames=10, size=64)
             scores = {**evaluate(run, ds, radius_vox=_radius(64, args))["mean"],
-                      "recon_one_nn": reconstruction_realism(run, work / f"sim_{kind}_8x10_64_from0", work)}
+                      "recon_one_nn": reconstruction_realism(run, truth, work)}
             out[f"{kind}/{recipe}"] = scored(f"{kind}/{recipe}", facts, scores)
     return out
 
@@ -375,7 +381,7 @@ def part_samplers(work: Path, args) -> dict:
             out[kind] = {"skipped": f"{run} not trained (run the kinds / filopodial parts first)"}
             continue
         held = simulated_dataset(work, kind, sequences=8, frames=frames, size=size, first=100)
-        reference = work / f"sim_{kind}_8x{frames}_{size}_from100"
+        reference = simulated_masks(work, kind, sequences=8, frames=frames, size=size, first=100)
         rows = compare_samplers(run_dir, reference, work / f"samplers_{kind}", n=args.sampler_n, frames=frames,
                                 seed=1, device="cpu", overwrite=True,
                                 samplers=args.samplers.split(",") if args.samplers else None)
@@ -394,7 +400,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--budget-min", type=float, default=28.0, help="training budget of the 128^3 filopodial runs")
     p.add_argument("--kind-budget-min", type=float, default=8.0, help="training budget of each 64^3 run")
-    p.add_argument("--kind-recipes", default="deforming:new,smooth,old,plain;dividing:new,smooth,old,plain;filopodial:new,smooth,old,plain",
+    p.add_argument("--kind-recipes",
+                   default="deforming:new,smooth,old,plain;dividing:new,smooth,old,plain;filopodial:new,smooth,old,plain",
                    help="kind:recipe,recipe;... trained in the kinds part")
     p.add_argument("--real-sets", default="platynereis,cells3d", help="real data sets of the real part")
     p.add_argument("--real-budget-min", type=float, default=10.0, help="training budget of the real-nuclei runs")

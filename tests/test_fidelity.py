@@ -122,7 +122,7 @@ def test_train_with_all_ingredients_resumes_exactly(tmp_path):
 
 
 def _gradient_deviation(run_dir, size, clamp_vox, band):
-    """Mean | |grad f| - 1 | (voxels per voxel) of the one frame of sequence 0 (time 0) on the grid points inside the band."""
+    """Mean | |grad f| - 1 | (voxels per voxel) of sequence 0's one frame (time 0), on the grid points in the band."""
     from cellinr.model.run import load_run
     from cellinr.training.sampling import index_to_coords
 

@@ -303,7 +303,8 @@ def _tiny() -> Config:
 
 #: Named presets: name -> factory returning a fresh Config.
 PRESETS: dict[str, typing.Callable[[], Config]] = {
-    "reference": _reference, "small": _small, "small-smooth": _small_smooth, "small-v1": _small_v1, "large": _large, "tiny": _tiny,
+    "reference": _reference, "small": _small, "small-smooth": _small_smooth, "small-v1": _small_v1, "large": _large,
+    "tiny": _tiny,
 }
 
 

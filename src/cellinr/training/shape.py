@@ -426,7 +426,7 @@ def _train(dataset, out: Path, *, info, device, preset, config, epochs, activati
                     l1 = sdf_l1(pred, target[j:j + 1], tc.clamp, tc.clamp_mode, tc.far_weight)
                     reg = reg_weight * code_regulariser(codes)
                     loss = (l1 + reg) / global_frames
-                    if tc.eikonal_weight:
+                    if tc.eikonal_weight:  # a second, eager pass on a subset: double backward on a few points only
                         sub = xyz[j:j + 1, ::eik_stride].detach().requires_grad_(True)
                         with autocast(), _eager(model.decoder):  # compiled graphs have no double backward
                             pred_sub, _ = model(seq_t[j:j + 1], times_t[j:j + 1], sub)
